@@ -1,0 +1,40 @@
+"""l2o: learned optimizers in PyTorch (Andrychowicz et al., 2016, and what came after)."""
+
+__version__ = "0.1.0"
+
+from l2o.checkpoint import load, load_checkpoint, save_checkpoint  # noqa: E402
+from l2o.config import ExperimentConfig, load_config  # noqa: E402
+from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, unroll  # noqa: E402
+from l2o.optimizers import (  # noqa: E402
+    NAG,
+    SGD,
+    Adam,
+    CoordinatewiseLSTM,
+    GroupedOptimizer,
+    LSTMConfig,
+    RMSprop,
+    StepOptimizer,
+)
+from l2o.tasks import make_task_family  # noqa: E402
+
+__all__ = [
+    "NAG",
+    "SGD",
+    "Adam",
+    "CoordinatewiseLSTM",
+    "ExperimentConfig",
+    "GroupedOptimizer",
+    "LSTMConfig",
+    "MetaTrainConfig",
+    "MetaTrainer",
+    "RMSprop",
+    "StepOptimizer",
+    "TruncatedBPTT",
+    "__version__",
+    "load",
+    "load_checkpoint",
+    "load_config",
+    "make_task_family",
+    "save_checkpoint",
+    "unroll",
+]

@@ -1,0 +1,190 @@
+"""Fair comparison of learned and hand-designed optimizers.
+
+The protocol, the same for every optimizer:
+  * tasks are drawn from fixed seed streams: baselines' learning rates are tuned on validation
+    tasks, everything is reported on separate test tasks that no optimizer saw before;
+  * each run starts from a fresh optimizer state at the same theta_0 and sees the same batches;
+  * every optimizer is scored at the same step (f(theta_T)) and by its summed loss;
+  * wall-clock seconds are measured on the same rollout code for all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from l2o.evaluate.rollout import rollout
+from l2o.meta.seeds import task_seed
+from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
+from l2o.tasks.base import TaskFamily
+
+Progress = Callable[[str], None]
+
+
+def lr_grid(low: float = 1e-4, high: float = 10.0, per_decade: int = 4) -> list[float]:
+    """Log-spaced learning rates from ``low`` to ``high``, ``per_decade`` points per decade."""
+    if not (0 < low < high) or per_decade < 1:
+        raise ValueError(
+            f"Invalid grid: low={low}, high={high}, per_decade={per_decade} "
+            f"(need 0 < low < high and per_decade >= 1)"
+        )
+    decades = math.log10(high / low)
+    n = round(decades * per_decade) + 1
+    return [float(x) for x in np.logspace(math.log10(low), math.log10(high), n)]
+
+
+def run_on_tasks(
+    optimizer: StepOptimizer,
+    family: TaskFamily,
+    steps: int,
+    stream: str,
+    num_tasks: int,
+    device: str = "cpu",
+) -> tuple[Tensor, float]:
+    """Roll ``optimizer`` out on tasks 0..num_tasks-1 of ``stream``.
+
+    Returns losses of shape (steps + 1, runs) and total wall-clock seconds.
+    """
+    curves, seconds = [], 0.0
+    for i in range(num_tasks):
+        task = family.sample(task_seed(stream, i), device=device)
+        result = rollout(optimizer, task, steps)
+        curves.append(result.losses)
+        seconds += result.seconds
+    return torch.cat(curves, dim=1), seconds
+
+
+def final_score(losses: Tensor) -> float:
+    """Mean f(theta_T) over runs; a run that diverged (inf/NaN) makes the score inf."""
+    final = losses[-1].double()
+    return float(final.mean()) if bool(torch.isfinite(final).all()) else math.inf
+
+
+def tune_learning_rate(
+    name: str,
+    family: TaskFamily,
+    steps: int,
+    num_tasks: int,
+    grid: Sequence[float],
+    device: str = "cpu",
+) -> tuple[float, dict[float, float]]:
+    """The learning rate of baseline ``name`` with the lowest mean final loss on validation
+    tasks. Returns (best lr, {lr: score})."""
+    scores = {}
+    for lr in grid:
+        losses, _ = run_on_tasks(make_baseline(name, lr), family, steps, "validation", num_tasks, device)
+        scores[lr] = final_score(losses)
+    best = min(scores, key=lambda lr: scores[lr])
+    if not math.isfinite(scores[best]):
+        raise ValueError(f"every learning rate of {name} diverged on {family.name}: grid {list(grid)}")
+    return best, scores
+
+
+@dataclass
+class OptimizerResult:
+    """One optimizer's test runs: losses (steps + 1, runs) and how it was configured."""
+
+    name: str
+    losses: Tensor
+    seconds: float
+    lr: float | None = None  # the tuned learning rate (baselines)
+    tuning: dict[float, float] = field(default_factory=dict)  # lr -> validation score
+
+    def summary(self) -> dict[str, Any]:
+        losses = self.losses.double()
+        final = losses[-1]
+        finite = torch.isfinite(final)
+        steps = losses.shape[0] - 1
+        q = torch.nanquantile(losses, torch.tensor([0.25, 0.5, 0.75], dtype=losses.dtype), dim=1)
+        return {
+            "lr": self.lr,
+            "final_loss_mean": float(final.mean()),
+            "final_loss_std": float(final.std()) if final.numel() > 1 else 0.0,
+            "final_loss_median": float(final.median()),
+            "summed_loss_mean": float(losses[1:].sum(0).mean()),
+            "diverged_runs": int((~finite).sum()),
+            "seconds": self.seconds,
+            "seconds_per_step": self.seconds / max(steps, 1),
+            "curve_mean": _clean(losses.mean(1)),
+            "curve_std": _clean(losses.std(1)) if losses.shape[1] > 1 else [0.0] * (steps + 1),
+            "curve_q25": _clean(q[0]),
+            "curve_median": _clean(q[1]),
+            "curve_q75": _clean(q[2]),
+            "tuning": {f"{lr:.6g}": s if math.isfinite(s) else None for lr, s in self.tuning.items()},
+        }
+
+
+def _clean(values: Tensor) -> list[float | None]:
+    """Tensor -> list for JSON, with inf/NaN as None (JSON has no inf)."""
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
+@dataclass
+class Comparison:
+    task: dict[str, Any]
+    steps: int
+    num_test_tasks: int
+    num_validation_tasks: int
+    results: dict[str, OptimizerResult]
+
+    @property
+    def runs(self) -> int:
+        return next(iter(self.results.values())).losses.shape[1]
+
+    def ratio(self, name: str, reference: str = "adam") -> float:
+        """Mean final loss of ``name`` divided by that of ``reference``."""
+        return (
+            self.results[name].summary()["final_loss_mean"]
+            / self.results[reference].summary()["final_loss_mean"]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "steps": self.steps,
+            "num_test_tasks": self.num_test_tasks,
+            "num_validation_tasks": self.num_validation_tasks,
+            "runs": self.runs,
+            "optimizers": {name: r.summary() for name, r in self.results.items()},
+        }
+
+
+def compare(
+    learned: Mapping[str, StepOptimizer],
+    family: TaskFamily,
+    steps: int = 100,
+    baselines: Sequence[str] = ("sgd", "nag", "rmsprop", "adam"),
+    num_validation_tasks: int = 2,
+    num_test_tasks: int = 8,
+    grid: Sequence[float] | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> Comparison:
+    """Tune each baseline's learning rate on validation tasks, then run learned optimizers and
+    tuned baselines on the same test tasks."""
+    grid = list(grid or lr_grid())
+    for name in baselines:
+        if name not in BASELINES:
+            raise ValueError(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
+    say = progress or (lambda _: None)
+    results: dict[str, OptimizerResult] = {}
+    for name, optimizer in learned.items():
+        say(f"evaluating {name} on {num_test_tasks} test tasks")
+        losses, seconds = run_on_tasks(optimizer.to(device).eval(), family, steps, "test", num_test_tasks, device)
+        results[name] = OptimizerResult(name, losses, seconds)
+    for name in baselines:
+        say(f"tuning {name} over {len(grid)} learning rates on {num_validation_tasks} validation tasks")
+        lr, tuning = tune_learning_rate(name, family, steps, num_validation_tasks, grid, device)
+        edge = " (at the edge of the grid: widen it)" if lr in (grid[0], grid[-1]) else ""
+        say(f"  best lr {lr:.4g}{edge}")
+        losses, seconds = run_on_tasks(
+            make_baseline(name, lr), family, steps, "test", num_test_tasks, device
+        )
+        results[name] = OptimizerResult(name, losses, seconds, lr=lr, tuning=tuning)
+    return Comparison(family.to_config(), steps, num_test_tasks, num_validation_tasks, results)

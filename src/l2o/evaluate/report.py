@@ -1,0 +1,71 @@
+"""Present a comparison: a text table, a JSON file and the paper-style loss-vs-step figure."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from l2o.checkpoint import atomic_write_text
+
+
+def format_table(result: dict[str, Any], reference: str = "adam") -> str:
+    """Final loss (mean ± std over runs), summed loss, tuned lr and seconds, one row each."""
+    optimizers = result["optimizers"]
+    ref = optimizers.get(reference, {}).get("final_loss_mean")
+    header = (
+        f"{'optimizer':<16}{'final loss':>24}{'median':>12}{'summed loss':>14}"
+        f"{'tuned lr':>10}{'seconds':>10}{f'/ {reference}':>10}"
+    )
+    lines = [
+        f"{result['task']['name']}: {result['runs']} test runs, f(theta_T) at T = {result['steps']}",
+        header,
+        "-" * len(header),
+    ]
+    for name, s in optimizers.items():
+        final = f"{s['final_loss_mean']:.4g} ± {s['final_loss_std']:.3g}"
+        lr = "-" if s["lr"] is None else f"{s['lr']:.3g}"
+        ratio = s["final_loss_mean"] / ref if ref else math.nan
+        lines.append(
+            f"{name:<16}{final:>24}{s['final_loss_median']:>12.4g}{s['summed_loss_mean']:>14.4g}"
+            f"{lr:>10}{s['seconds']:>10.3f}{ratio:>10.3f}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def plot_loss_curves(result: dict[str, Any], path: str | Path, title: str | None = None) -> None:
+    """Loss vs step on a log scale, one line (mean over runs) per optimizer, the interquartile
+    range across runs shaded; tuned learning rates in the legend. PNG or SVG by suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for name, s in result["optimizers"].items():
+        mean = [math.nan if v is None else v for v in s["curve_mean"]]
+        q25 = [math.nan if v is None else v for v in s["curve_q25"]]
+        q75 = [math.nan if v is None else v for v in s["curve_q75"]]
+        steps = range(len(mean))
+        label = name if s["lr"] is None else f"{name} (lr {s['lr']:.3g})"
+        (line,) = ax.plot(steps, mean, label=label, linewidth=2 if s["lr"] is None else 1.3)
+        ax.fill_between(steps, q25, q75, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss f(θ)")
+    task = result["task"]["name"]
+    ax.set_title(title or f"{task}: mean over {result['runs']} test runs (shaded: 25–75%)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

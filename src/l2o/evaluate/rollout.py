@@ -1,0 +1,43 @@
+"""Run an optimizer on a task without building a meta-graph: the evaluation loop."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from l2o.optimizers.base import StepOptimizer
+from l2o.tasks.base import Task
+
+
+@dataclass
+class Rollout:
+    losses: Tensor  # (steps + 1, num_problems): f(theta_t) for t = 0 .. steps, on the CPU
+    seconds: float  # wall-clock of the whole rollout (gradients + optimizer steps)
+
+
+def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
+    """Optimize ``task`` for ``steps`` steps from a fresh optimizer state.
+
+    The optimizer runs exactly as in meta-training (same ``step`` code) but under no_grad, so
+    nothing is kept for backpropagation. Diverging runs are recorded as they are (inf / NaN).
+    """
+    start = time.perf_counter()
+    params = [p.detach() for p in task.init_params()]
+    state = optimizer.init_state(params)
+    losses = []
+    for t in range(steps + 1):
+        leaves = [p.requires_grad_() for p in params]
+        with torch.enable_grad():
+            loss = task.loss(leaves, task.batch(t))
+        losses.append(loss.detach())
+        if t == steps:
+            break
+        grads = torch.autograd.grad(loss.sum(), leaves)
+        with torch.no_grad():
+            updates, state = optimizer.step(grads, state)
+            params = [p.detach() + u for p, u in zip(leaves, updates)]
+    curve = torch.stack(losses).float().cpu()  # .cpu() also waits for an accelerator
+    return Rollout(curve, time.perf_counter() - start)

@@ -1,0 +1,317 @@
+"""The outer loop: meta-train a learned optimizer's parameters phi with Adam (paper, section 2).
+
+For each epoch a fresh task is drawn; its horizon of T steps is unrolled in truncations of K
+steps; after each truncation the meta-gradient updates phi and theta / optimizer state are
+detached. Every ``validate_every`` epochs the optimizer is scored on held-out validation tasks
+and the best one is kept. The run directory holds::
+
+    config.toml                  the full configuration of the run
+    metrics.jsonl                one JSON line per epoch and per validation
+    checkpoints/best.*           best validation score so far (what ``l2o.load(run_dir)`` loads)
+    checkpoints/last.*           latest state, meta-optimizer included, for ``--resume``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from l2o.checkpoint import (
+    RESUME_PREFIX,
+    atomic_write_text,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from l2o.errors import CheckpointError, MetaTrainingDiverged
+from l2o.evaluate.rollout import rollout
+from l2o.meta.seeds import task_seed
+from l2o.meta.truncated_bptt import TruncatedBPTT
+from l2o.meta.unroll import init_unroll
+from l2o.optimizers.base import StepOptimizer
+from l2o.tasks.base import TaskFamily
+
+LOSS_WEIGHTS = ("sum", "mean", "last")
+META_OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class MetaTrainConfig:
+    """How phi is meta-trained. Defaults follow the paper (T = 100, K = 20, Adam 1e-3)."""
+
+    epochs: int = 2000
+    horizon: int = 100  # T: inner steps per task
+    truncation: int = 20  # K: steps per truncated-BPTT segment
+    # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), or
+    # "last" (only the last step of each truncation, i.e. f(theta_T) when K = T).
+    loss_weights: str = "sum"
+    second_order: bool = False  # keep d grad_t / d phi (the paper drops it)
+    meta_optimizer: str = "adam"
+    meta_lr: float = 1e-3
+    clip_grad_norm: float = 0.0  # clip the meta-gradient's global norm; 0 = no clipping
+    validate_every: int = 100  # epochs between validations (and checkpoints)
+    validation_tasks: int = 2  # tasks drawn from the validation seed stream
+    seed: int = 0
+    max_nonfinite_in_a_row: int = 10  # stop after this many skipped meta-updates in a row
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "horizon", "truncation", "validate_every", "validation_tasks",
+                     "max_nonfinite_in_a_row"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
+        if self.truncation > self.horizon:
+            raise ValueError(
+                f"Invalid truncation: K = {self.truncation} is longer than the horizon "
+                f"T = {self.horizon} (need 1 <= K <= T)"
+            )
+        if self.loss_weights not in LOSS_WEIGHTS:
+            raise ValueError(
+                f"Invalid loss_weights: {self.loss_weights!r} (valid: {', '.join(LOSS_WEIGHTS)})"
+            )
+        if self.meta_optimizer not in META_OPTIMIZERS:
+            raise ValueError(
+                f"Invalid meta_optimizer: {self.meta_optimizer!r} "
+                f"(valid: {', '.join(META_OPTIMIZERS)})"
+            )
+        if not (isinstance(self.meta_lr, (int, float)) and math.isfinite(self.meta_lr)
+                and self.meta_lr > 0):
+            raise ValueError(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
+        if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0):
+            raise ValueError(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
+        try:
+            torch.device(self.device)
+        except RuntimeError as e:
+            raise ValueError(f"Invalid device: {self.device!r} (e.g. cpu, cuda, cuda:1)") from e
+
+    def truncation_weights(self) -> list[list[float]]:
+        """w_t for every step, split into truncations of K (the last may be shorter)."""
+        T, K = self.horizon, self.truncation
+        w = [1.0 / T if self.loss_weights == "mean" else 1.0] * T
+        chunks = [w[s : s + K] for s in range(0, T, K)]
+        if self.loss_weights == "last":
+            chunks = [[0.0] * (len(c) - 1) + [1.0] for c in chunks]
+        return chunks
+
+
+def make_meta_optimizer(
+    name: str, params: Sequence[Tensor], lr: float
+) -> torch.optim.Optimizer:
+    """The optimizer of phi: Adam in the paper; SGD and RMSprop for the ablation."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ValueError(f"Invalid meta_optimizer: {name!r} (valid: {', '.join(META_OPTIMIZERS)})")
+
+
+def validate(
+    optimizer: StepOptimizer, family: TaskFamily, config: MetaTrainConfig
+) -> dict[str, float]:
+    """Score on held-out validation tasks: mean f(theta_T) and mean sum_t f(theta_t)."""
+    curves = []
+    for i in range(config.validation_tasks):
+        task = family.sample(task_seed("validation", i), device=config.device)
+        curves.append(rollout(optimizer, task, config.horizon).losses)
+    losses = torch.cat(curves, dim=1)  # (T + 1, problems)
+    final = losses[-1].double().mean().item()
+    return {
+        "final_loss": final if math.isfinite(final) else math.inf,
+        "summed_loss": losses[1:].double().sum(0).mean().item(),
+        "curve": losses.double().mean(1).tolist(),
+    }
+
+
+@dataclass
+class TrainingState:
+    """Everything beyond phi that a resumed run needs to continue exactly."""
+
+    epoch: int = 0  # epochs completed
+    best_validation: float = math.inf
+    best_epoch: int = -1
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+    seconds: float = 0.0  # meta-training wall-clock so far
+
+
+def meta_optimizer_tensors(meta_opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    """Split a torch optimizer's state_dict into safetensors-ready tensors and JSON-ready rest."""
+    state = meta_opt.state_dict()
+    tensors, rest = {}, {"param_groups": state["param_groups"], "state": {}}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"{RESUME_PREFIX}{index}/{key}"] = value
+            else:
+                rest["state"].setdefault(str(index), {})[key] = value
+    return tensors, rest
+
+
+def restore_meta_optimizer(
+    meta_opt: torch.optim.Optimizer, tensors: dict[str, Tensor], rest: dict
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith(RESUME_PREFIX):
+            index, key = name[len(RESUME_PREFIX) :].split("/", 1)
+            state.setdefault(int(index), {})[key] = value
+    for index, entries in rest["state"].items():
+        state.setdefault(int(index), {}).update(entries)
+    meta_opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+class MetaTrainer:
+    """Meta-trains ``optimizer`` on ``family``; writes checkpoints and metrics to ``run_dir``.
+
+    ``record`` is stored in every checkpoint (task and config, so a checkpoint describes
+    itself). ``log`` receives (epoch, metrics) after each epoch: a hook for progress displays.
+    """
+
+    def __init__(
+        self,
+        optimizer: StepOptimizer,
+        family: TaskFamily,
+        config: MetaTrainConfig,
+        run_dir: str | Path,
+        record: dict[str, Any] | None = None,
+        log: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> None:
+        if not optimizer.is_learned:
+            raise ValueError(f"optimizer {optimizer} has no meta-parameters to train")
+        self.optimizer = optimizer.to(config.device)
+        self.family, self.config = family, config
+        self.run_dir = Path(run_dir)
+        self.record = dict(record or {})
+        self.log = log
+        self.estimator = TruncatedBPTT(second_order=config.second_order)
+        self.meta_opt = make_meta_optimizer(
+            config.meta_optimizer, list(self.optimizer.parameters()), config.meta_lr
+        )
+        self.state = TrainingState()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _record(self, kind: str) -> dict[str, Any]:
+        return {
+            **self.record,
+            "task": self.family.to_config(),
+            "training": asdict(self.config),
+            "checkpoint": kind,
+            "epoch": self.state.epoch,
+            "metrics": {
+                "best_validation_final_loss": (
+                    self.state.best_validation if math.isfinite(self.state.best_validation) else None
+                ),
+                "best_epoch": self.state.best_epoch,
+                "meta_training_seconds": self.state.seconds,
+                "nonfinite_skipped": self.state.nonfinite_total,
+            },
+        }
+
+    def save(self, kind: str) -> None:
+        record = self._record(kind)
+        extra: dict[str, Tensor] = {}
+        if kind == "last":
+            extra, rest = meta_optimizer_tensors(self.meta_opt)
+            record["resume"] = {"meta_optimizer": rest, "training_state": asdict(self.state)}
+        save_checkpoint(self.run_dir / "checkpoints" / kind, self.optimizer, record, extra)
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last``: phi, meta-optimizer state, epoch, counters."""
+        path = self.run_dir / "checkpoints" / "last.safetensors"
+        tensors, record = read_checkpoint(path)
+        if "resume" not in record:
+            raise CheckpointError(f"checkpoint {path} holds no meta-training state to resume")
+        if record["training"]["seed"] != self.config.seed or record["task"] != self.family.to_config():
+            raise CheckpointError(
+                f"cannot resume {path}: its task/seed differ from this run's configuration"
+            )
+        load_weights(self.optimizer, tensors, str(path))
+        restore_meta_optimizer(self.meta_opt, tensors, record["resume"]["meta_optimizer"])
+        self.state = TrainingState(**record["resume"]["training_state"])
+
+    def _write_metrics(self, entry: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One fresh task, unrolled over the horizon in truncations; phi updated after each."""
+        cfg = self.config
+        task = self.family.sample(task_seed("train", epoch, cfg.seed), device=cfg.device)
+        state = init_unroll(task, self.optimizer)
+        meta_losses, grad_norms, skipped, final_loss = [], [], 0, math.nan
+        for weights in cfg.truncation_weights():
+            result = self.estimator.meta_gradient(self.optimizer, task, state, weights)
+            if not result.finite:
+                # Skip this meta-update and abandon the task: theta has probably diverged.
+                skipped += 1
+                self.state.nonfinite_total += 1
+                self.state.nonfinite_in_a_row += 1
+                if self.state.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
+                    raise MetaTrainingDiverged(
+                        f"{self.state.nonfinite_in_a_row} non-finite meta-losses/gradients in a "
+                        f"row at epoch {epoch} (max_nonfinite_in_a_row = "
+                        f"{cfg.max_nonfinite_in_a_row}); lower meta.meta_lr or set "
+                        f"meta.clip_grad_norm; checkpoints in {self.run_dir} are intact"
+                    )
+                break
+            self.state.nonfinite_in_a_row = 0
+            for p, g in zip(self.optimizer.parameters(), result.grads):
+                p.grad = g
+            norm = torch.nn.utils.clip_grad_norm_(
+                list(self.optimizer.parameters()),
+                cfg.clip_grad_norm if cfg.clip_grad_norm > 0 else math.inf,
+            )
+            self.meta_opt.step()
+            self.meta_opt.zero_grad(set_to_none=True)
+            meta_losses.append(result.meta_loss)
+            grad_norms.append(float(norm))
+            state = result.state
+            final_loss = float(result.losses[-1].mean())
+        return {
+            "epoch": epoch,
+            "meta_loss": sum(meta_losses) if meta_losses else math.nan,
+            "train_final_loss": math.nan if skipped else final_loss,
+            "meta_grad_norm": max(grad_norms) if grad_norms else math.nan,
+            "nonfinite_skipped": skipped,
+        }
+
+    def run(self) -> TrainingState:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter() - self.state.seconds
+        for epoch in range(self.state.epoch, cfg.epochs):
+            entry = self.train_epoch(epoch)
+            self.state.epoch = epoch + 1
+            self.state.seconds = time.perf_counter() - started
+            entry["seconds"] = self.state.seconds
+            if self.state.epoch % cfg.validate_every == 0 or self.state.epoch == cfg.epochs:
+                self.validate_and_save(entry)
+            self._write_metrics(entry)
+            if self.log is not None:
+                self.log(epoch, entry)
+        return self.state
+
+    def validate_and_save(self, entry: dict[str, Any]) -> None:
+        scores = validate(self.optimizer, self.family, self.config)
+        entry["validation_final_loss"] = scores["final_loss"]
+        entry["validation_summed_loss"] = scores["summed_loss"]
+        entry["validation_curve"] = scores["curve"]
+        if scores["final_loss"] < self.state.best_validation:
+            self.state.best_validation = scores["final_loss"]
+            self.state.best_epoch = self.state.epoch
+            self.save("best")
+        self.save("last")

@@ -1,0 +1,80 @@
+"""The differentiable inner loop: optimize a task for a few steps, keeping the autograd graph
+from the optimizer's parameters phi to every loss along the way (paper, section 2 and Figure 2).
+
+    theta_{t+1} = theta_t + g_t,    [g_t, h_{t+1}] = m(grad_t, h_t; phi)
+
+and the meta-loss of the steps taken (paper, eq. 3):
+
+    L(phi) = sum_t w_t f(theta_t)
+
+``grad_t`` is treated as an input that does not depend on phi (the paper drops these second
+derivatives of f) unless ``second_order`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from l2o.optimizers.base import OptState, StepOptimizer, detach_state
+from l2o.tasks.base import Task
+
+
+@dataclass
+class UnrollState:
+    """Where an unroll stands: theta_t, the optimizer's state h_t, and t."""
+
+    params: list[Tensor]
+    opt_state: OptState
+    step: int
+
+    def detached(self) -> UnrollState:
+        """The same point with no autograd history: a truncation boundary."""
+        return UnrollState(
+            [p.detach() for p in self.params], detach_state(self.opt_state), self.step
+        )
+
+
+@dataclass
+class UnrollResult:
+    meta_loss: Tensor  # scalar: sum_t w_t mean_k f_k(theta_t), t = s+1 .. s+K
+    losses: Tensor  # (K, num_problems): f(theta_t) for t = s+1 .. s+K, no graph
+    state: UnrollState  # at theta_{s+K}, still attached to the graph
+
+
+def init_unroll(task: Task, optimizer: StepOptimizer) -> UnrollState:
+    params = task.init_params()
+    return UnrollState(params, optimizer.init_state(params), 0)
+
+
+def unroll(
+    task: Task,
+    optimizer: StepOptimizer,
+    state: UnrollState,
+    weights: Sequence[float],
+    second_order: bool = False,
+) -> UnrollResult:
+    """Take ``len(weights)`` steps from ``state``; weights[k] is w_t of f(theta_{s+k+1})."""
+    # theta_s must be differentiable so that f can be differentiated with respect to it.
+    params = [p if p.requires_grad else p.detach().requires_grad_() for p in state.params]
+    opt_state, start = state.opt_state, state.step
+    meta_loss = params[0].new_zeros(())
+    losses = []
+    loss = task.loss(params, task.batch(start))
+    for k, w in enumerate(weights):
+        # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the
+        # optimizer sees it as a constant input: the paper's first-order approximation.
+        grads = torch.autograd.grad(
+            loss.sum(), params, create_graph=second_order, retain_graph=True
+        )
+        updates, opt_state = optimizer.step(grads, opt_state)
+        params = [p + u for p, u in zip(params, updates)]
+        # f(theta_{t+1}) is both a meta-loss term and the loss whose gradient drives the next step.
+        loss = task.loss(params, task.batch(start + k + 1))
+        losses.append(loss.detach())
+        if w != 0:
+            meta_loss = meta_loss + w * loss.mean()
+    return UnrollResult(meta_loss, torch.stack(losses), UnrollState(params, opt_state, start + len(weights)))

@@ -1,0 +1,72 @@
+"""The one step interface shared by learned and hand-designed optimizers.
+
+Every optimizer in l2o is an ``nn.Module`` with two methods, in the style of optax::
+
+    state = opt.init_state(params)                  # params: sequence of tensors
+    updates, state = opt.step(grads, state)         # theta_{t+1} = theta_t + updates
+
+``step`` is a pure function of its inputs (no in-place changes to ``grads`` or ``state``) and
+is differentiable, so the same code runs inside the meta-training unroll (where gradients flow
+through the updates to the optimizer's own parameters phi) and in ordinary training loops.
+
+A state is a dict whose values are tensors, Python numbers or nested states. Learned optimizers
+keep their meta-parameters phi as ordinary module parameters; hand-designed ones have none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+OptState = dict[str, Any]
+
+
+class StepOptimizer(nn.Module):
+    """Base class: ``init_state(params) -> state`` and ``step(grads, state) -> (updates, state)``."""
+
+    def init_state(self, params: Sequence[Tensor]) -> OptState:
+        raise NotImplementedError
+
+    def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """A JSON-ready description from which ``l2o.optimizers.from_spec`` rebuilds the
+        optimizer (weights not included)."""
+        raise NotImplementedError
+
+    @property
+    def is_learned(self) -> bool:
+        """True when the optimizer has meta-parameters phi to train."""
+        return any(True for _ in self.parameters())
+
+
+def flatten(tensors: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:
+    """Concatenate tensors into one vector, so elementwise maths runs as one batched op."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    return flat if dtype is None else flat.to(dtype)
+
+
+def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Split ``vector`` back into tensors shaped (and typed) like ``like``."""
+    pieces = torch.split(vector, [t.numel() for t in like])
+    return [p.reshape(t.shape).to(t.dtype) for p, t in zip(pieces, like)]
+
+
+def map_state(fn: Callable[[Tensor], Tensor], state: Any) -> Any:
+    """Apply ``fn`` to every tensor of a (nested) state, leaving other values as they are."""
+    if isinstance(state, Tensor):
+        return fn(state)
+    if isinstance(state, dict):
+        return {k: map_state(fn, v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(map_state(fn, v) for v in state)
+    return state
+
+
+def detach_state(state: Any) -> Any:
+    """Cut every tensor of a state from the autograd graph (a truncation boundary)."""
+    return map_state(lambda t: t.detach(), state)
