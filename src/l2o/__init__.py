@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from l2o.checkpoint import load, load_checkpoint, save_checkpoint  # noqa: E402
-from l2o.config import ExperimentConfig, load_config  # noqa: E402
-from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, unroll  # noqa: E402
-from l2o.optimizers import (  # noqa: E402
+from l2o.checkpoint import load, load_checkpoint, save_checkpoint
+from l2o.config import ExperimentConfig, load_config
+from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, unroll
+from l2o.optimizers import (
     NAG,
     SGD,
     Adam,
@@ -15,7 +15,7 @@ from l2o.optimizers import (  # noqa: E402
     RMSprop,
     StepOptimizer,
 )
-from l2o.tasks import make_task_family  # noqa: E402
+from l2o.tasks import make_task_family
 
 __all__ = [
     "NAG",

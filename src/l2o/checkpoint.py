@@ -93,7 +93,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     except Exception as e:  # safetensors raises its own error types for malformed files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({e})") from e
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a safetensors file ({e})"
+        ) from e
     if "l2o" not in metadata:
         raise CheckpointError(f"checkpoint {path} has no l2o record (not written by l2o?)")
     try:
@@ -138,21 +140,26 @@ def load_checkpoint(path: str | Path) -> tuple[StepOptimizer, dict[str, Any]]:
     return optimizer.eval(), record
 
 
-def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> StepOptimizer:
-    """Load a trained optimizer: a shipped pretrained name (see ``l2o.pretrained.names()``),
-    or the path of a checkpoint (``x.safetensors``, ``x.json`` or ``x``), or a run directory
-    (its best checkpoint)."""
+def resolve(name_or_path: str | Path) -> Path:
+    """The checkpoint file meant by a pretrained name, a run directory (its best checkpoint),
+    or a checkpoint path (``x.safetensors``, ``x.json`` or ``x``)."""
     from l2o import pretrained
 
-    path = Path(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in pretrained.names():
-        path = pretrained.path(name_or_path)
-    elif path.is_dir():
-        path = path / "checkpoints" / "best.safetensors"
-    elif not checkpoint_path(path).exists():
+        return pretrained.path(name_or_path)
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path / "checkpoints" / "best.safetensors"
+    if not checkpoint_path(path).exists():
         raise CheckpointError(
             f"no checkpoint or pretrained optimizer named {str(name_or_path)!r} "
             f"(pretrained: {', '.join(pretrained.names()) or 'none'})"
         )
-    optimizer, _ = load_checkpoint(path)
+    return checkpoint_path(path)
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> StepOptimizer:
+    """Load a trained optimizer, ready to use: a shipped pretrained name (see
+    ``l2o.pretrained.names()``), a checkpoint path, or a run directory (its best checkpoint)."""
+    optimizer, _ = load_checkpoint(resolve(name_or_path))
     return optimizer.to(device)

@@ -53,7 +53,11 @@ def _build(cls: type, section: str, options: dict[str, Any]) -> Any:
     converted = {}
     for key, value in options.items():
         # TOML writes 1e-3 as a float but "1" as an int: accept an int where a float is wanted.
-        if types[key] in (float, "float") and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            types[key] in (float, "float")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             value = float(value)
         converted[key] = value
     return cls(**converted)
@@ -62,10 +66,12 @@ def _build(cls: type, section: str, options: dict[str, Any]) -> Any:
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
-        raise ValueError(f"unknown config section(s) {', '.join(unknown)} (valid: {', '.join(SECTIONS)})")
+        raise ValueError(
+            f"unknown config section(s) {', '.join(unknown)} (valid: {', '.join(SECTIONS)})"
+        )
     task = dict(data.get("task", {"name": "quadratic"}))
     if "name" not in task:
-        raise ValueError("the [task] section needs a name (e.g. name = \"quadratic\")")
+        raise ValueError('the [task] section needs a name (e.g. name = "quadratic")')
     return ExperimentConfig(
         task=make_task_family(task.pop("name"), **task),
         optimizer=_build(LSTMConfig, "optimizer", dict(data.get("optimizer", {}))),

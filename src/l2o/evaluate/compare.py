@@ -78,11 +78,15 @@ def tune_learning_rate(
     tasks. Returns (best lr, {lr: score})."""
     scores = {}
     for lr in grid:
-        losses, _ = run_on_tasks(make_baseline(name, lr), family, steps, "validation", num_tasks, device)
+        losses, _ = run_on_tasks(
+            make_baseline(name, lr), family, steps, "validation", num_tasks, device
+        )
         scores[lr] = final_score(losses)
     best = min(scores, key=lambda lr: scores[lr])
     if not math.isfinite(scores[best]):
-        raise ValueError(f"every learning rate of {name} diverged on {family.name}: grid {list(grid)}")
+        raise ValueError(
+            f"every learning rate of {name} diverged on {family.name}: grid {list(grid)}"
+        )
     return best, scores
 
 
@@ -116,7 +120,9 @@ class OptimizerResult:
             "curve_q25": _clean(q[0]),
             "curve_median": _clean(q[1]),
             "curve_q75": _clean(q[2]),
-            "tuning": {f"{lr:.6g}": s if math.isfinite(s) else None for lr, s in self.tuning.items()},
+            "tuning": {
+                f"{lr:.6g}": s if math.isfinite(s) else None for lr, s in self.tuning.items()
+            },
         }
 
 
@@ -176,10 +182,14 @@ def compare(
     results: dict[str, OptimizerResult] = {}
     for name, optimizer in learned.items():
         say(f"evaluating {name} on {num_test_tasks} test tasks")
-        losses, seconds = run_on_tasks(optimizer.to(device).eval(), family, steps, "test", num_test_tasks, device)
+        losses, seconds = run_on_tasks(
+            optimizer.to(device).eval(), family, steps, "test", num_test_tasks, device
+        )
         results[name] = OptimizerResult(name, losses, seconds)
     for name in baselines:
-        say(f"tuning {name} over {len(grid)} learning rates on {num_validation_tasks} validation tasks")
+        say(
+            f"tuning {name} over {len(grid)} learning rates on {num_validation_tasks} validation tasks"
+        )
         lr, tuning = tune_learning_rate(name, family, steps, num_validation_tasks, grid, device)
         edge = " (at the edge of the grid: widen it)" if lr in (grid[0], grid[-1]) else ""
         say(f"  best lr {lr:.4g}{edge}")

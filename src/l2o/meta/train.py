@@ -26,7 +26,6 @@ from torch import Tensor
 
 from l2o.checkpoint import (
     RESUME_PREFIX,
-    atomic_write_text,
     load_weights,
     read_checkpoint,
     save_checkpoint,
@@ -64,8 +63,14 @@ class MetaTrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "horizon", "truncation", "validate_every", "validation_tasks",
-                     "max_nonfinite_in_a_row"):
+        for name in (
+            "epochs",
+            "horizon",
+            "truncation",
+            "validate_every",
+            "validation_tasks",
+            "max_nonfinite_in_a_row",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
@@ -83,8 +88,11 @@ class MetaTrainConfig:
                 f"Invalid meta_optimizer: {self.meta_optimizer!r} "
                 f"(valid: {', '.join(META_OPTIMIZERS)})"
             )
-        if not (isinstance(self.meta_lr, (int, float)) and math.isfinite(self.meta_lr)
-                and self.meta_lr > 0):
+        if not (
+            isinstance(self.meta_lr, (int, float))
+            and math.isfinite(self.meta_lr)
+            and self.meta_lr > 0
+        ):
             raise ValueError(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
         if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0):
             raise ValueError(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
@@ -105,9 +113,7 @@ class MetaTrainConfig:
         return chunks
 
 
-def make_meta_optimizer(
-    name: str, params: Sequence[Tensor], lr: float
-) -> torch.optim.Optimizer:
+def make_meta_optimizer(name: str, params: Sequence[Tensor], lr: float) -> torch.optim.Optimizer:
     """The optimizer of phi: Adam in the paper; SGD and RMSprop for the ablation."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -212,7 +218,9 @@ class MetaTrainer:
             "epoch": self.state.epoch,
             "metrics": {
                 "best_validation_final_loss": (
-                    self.state.best_validation if math.isfinite(self.state.best_validation) else None
+                    self.state.best_validation
+                    if math.isfinite(self.state.best_validation)
+                    else None
                 ),
                 "best_epoch": self.state.best_epoch,
                 "meta_training_seconds": self.state.seconds,
@@ -234,7 +242,10 @@ class MetaTrainer:
         tensors, record = read_checkpoint(path)
         if "resume" not in record:
             raise CheckpointError(f"checkpoint {path} holds no meta-training state to resume")
-        if record["training"]["seed"] != self.config.seed or record["task"] != self.family.to_config():
+        if (
+            record["training"]["seed"] != self.config.seed
+            or record["task"] != self.family.to_config()
+        ):
             raise CheckpointError(
                 f"cannot resume {path}: its task/seed differ from this run's configuration"
             )

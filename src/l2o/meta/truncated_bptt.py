@@ -57,4 +57,6 @@ class TruncatedBPTT:
         else:  # every weight was 0 in this truncation
             grads = (None,) * len(phi)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(phi, grads)]
-        return MetaGradient(grads, float(result.meta_loss.detach()), result.losses, result.state.detached())
+        return MetaGradient(
+            grads, float(result.meta_loss.detach()), result.losses, result.state.detached()
+        )

@@ -77,4 +77,6 @@ def unroll(
         losses.append(loss.detach())
         if w != 0:
             meta_loss = meta_loss + w * loss.mean()
-    return UnrollResult(meta_loss, torch.stack(losses), UnrollState(params, opt_state, start + len(weights)))
+    return UnrollResult(
+        meta_loss, torch.stack(losses), UnrollState(params, opt_state, start + len(weights))
+    )

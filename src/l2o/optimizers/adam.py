@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
@@ -22,11 +23,13 @@ def adam_update(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One Adam step (``step`` counts from 1) on a flat vector; returns (update, m, v)."""
     exp_avg = exp_avg.lerp(grad, 1 - beta1)  # m_t = beta1 m_{t-1} + (1 - beta1) g_t
-    exp_avg_sq = exp_avg_sq * beta2 + grad * grad * (1 - beta2)  # v_t
+    exp_avg_sq = torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2)  # v_t
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
     denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
-    return exp_avg * (-lr / bias_correction1) / denom, exp_avg, exp_avg_sq
+    # -lr * m_hat / (sqrt(v_hat) + eps), with torch.optim's fused op and rounding order.
+    update = torch.addcdiv(torch.zeros_like(grad), exp_avg, denom, value=-lr / bias_correction1)
+    return update, exp_avg, exp_avg_sq
 
 
 class Adam(StepOptimizer):

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from l2o.optimizers.base import OptState, StepOptimizer
 
 
-def assign_groups(param_names: Sequence[str], patterns: Mapping[str, str | Sequence[str]]) -> list[str]:
+def assign_groups(
+    param_names: Sequence[str], patterns: Mapping[str, str | Sequence[str]]
+) -> list[str]:
     """Give each parameter the group whose glob pattern(s) match its name.
 
     ``patterns`` maps a group name to one glob (``"*.weight"``) or a list of globs. Every
@@ -27,9 +29,7 @@ def assign_groups(param_names: Sequence[str], patterns: Mapping[str, str | Seque
     for name in param_names:
         hits = [g for g, ps in globs.items() if any(fnmatch.fnmatchcase(name, p) for p in ps)]
         if not hits:
-            raise ValueError(
-                f"parameter {name!r} matches no group pattern (groups: {dict(globs)})"
-            )
+            raise ValueError(f"parameter {name!r} matches no group pattern (groups: {dict(globs)})")
         if len(hits) > 1:
             raise ValueError(f"parameter {name!r} matches several groups: {', '.join(hits)}")
         assignment.append(hits[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
@@ -24,16 +25,18 @@ def rmsprop_update(
 
     ``grad_avg`` is only kept for the centered variant (None otherwise).
     """
-    square_avg = square_avg * alpha + grad * grad * (1 - alpha)
+    # The same fused ops as torch.optim, so trajectories agree to the last bit where possible.
+    square_avg = torch.addcmul(square_avg * alpha, grad, grad, value=1 - alpha)
     if grad_avg is not None:  # centered: divide by an estimate of the gradient's variance
         grad_avg = grad_avg.lerp(grad, 1 - alpha)
-        avg = (square_avg - grad_avg * grad_avg).sqrt() + eps
+        avg = torch.addcmul(square_avg, grad_avg, grad_avg, value=-1).sqrt() + eps
     else:
         avg = square_avg.sqrt() + eps
     if momentum > 0:
-        momentum_buffer = momentum_buffer * momentum + grad / avg
+        momentum_buffer = torch.addcdiv(momentum_buffer * momentum, grad, avg)
         return momentum_buffer * -lr, square_avg, grad_avg, momentum_buffer
-    return grad * -lr / avg, square_avg, grad_avg, momentum_buffer
+    update = torch.addcdiv(torch.zeros_like(grad), grad, avg, value=-lr)
+    return update, square_avg, grad_avg, momentum_buffer
 
 
 class RMSprop(StepOptimizer):

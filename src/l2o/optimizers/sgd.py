@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
+import torch
 from torch import Tensor
 
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
@@ -29,8 +29,8 @@ def sgd_update(
         if momentum_buffer is None:
             momentum_buffer = grad.clone()  # torch.optim starts the buffer at the first gradient
         else:
-            momentum_buffer = momentum_buffer * momentum + grad * (1 - dampening)
-        direction = grad + momentum_buffer * momentum if nesterov else momentum_buffer
+            momentum_buffer = torch.add(momentum_buffer * momentum, grad, alpha=1 - dampening)
+        direction = torch.add(grad, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer
     return direction * -lr, momentum_buffer
 
 
@@ -38,7 +38,11 @@ class SGD(StepOptimizer):
     """theta <- theta - lr * d, with d the gradient, the momentum buffer, or Nesterov's lookahead."""
 
     def __init__(
-        self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False
+        self,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
     ) -> None:
         super().__init__()
         if not lr >= 0.0:
@@ -79,9 +83,6 @@ class SGD(StepOptimizer):
         return f"lr={self.lr:g}, momentum={self.momentum:g}, nesterov={self.nesterov}"
 
 
-def NAG(lr: float = 1e-3, momentum: float = 0.9) -> SGD:  # noqa: N802 - reads like a class
+def NAG(lr: float = 1e-3, momentum: float = 0.9) -> SGD:
     """Nesterov's accelerated gradient: SGD with Nesterov momentum (0.9 unless told)."""
     return SGD(lr=lr, momentum=momentum, nesterov=True)
-
-
-

@@ -24,10 +24,12 @@ class QuadraticTask(Task):
 
     param_names = ["theta"]
 
-    def __init__(self, W: Tensor, y: Tensor, theta0: Tensor) -> None:  # noqa: N803 - paper's W
+    def __init__(self, W: Tensor, y: Tensor, theta0: Tensor) -> None:
         if W.ndim != 3 or W.shape[1:] != (y.shape[-1], theta0.shape[-1]):
-            raise ValueError(f"shapes do not fit: W {tuple(W.shape)}, y {tuple(y.shape)}, "
-                             f"theta0 {tuple(theta0.shape)}; need (n, m, d), (n, m), (n, d)")
+            raise ValueError(
+                f"shapes do not fit: W {tuple(W.shape)}, y {tuple(y.shape)}, "
+                f"theta0 {tuple(theta0.shape)}; need (n, m, d), (n, m), (n, d)"
+            )
         self.W, self.y, self.theta0 = W, y, theta0
         self.num_problems = W.shape[0]
 

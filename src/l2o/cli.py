@@ -1,0 +1,299 @@
+"""The ``l2o`` command: train, evaluate, demo, pretrained.
+
+    l2o train configs/quadratic.toml --run-dir runs/q --set meta.epochs=500
+    l2o evaluate runs/q --out runs/q/evaluation
+    l2o demo
+    l2o pretrained
+
+Errors in the user's input print one line naming the bad value and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from l2o.errors import L2OError
+
+
+def _log_every(n: int, quiet: bool, total: int):
+    start = time.perf_counter()
+
+    def log(epoch: int, m: dict[str, Any]) -> None:
+        done = epoch + 1
+        if quiet or not (done % n == 0 or done == total or "validation_final_loss" in m):
+            return
+        eta = (time.perf_counter() - start) / done * (total - done)
+        line = f"epoch {done}/{total}  meta-loss {m['meta_loss']:.4g}  eta {eta:.0f}s"
+        if "validation_final_loss" in m:
+            line += f"  validation f(theta_T) {m['validation_final_loss']:.4g}"
+        if m["nonfinite_skipped"]:
+            line += f"  skipped {m['nonfinite_skipped']} non-finite update(s)"
+        print(line, flush=True)
+
+    return log
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from l2o.config import load_config
+    from l2o.runs import train
+
+    config = load_config(args.config, args.set)
+    if not args.quiet:
+        print(
+            f"meta-training on {config.task.name} for {config.meta.epochs} epochs -> {args.run_dir}"
+        )
+    state = train(
+        config,
+        args.run_dir,
+        force=args.force,
+        resume=args.resume,
+        log=_log_every(max(config.meta.epochs // 20, 1), args.quiet, config.meta.epochs),
+    )
+    if not args.quiet:
+        print(
+            f"done in {state.seconds:.1f}s: best validation f(theta_T) {state.best_validation:.4g} "
+            f"at epoch {state.best_epoch}; checkpoint {Path(args.run_dir) / 'checkpoints' / 'best'}"
+        )
+    return 0
+
+
+def _evaluate(
+    optimizer_path: str,
+    task_name: str | None,
+    overrides: list[str],
+    steps: int | None,
+    test_tasks: int,
+    validation_tasks: int,
+    baselines: list[str],
+    grid: list[float] | None,
+    out: Path,
+    device: str,
+    quiet: bool,
+) -> dict[str, Any]:
+    from l2o.checkpoint import load_checkpoint, resolve
+    from l2o.config import apply_overrides, parse_override
+    from l2o.evaluate import compare, format_table, plot_loss_curves, write_json
+    from l2o.tasks import make_task_family
+
+    source = resolve(optimizer_path)
+    optimizer, record = load_checkpoint(source)
+    for text in overrides:
+        if parse_override(text)[0] != "task":
+            raise ValueError(f"Invalid override {text!r} for evaluate (only task.* may be set)")
+    task_cfg = dict(record.get("task", {"name": "quadratic"}))
+    if task_name is not None and task_name != task_cfg.get("name"):
+        task_cfg = {"name": task_name}
+    task_cfg = apply_overrides({"task": task_cfg}, overrides)["task"]
+    family = make_task_family(task_cfg.pop("name"), **task_cfg)
+    steps = steps or record.get("training", {}).get("horizon", 100)
+    say = (lambda _: None) if quiet else (lambda s: print(s, flush=True))
+    comparison = compare(
+        {"lstm": optimizer},
+        family,
+        steps=steps,
+        baselines=baselines,
+        num_validation_tasks=validation_tasks,
+        num_test_tasks=test_tasks,
+        grid=grid,
+        device=device,
+        progress=say,
+    )
+    result = comparison.to_json()
+    result["learned_optimizer"] = {"checkpoint": str(source), "spec": record["optimizer"]}
+    result["lstm_over_adam"] = comparison.ratio("lstm") if "adam" in baselines else None
+    write_json(out / "results.json", result)
+    plot_loss_curves(result, out / "loss.png")
+    print(format_table(result))
+    print(f"wrote {out / 'results.json'} and {out / 'loss.png'}")
+    return result
+
+
+def _parse_grid(text: str | None) -> list[float] | None:
+    from l2o.evaluate import lr_grid
+
+    if text is None:
+        return None
+    try:
+        low, high, per_decade = text.split(",")
+        return lr_grid(float(low), float(high), int(per_decade))
+    except ValueError as e:
+        raise ValueError(
+            f"Invalid --lr-grid {text!r} (expected LOW,HIGH,PER_DECADE like 1e-4,10,4): {e}"
+        ) from e
+
+
+def _parse_baselines(text: str) -> list[str]:
+    from l2o.optimizers import BASELINES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in BASELINES:
+            raise ValueError(
+                f"unknown optimizer {n!r} in --baselines (valid: {', '.join(BASELINES)})"
+            )
+    return names
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from l2o.runs import prepare_directory
+
+    _check_positive("--test-tasks", args.test_tasks)
+    _check_positive("--validation-tasks", args.validation_tasks)
+    if args.steps is not None:
+        _check_positive("--steps", args.steps)
+    baselines = _parse_baselines(args.baselines)
+    grid = _parse_grid(args.lr_grid)
+    out = prepare_directory(args.out, args.force)
+    _evaluate(
+        args.optimizer,
+        args.task,
+        args.set,
+        args.steps,
+        args.test_tasks,
+        args.validation_tasks,
+        baselines,
+        grid,
+        out,
+        args.device,
+        args.quiet,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from l2o.config import load_config
+    from l2o.runs import prepare_directory, train
+
+    _check_positive("--epochs", args.epochs)
+    out = prepare_directory(args.out, args.force)
+    config = load_config(
+        None,
+        [
+            "task.name=quadratic",
+            f"meta.epochs={args.epochs}",
+            f"meta.validate_every={max(args.epochs // 4, 1)}",
+            "meta.meta_lr=0.003",
+            f"meta.device={args.device}",
+        ],
+    )
+    start = time.perf_counter()
+    print(f"[1/2] meta-training the paper's 2x20 LSTM on 10-d quadratics for {args.epochs} epochs")
+    train(config, out / "run", log=_log_every(max(args.epochs // 10, 1), args.quiet, args.epochs))
+    print("[2/2] comparing with SGD, NAG, RMSprop and Adam, each with a tuned learning rate")
+    result = _evaluate(
+        str(out / "run"),
+        None,
+        [],
+        100,
+        4,
+        2,
+        ["sgd", "nag", "rmsprop", "adam"],
+        None,
+        out / "evaluation",
+        args.device,
+        True,
+    )
+    ratio = result["lstm_over_adam"]
+    print(
+        f"LSTM / tuned Adam final loss: {ratio:.3f}  (demo took {time.perf_counter() - start:.0f}s)"
+    )
+    return 0
+
+
+def cmd_pretrained(args: argparse.Namespace) -> int:
+    from l2o import pretrained
+
+    names = pretrained.names()
+    if not names:
+        print("no pretrained optimizers are shipped with this installation")
+    for name in names:
+        print(f"{name:<20}{pretrained.info(name).get('description', '')}")
+    return 0
+
+
+def _check_positive(flag: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"Invalid {flag}: {value} (must be >= 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l2o", description="Learned optimizers in PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="meta-train a learned optimizer")
+    p.add_argument("config", nargs="?", help="TOML config (default: all defaults)")
+    p.add_argument("--run-dir", required=True, help="directory for checkpoints and metrics")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. meta.epochs=100 (repeatable)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="compare a learned optimizer with tuned baselines")
+    p.add_argument("optimizer", help="checkpoint, run directory or pretrained name")
+    p.add_argument("--task", help="task family (default: the one it was trained on)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="task.KEY=VALUE",
+        help="override a task option, e.g. task.num_problems=125 (repeatable)",
+    )
+    p.add_argument("--steps", type=int, help="steps per run (default: the training horizon)")
+    p.add_argument("--test-tasks", type=int, default=8, help="held-out test tasks (default 8)")
+    p.add_argument(
+        "--validation-tasks",
+        type=int,
+        default=2,
+        help="validation tasks for tuning learning rates (default 2)",
+    )
+    p.add_argument(
+        "--baselines",
+        default="sgd,nag,rmsprop,adam",
+        help="comma-separated baselines (default: sgd,nag,rmsprop,adam)",
+    )
+    p.add_argument("--lr-grid", help="LOW,HIGH,PER_DECADE of the log grid (default 1e-4,10,4)")
+    p.add_argument("--out", default="evaluation", help="output directory (default: evaluation)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="quick end-to-end: meta-train on quadratics and compare")
+    p.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")
+    p.add_argument("--epochs", type=int, default=400)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("pretrained", help="list the shipped pretrained optimizers")
+    p.set_defaults(func=cmd_pretrained)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (L2OError, ValueError, OSError) as e:
+        message = " ".join(str(e).split())  # always one line
+        print(f"l2o: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("l2o: interrupted; checkpoints written so far are intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Run directories: create them safely, meta-train into them, evaluate what they hold."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2o.checkpoint import atomic_write_text
+from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_toml
+from l2o.errors import L2OError, RunDirectoryExists
+from l2o.meta.train import MetaTrainer, TrainingState
+from l2o.optimizers import CoordinatewiseLSTM
+
+
+def prepare_directory(path: str | Path, force: bool) -> Path:
+    """Create an empty output directory; an existing non-empty one needs ``force``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirectoryExists(f"{path} exists and is not a directory")
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise RunDirectoryExists(
+                f"directory {path} exists and is not empty; use --force to overwrite it "
+                f"(or --resume to continue a meta-training run)"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_learned_optimizer(config: ExperimentConfig) -> CoordinatewiseLSTM:
+    """phi initialised from the run's seed alone, so a run is reproducible."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.meta.seed)
+        return CoordinatewiseLSTM(config.optimizer)
+
+
+def train(
+    config: ExperimentConfig,
+    run_dir: str | Path,
+    force: bool = False,
+    resume: bool = False,
+    log: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainingState:
+    """Meta-train as ``config`` says into ``run_dir`` (a new directory, or one to resume)."""
+    run_dir = Path(run_dir)
+    if resume:
+        saved = run_dir / "config.toml"
+        if not saved.is_file():
+            raise L2OError(f"cannot resume: {saved} not found (is {run_dir} a run directory?)")
+        # Only the number of epochs may change on resume (to train for longer).
+        saved_config = config_from_dict(load_config_dict(saved)).to_dict()
+        saved_config["meta"]["epochs"] = config.meta.epochs
+        if saved_config != config.to_dict():
+            raise L2OError(
+                f"cannot resume {run_dir}: the configuration differs from {saved} "
+                f"(only meta.epochs may change)"
+            )
+    else:
+        prepare_directory(run_dir, force)
+    atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
+    trainer = MetaTrainer(
+        build_learned_optimizer(config),
+        config.task,
+        config.meta,
+        run_dir,
+        log=log,
+    )
+    if resume:
+        trainer.resume()
+    return trainer.run()

@@ -1,0 +1,93 @@
+"""The coordinatewise LSTM optimizer: Appendix A preprocessing, coordinatewise structure, config."""
+
+import math
+
+import pytest
+import torch
+
+from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig, log_sign_preprocess
+
+
+def _appendix_a(g: float, p: float) -> tuple[float, float]:
+    if abs(g) >= math.exp(-p):
+        return math.log(abs(g)) / p, math.copysign(1.0, g) if g != 0 else 0.0
+    return -1.0, math.exp(p) * g
+
+
+@pytest.mark.parametrize("p", [10.0, 5.0])
+def test_log_sign_preprocessing_matches_appendix_a(p):
+    values = [3.0, -0.5, 1e-3, -2e-4, 1e-5, -4e-6, 1e-9, -1e-12, 0.0, math.exp(-p), -math.exp(-p)]
+    got = log_sign_preprocess(torch.tensor(values, dtype=torch.float64), p)
+    want = torch.tensor([_appendix_a(v, p) for v in values], dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # Both branches are used by these values.
+    assert (got[:, 0] == -1).any() and (got[:, 0] > -1).any()
+
+
+def test_log_sign_preprocessing_has_finite_gradients_at_zero():
+    g = torch.tensor([0.0, 1e-9, 2.0], requires_grad=True)
+    log_sign_preprocess(g).sum().backward()
+    assert torch.isfinite(g.grad).all()
+
+
+@pytest.mark.parametrize("preprocess", ["none", "log_sign"])
+def test_permuting_coordinates_permutes_updates(preprocess):
+    opt = CoordinatewiseLSTM(LSTMConfig(preprocess=preprocess)).double()
+    grads = [torch.randn(5, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    state = opt.init_state(grads)
+    for _ in range(3):  # build up a non-trivial hidden state
+        _, state = opt.step([torch.randn_like(g) for g in grads], state)
+    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+    perm = torch.randperm(flat_grad.numel())
+    u, _ = opt.step([flat_grad], state)
+    permuted_state = {
+        "step": state["step"],
+        "h": [h[perm] for h in state["h"]],
+        "c": [c[perm] for c in state["c"]],
+    }
+    u_perm, _ = opt.step([flat_grad[perm]], permuted_state)
+    # Equal up to float64 rounding (matmul blocking may differ with the row order).
+    torch.testing.assert_close(u_perm[0], u[0][perm], rtol=1e-13, atol=1e-15)
+
+
+def test_updates_have_the_shapes_of_the_gradients_and_one_state_row_per_coordinate():
+    opt = CoordinatewiseLSTM(LSTMConfig(num_layers=1, hidden_size=7))
+    grads = [torch.randn(2, 3, 4), torch.randn(5), torch.randn(())]
+    state = opt.init_state(grads)
+    updates, state = opt.step(grads, state)
+    assert [u.shape for u in updates] == [g.shape for g in grads]
+    assert len(state["h"]) == 1 and state["h"][0].shape == (24 + 5 + 1, 7)
+
+
+def test_output_scale_scales_the_update():
+    torch.manual_seed(3)
+    a = CoordinatewiseLSTM(LSTMConfig(output_scale=0.1))
+    torch.manual_seed(3)
+    b = CoordinatewiseLSTM(LSTMConfig(output_scale=1.0))
+    g = [torch.randn(10)]
+    ua, _ = a.step(g, a.init_state(g))
+    ub, _ = b.step(g, b.init_state(g))
+    torch.testing.assert_close(ua[0] * 10, ub[0])
+
+
+def test_forget_bias_initialises_the_forget_gate_only():
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=4, forget_bias=2.5))
+    for cell in opt.cells:
+        torch.testing.assert_close(cell.bias[4:8], torch.full((4,), 2.5))
+        assert torch.count_nonzero(cell.bias[:4]) == 0 and torch.count_nonzero(cell.bias[8:]) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"hidden_size": 0}, "Invalid hidden_size: 0"),
+        ({"num_layers": 0}, "Invalid num_layers: 0"),
+        ({"preprocess": "log"}, "Invalid preprocess: 'log' (valid: none, log_sign)"),
+        ({"p": -1.0}, "Invalid p: -1.0"),
+        ({"output_scale": 0.0}, "Invalid output_scale: 0.0"),
+    ],
+)
+def test_invalid_config_names_the_value(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        LSTMConfig(**kwargs)
+    assert message in str(e.value)

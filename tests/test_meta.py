@@ -1,0 +1,194 @@
+"""The unroll, truncated BPTT and the meta-training loop."""
+
+import math
+
+import pytest
+import torch
+
+from l2o.errors import MetaTrainingDiverged
+from l2o.evaluate import rollout
+from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, init_unroll, unroll, validate
+from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig
+from l2o.tasks import QuadraticFamily, QuadraticTask
+
+
+def _tiny_task():
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    theta0 = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    return QuadraticTask(W, y, theta0)
+
+
+def _tiny_lstm(preprocess="none"):
+    torch.manual_seed(2)
+    cfg = LSTMConfig(num_layers=1, hidden_size=3, preprocess=preprocess, output_scale=0.1)
+    return CoordinatewiseLSTM(cfg).double()
+
+
+def _meta_loss(opt, task, weights):
+    return unroll(task, opt, init_unroll(task, opt), weights).meta_loss
+
+
+@pytest.mark.parametrize("preprocess", ["none", "log_sign"])
+def test_second_order_meta_gradient_matches_central_finite_differences(preprocess):
+    task, opt = _tiny_task(), _tiny_lstm(preprocess)
+    weights = [1.0, 0.5, 1.0, 2.0]
+    estimate = TruncatedBPTT(second_order=True).meta_gradient(
+        opt, task, init_unroll(task, opt), weights
+    )
+    first_order = TruncatedBPTT(second_order=False).meta_gradient(
+        opt, task, init_unroll(task, opt), weights
+    )
+    eps = 1e-6
+    numeric = []
+    with torch.no_grad():
+        for p in opt.parameters():
+            grad = torch.zeros_like(p)
+            for i in range(p.numel()):
+                flat = p.view(-1)
+                old = flat[i].item()
+                flat[i] = old + eps
+                with torch.enable_grad():
+                    up = _meta_loss(opt, task, weights).item()
+                flat[i] = old - eps
+                with torch.enable_grad():
+                    down = _meta_loss(opt, task, weights).item()
+                flat[i] = old
+                grad.view(-1)[i] = (up - down) / (2 * eps)
+            numeric.append(grad)
+    for analytic, fd in zip(estimate.grads, numeric):
+        torch.testing.assert_close(analytic, fd, rtol=1e-5, atol=1e-7)
+    # The first-order approximation is really different here, so the test can tell them apart.
+    diff = sum((a - b).abs().sum() for a, b in zip(first_order.grads, numeric))
+    assert diff > 1e-3
+
+
+def test_no_autograd_graph_survives_a_truncation_boundary():
+    task = QuadraticFamily(num_problems=4).sample(0)
+    opt = CoordinatewiseLSTM()
+    result = TruncatedBPTT().meta_gradient(opt, task, init_unroll(task, opt), [1.0] * 5)
+    tensors = list(result.state.params) + result.state.opt_state["h"] + result.state.opt_state["c"]
+    assert all(t.grad_fn is None and not t.requires_grad for t in tensors)
+    assert result.state.step == 5
+    # Continuing from the detached state works and depends on phi only through new steps.
+    again = TruncatedBPTT().meta_gradient(opt, task, result.state, [1.0] * 5)
+    assert again.finite and again.state.step == 10
+
+
+def test_unroll_losses_and_meta_loss_agree_with_the_evaluation_rollout():
+    task = QuadraticFamily(num_problems=8).sample(3)
+    reference = rollout(Adam(lr=0.1), task, 12).losses  # f(theta_0..theta_12)
+    state = init_unroll(task, Adam(lr=0.1))
+    first = unroll(task, Adam(lr=0.1), state, [1.0] * 6)
+    second = unroll(task, Adam(lr=0.1), first.state.detached(), [1.0] * 6)
+    torch.testing.assert_close(torch.cat([first.losses, second.losses]), reference[1:])
+    # L = sum_t w_t mean_k f_k(theta_t) over the truncation's steps t = s+1 .. s+K.
+    torch.testing.assert_close(first.meta_loss.detach(), reference[1:7].mean(1).sum())
+
+
+def test_loss_weights():
+    assert MetaTrainConfig(horizon=5, truncation=2).truncation_weights() == [[1, 1], [1, 1], [1]]
+    assert MetaTrainConfig(horizon=4, truncation=2, loss_weights="mean").truncation_weights() == [
+        [0.25, 0.25],
+        [0.25, 0.25],
+    ]
+    assert MetaTrainConfig(horizon=6, truncation=3, loss_weights="last").truncation_weights() == [
+        [0, 0, 1],
+        [0, 0, 1],
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"horizon": 10, "truncation": 20}, "K = 20 is longer than the horizon T = 10"),
+        ({"meta_lr": -1e-3}, "Invalid meta_lr: -0.001"),
+        ({"meta_optimizer": "adagrad"}, "Invalid meta_optimizer: 'adagrad' (valid: adam, sgd, rmsprop)"),
+        ({"loss_weights": "max"}, "Invalid loss_weights: 'max' (valid: sum, mean, last)"),
+        ({"epochs": 0}, "Invalid epochs: 0"),
+        ({"device": "gpu7"}, "Invalid device: 'gpu7'"),
+    ],
+)
+def test_invalid_meta_config_names_the_value(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        MetaTrainConfig(**kwargs)
+    assert message in str(e.value)
+
+
+SMALL = dict(horizon=20, truncation=10, validate_every=3, validation_tasks=1, meta_lr=3e-3)
+
+
+def _trainer(run_dir, epochs, family=None, **kw):
+    torch.manual_seed(0)
+    cfg = MetaTrainConfig(epochs=epochs, **{**SMALL, **kw})
+    return MetaTrainer(CoordinatewiseLSTM(), family or QuadraticFamily(num_problems=8), cfg, run_dir)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight = _trainer(tmp_path / "a", 6)
+    straight.run()
+    first = _trainer(tmp_path / "b", 3)
+    first.run()
+    resumed = _trainer(tmp_path / "b", 6)
+    resumed.resume()
+    assert resumed.state.epoch == 3
+    resumed.run()
+    for (name, a), b in zip(straight.optimizer.state_dict().items(), resumed.optimizer.state_dict().values()):
+        assert torch.equal(a, b), name
+    sa, sb = straight.meta_opt.state_dict()["state"], resumed.meta_opt.state_dict()["state"]
+    for i in sa:
+        for key in sa[i]:
+            assert torch.equal(torch.as_tensor(sa[i][key]), torch.as_tensor(sb[i][key]))
+    assert straight.state.best_validation == resumed.state.best_validation
+
+
+def test_short_meta_training_beats_the_untrained_optimizer(tmp_path):
+    family = QuadraticFamily(num_problems=32)
+    trainer = _trainer(tmp_path, 120, family, validate_every=40)
+    cfg = trainer.config
+    untrained = validate(trainer.optimizer, family, cfg)["final_loss"]
+    trainer.run()
+    trained = validate(trainer.optimizer, family, cfg)["final_loss"]
+    assert trained < 0.3 * untrained, (trained, untrained)
+
+
+class _NaNFamily(QuadraticFamily):
+    """Quadratics whose loss is NaN on tasks drawn for the epochs listed in ``bad``."""
+
+    def sample(self, seed, device="cpu", dtype=torch.float32):
+        task = super().sample(seed, device, dtype)
+        if seed in self.bad_seeds:
+            task.y = task.y * math.nan
+        return task
+
+
+def _nan_family(epochs, seed=0):
+    from l2o.meta import task_seed
+
+    family = _NaNFamily(num_problems=4)
+    object.__setattr__(family, "bad_seeds", {task_seed("train", e, seed) for e in epochs})
+    return family
+
+
+def test_nonfinite_meta_updates_are_skipped_and_counted(tmp_path):
+    family = _nan_family({1, 2, 4})
+    trainer = _trainer(tmp_path, 6, family, max_nonfinite_in_a_row=3)
+    before = [p.clone() for p in trainer.optimizer.parameters()]
+    trainer.run()
+    assert trainer.state.nonfinite_total == 3
+    assert all(torch.isfinite(p).all() for p in trainer.optimizer.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.optimizer.parameters()))
+
+
+def test_too_many_nonfinite_in_a_row_stops_with_a_clear_message(tmp_path):
+    family = _nan_family({3, 4, 5, 6})
+    trainer = _trainer(tmp_path, 10, family, max_nonfinite_in_a_row=3)
+    with pytest.raises(MetaTrainingDiverged, match=r"3 non-finite .* in a row at epoch 5"):
+        trainer.run()
+    # The checkpoint of epoch 3 is intact and finite.
+    from l2o.checkpoint import load_checkpoint
+
+    optimizer, record = load_checkpoint(tmp_path / "checkpoints" / "last")
+    assert record["epoch"] == 3
+    assert all(torch.isfinite(p).all() for p in optimizer.parameters())
