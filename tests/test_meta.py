@@ -104,7 +104,10 @@ def test_loss_weights():
     [
         ({"horizon": 10, "truncation": 20}, "K = 20 is longer than the horizon T = 10"),
         ({"meta_lr": -1e-3}, "Invalid meta_lr: -0.001"),
-        ({"meta_optimizer": "adagrad"}, "Invalid meta_optimizer: 'adagrad' (valid: adam, sgd, rmsprop)"),
+        (
+            {"meta_optimizer": "adagrad"},
+            "Invalid meta_optimizer: 'adagrad' (valid: adam, sgd, rmsprop)",
+        ),
         ({"loss_weights": "max"}, "Invalid loss_weights: 'max' (valid: sum, mean, last)"),
         ({"epochs": 0}, "Invalid epochs: 0"),
         ({"device": "gpu7"}, "Invalid device: 'gpu7'"),
@@ -122,7 +125,9 @@ SMALL = dict(horizon=20, truncation=10, validate_every=3, validation_tasks=1, me
 def _trainer(run_dir, epochs, family=None, **kw):
     torch.manual_seed(0)
     cfg = MetaTrainConfig(epochs=epochs, **{**SMALL, **kw})
-    return MetaTrainer(CoordinatewiseLSTM(), family or QuadraticFamily(num_problems=8), cfg, run_dir)
+    return MetaTrainer(
+        CoordinatewiseLSTM(), family or QuadraticFamily(num_problems=8), cfg, run_dir
+    )
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -134,7 +139,9 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed.resume()
     assert resumed.state.epoch == 3
     resumed.run()
-    for (name, a), b in zip(straight.optimizer.state_dict().items(), resumed.optimizer.state_dict().values()):
+    for (name, a), b in zip(
+        straight.optimizer.state_dict().items(), resumed.optimizer.state_dict().values()
+    ):
         assert torch.equal(a, b), name
     sa, sb = straight.meta_opt.state_dict()["state"], resumed.meta_opt.state_dict()["state"]
     for i in sa:

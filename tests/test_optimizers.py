@@ -30,7 +30,10 @@ def _problem(dtype):
     g = torch.Generator().manual_seed(1)
     A = torch.randn(7, 7, generator=g, dtype=dtype)
     B = torch.randn(3, 2, generator=g, dtype=dtype)
-    params0 = [torch.randn(7, generator=g, dtype=dtype), torch.randn(3, 2, generator=g, dtype=dtype)]
+    params0 = [
+        torch.randn(7, generator=g, dtype=dtype),
+        torch.randn(3, 2, generator=g, dtype=dtype),
+    ]
 
     def grad_fn(params):  # gradient of a non-trivial smooth function, no autograd needed
         x, w = params
@@ -99,7 +102,10 @@ def test_step_is_pure_and_differentiable():
         (lambda: Adam(betas=(1.0, 0.9)), "Invalid beta parameter at index 0: 1.0"),
         (lambda: RMSprop(alpha=2.0), "Invalid alpha: 2.0"),
         (lambda: SGD(lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
-        (lambda: make_baseline("adamw", 0.1), "unknown optimizer 'adamw' (valid: sgd, nag, rmsprop, adam)"),
+        (
+            lambda: make_baseline("adamw", 0.1),
+            "unknown optimizer 'adamw' (valid: sgd, nag, rmsprop, adam)",
+        ),
     ],
 )
 def test_invalid_hyperparameters_name_the_value(bad, message):
@@ -119,7 +125,9 @@ def test_grouped_optimizer_routes_each_parameter_to_its_group():
     sgd_updates, _ = SGD(lr=0.1).step([grads[0], grads[2]], {"step": 0, "momentum_buffer": None})
     adam = Adam(lr=0.01)
     adam_updates, _ = adam.step([grads[1], grads[3]], adam.init_state([params[1], params[3]]))
-    for got, want in zip(updates, [sgd_updates[0], adam_updates[0], sgd_updates[1], adam_updates[1]]):
+    for got, want in zip(
+        updates, [sgd_updates[0], adam_updates[0], sgd_updates[1], adam_updates[1]]
+    ):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 

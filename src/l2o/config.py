@@ -1,6 +1,6 @@
 """Experiment configuration: a readable TOML file with three sections, plus overrides.
 
-    [task]        name = "quadratic" and the family's options (see l2o.tasks)
+    [task]        name (default "quadratic") and the family's options (see l2o.tasks)
     [optimizer]   the learned optimizer's architecture (LSTMConfig)
     [meta]        meta-training (MetaTrainConfig)
 
@@ -69,9 +69,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
         raise ValueError(
             f"unknown config section(s) {', '.join(unknown)} (valid: {', '.join(SECTIONS)})"
         )
-    task = dict(data.get("task", {"name": "quadratic"}))
-    if "name" not in task:
-        raise ValueError('the [task] section needs a name (e.g. name = "quadratic")')
+    task = {"name": "quadratic", **data.get("task", {})}
     return ExperimentConfig(
         task=make_task_family(task.pop("name"), **task),
         optimizer=_build(LSTMConfig, "optimizer", dict(data.get("optimizer", {}))),

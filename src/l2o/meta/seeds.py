@@ -16,4 +16,5 @@ def task_seed(stream: str, index: int, base_seed: int = 0) -> int:
     if stream not in STREAMS:
         raise ValueError(f"unknown seed stream {stream!r} (valid: {', '.join(STREAMS)})")
     sequence = np.random.SeedSequence([STREAMS[stream], base_seed, index])
-    return int(sequence.generate_state(1, dtype=np.uint32)[0])
+    # 63 bits: collisions between streams are out of reach for any realistic run length.
+    return int(sequence.generate_state(1, dtype=np.uint64)[0]) >> 1

@@ -30,7 +30,9 @@ def sgd_update(
             momentum_buffer = grad.clone()  # torch.optim starts the buffer at the first gradient
         else:
             momentum_buffer = torch.add(momentum_buffer * momentum, grad, alpha=1 - dampening)
-        direction = torch.add(grad, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer
+        direction = (
+            torch.add(grad, momentum_buffer, alpha=momentum) if nesterov else momentum_buffer
+        )
     return direction * -lr, momentum_buffer
 
 

@@ -1,0 +1,34 @@
+# make demo   quick end-to-end: meta-train on quadratics, compare with tuned baselines
+# make test   lint + the test suite
+# make bench  the long quality and speed benchmarks (writes benchmarks/results/)
+
+PYTHON ?= python3
+# The CPU build pinned here installs fast on our machines; on a GPU machine use e.g.
+# `make test TORCH="torch>=2.2"` (or install torch into .venv first: it is kept).
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+.PHONY: venv demo test bench lint
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/l2o demo --out demo-output --force
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+test: lint
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/quadratic.py

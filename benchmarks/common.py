@@ -1,0 +1,52 @@
+"""Shared helpers of the benchmark scripts: machine description and result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+import l2o
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "l2o": l2o.__version__,
+        "git_commit": commit or None,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+    }
+
+
+def machine_markdown(m: dict[str, Any]) -> str:
+    gpu = f", GPU {m['gpu']}" if m["gpu"] else ", no GPU used"
+    return (
+        f"Measured on {m['cpu']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}{gpu}), "
+        f"Python {m['python']}, torch {m['torch']}, l2o {m['l2o']} (commit {m['git_commit']}), "
+        f"{m['date']}.\n\nCommand: `{m['command']}`\n"
+    )

@@ -1,0 +1,119 @@
+"""The l2o command: end to end, and one-line errors with a non-zero exit for bad input."""
+
+import json
+
+import pytest
+
+from l2o.cli import main
+
+FAST = [
+    "--set", "task.num_problems=8",
+    "--set", "meta.epochs=4",
+    "--set", "meta.horizon=10",
+    "--set", "meta.truncation=5",
+    "--set", "meta.validate_every=2",
+    "--set", "meta.validation_tasks=1",
+]  # fmt: skip
+
+
+def _error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("l2o: error: "), err
+    return lines[0]
+
+
+def test_train_then_evaluate_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "configs/quadratic.toml", "--run-dir", str(run), *FAST]) == 0
+    assert (run / "checkpoints" / "best.safetensors").is_file()
+    assert (run / "config.toml").read_text().count("num_problems = 8") == 1
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(run), "--out", str(out), "--test-tasks", "1", "--validation-tasks", "1",
+            "--lr-grid", "1e-3,1,2", "--baselines", "sgd,adam"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert set(result["optimizers"]) == {"lstm", "sgd", "adam"}
+    assert result["runs"] == 8 and result["steps"] == 10
+    assert len(result["optimizers"]["adam"]["curve_mean"]) == 11
+    assert (out / "loss.png").stat().st_size > 10_000
+    table = capsys.readouterr().out
+    assert "lstm" in table and "adam" in table
+
+
+def test_resume_continues_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), *FAST]) == 0
+    assert main(["train", "--run-dir", str(run), "--resume", *FAST, "--set", "meta.epochs=6"]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [0, 1, 2, 3, 4, 5]
+    message = _error(
+        capsys, ["train", "--run-dir", str(run), "--resume", *FAST, "--set", "task.dim=3"]
+    )
+    assert "configuration differs" in message
+
+
+def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    message = _error(capsys, ["train", "--run-dir", str(run), *FAST])
+    assert str(run) in message and "--force" in message
+    assert (run / "precious.txt").read_text() == "keep me"
+    assert main(["train", "--run-dir", str(run), "--force", *FAST]) == 0
+    assert not (run / "precious.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            ["task.name=quadratics"],
+            "unknown task 'quadratics' (valid: quadratic, polynomial, simple, rosenbrock)",
+        ),
+        (["meta.meta_lr=-0.01"], "Invalid meta_lr: -0.01"),
+        (["meta.truncation=50", "meta.horizon=20"], "K = 50 is longer than the horizon T = 20"),
+        (["optimizer.hidden_size=0"], "Invalid hidden_size: 0"),
+        (["optimizer.preprocess=logsign"], "Invalid preprocess: 'logsign' (valid: none, log_sign)"),
+        (["meta.epoch=3"], "unknown key(s) meta.epoch"),
+        (["metaepochs=3"], "Invalid override 'metaepochs=3'"),
+    ],
+)
+def test_bad_training_input_gives_one_line_errors(tmp_path, capsys, overrides, expected):
+    argv = ["train", "--run-dir", str(tmp_path / "run")]
+    for o in overrides:
+        argv += ["--set", o]
+    assert expected in _error(capsys, argv)
+    assert not (tmp_path / "run").exists()  # nothing was created
+
+
+def test_bad_config_files(tmp_path, capsys):
+    assert "config file not found" in _error(
+        capsys, ["train", str(tmp_path / "x.toml"), "--run-dir", str(tmp_path / "r")]
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[meta\nepochs = 3")
+    assert "is not valid TOML" in _error(
+        capsys, ["train", str(bad), "--run-dir", str(tmp_path / "r")]
+    )
+
+
+def test_evaluate_errors(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert "no checkpoint or pretrained optimizer named" in _error(
+        capsys, ["evaluate", str(tmp_path / "missing"), "--out", out]
+    )
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    assert "corrupt" in _error(capsys, ["evaluate", str(corrupt), "--out", out])
+    assert "unknown optimizer 'adamw' in --baselines" in _error(
+        capsys, ["evaluate", str(corrupt), "--out", out, "--baselines", "adam,adamw"]
+    )
+    assert "Invalid --test-tasks: 0" in _error(
+        capsys, ["evaluate", str(corrupt), "--out", out, "--test-tasks", "0"]
+    )
+    assert "Invalid --lr-grid" in _error(
+        capsys, ["evaluate", str(corrupt), "--out", out, "--lr-grid", "1,0.1"]
+    )
