@@ -2,6 +2,7 @@
 
     l2o train configs/quadratic.toml --run-dir runs/q --set meta.epochs=500
     l2o evaluate runs/q --out runs/q/evaluation
+    l2o plot runs/q
     l2o demo
     l2o pretrained
 
@@ -19,24 +20,6 @@ from typing import Any
 from l2o.errors import L2OError
 
 
-def _log_every(n: int, quiet: bool, total: int):
-    start = time.perf_counter()
-
-    def log(epoch: int, m: dict[str, Any]) -> None:
-        done = epoch + 1
-        if quiet or not (done % n == 0 or done == total or "validation_final_loss" in m):
-            return
-        eta = (time.perf_counter() - start) / done * (total - done)
-        line = f"epoch {done}/{total}  meta-loss {m['meta_loss']:.4g}  eta {eta:.0f}s"
-        if "validation_final_loss" in m:
-            line += f"  validation f(theta_T) {m['validation_final_loss']:.4g}"
-        if m["nonfinite_skipped"]:
-            line += f"  skipped {m['nonfinite_skipped']} non-finite update(s)"
-        print(line, flush=True)
-
-    return log
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from l2o.config import load_config
     from l2o.runs import train
@@ -51,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.run_dir,
         force=args.force,
         resume=args.resume,
-        log=_log_every(max(config.meta.epochs // 20, 1), args.quiet, config.meta.epochs),
+        quiet=args.quiet,
     )
     if not args.quiet:
         print(
@@ -76,7 +59,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     from l2o.checkpoint import load_checkpoint, resolve
     from l2o.config import apply_overrides, parse_override
-    from l2o.evaluate import compare, format_table, plot_loss_curves, write_json
+    from l2o.evaluate import compare, format_table, write_json, write_report
+    from l2o.evaluate.draw import draw_results
     from l2o.tasks import make_task_family
 
     source = resolve(optimizer_path)
@@ -106,9 +90,10 @@ def _evaluate(
     result["learned_optimizer"] = {"checkpoint": str(source), "spec": record["optimizer"]}
     result["lstm_over_adam"] = comparison.ratio("lstm") if "adam" in baselines else None
     write_json(out / "results.json", result)
-    plot_loss_curves(result, out / "loss.png")
+    figures = [p.name for p in draw_results(result, out, "png")]
+    write_report(result, out, figures)
     print(format_table(result))
-    print(f"wrote {out / 'results.json'} and {out / 'loss.png'}")
+    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {', '.join(figures)}")
     return result
 
 
@@ -182,7 +167,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     print(f"[1/2] meta-training the paper's 2x20 LSTM on 10-d quadratics for {args.epochs} epochs")
-    train(config, out / "run", log=_log_every(max(args.epochs // 10, 1), args.quiet, args.epochs))
+    train(config, out / "run", quiet=args.quiet)
     print("[2/2] comparing with SGD, NAG, RMSprop and Adam, each with a tuned learning rate")
     result = _evaluate(
         str(out / "run"),
@@ -201,6 +186,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"LSTM / tuned Adam final loss: {ratio:.3f}  (demo took {time.perf_counter() - start:.0f}s)"
     )
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from l2o.evaluate.draw import draw
+
+    for path in draw(args.path, args.out, args.format):
+        print(f"wrote {path}")
     return 0
 
 
@@ -276,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plot", help="draw the figures of a run directory or results file")
+    p.add_argument("path", help="run directory, or results.json written by l2o evaluate")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/figures or beside the JSON)")
+    p.add_argument("--format", default="png", help="png (default) or svg")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("pretrained", help="list the shipped pretrained optimizers")
     p.set_defaults(func=cmd_pretrained)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -13,6 +11,7 @@ from l2o.checkpoint import atomic_write_text
 from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_toml
 from l2o.errors import L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
+from l2o.monitor import Monitor
 from l2o.optimizers import CoordinatewiseLSTM
 
 
@@ -44,9 +43,13 @@ def train(
     run_dir: str | Path,
     force: bool = False,
     resume: bool = False,
-    log: Callable[[int, dict[str, Any]], None] | None = None,
+    quiet: bool = False,
+    tensorboard: bool = True,
 ) -> TrainingState:
-    """Meta-train as ``config`` says into ``run_dir`` (a new directory, or one to resume)."""
+    """Meta-train as ``config`` says into ``run_dir`` (a new directory, or one to resume).
+
+    Progress goes to stdout (a bar on a terminal, log lines otherwise; nothing if ``quiet``),
+    TensorBoard event files to ``run_dir/tensorboard``."""
     run_dir = Path(run_dir)
     if resume:
         saved = run_dir / "config.toml"
@@ -68,7 +71,7 @@ def train(
         config.task,
         config.meta,
         run_dir,
-        log=log,
+        monitor=Monitor(run_dir, config.meta.epochs, quiet=quiet, tensorboard=tensorboard),
     )
     if resume:
         trainer.resume()

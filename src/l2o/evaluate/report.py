@@ -69,3 +69,70 @@ def plot_loss_curves(result: dict[str, Any], path: str | Path, title: str | None
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def plot_final_loss_bars(
+    result: dict[str, Any], path: str | Path, title: str | None = None
+) -> None:
+    """Bar chart of the mean final loss per optimizer (log scale), with the interquartile range
+    of the final loss across runs as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["optimizers"])
+    stats = [result["optimizers"][n] for n in names]
+    means = [s["final_loss_mean"] for s in stats]
+    low = [
+        max(m - s["curve_q25"][-1], 0) if s["curve_q25"][-1] is not None else 0
+        for m, s in zip(means, stats)
+    ]
+    high = [
+        max(s["curve_q75"][-1] - m, 0) if s["curve_q75"][-1] is not None else 0
+        for m, s in zip(means, stats)
+    ]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    colors = [f"C{i}" for i in range(len(names))]
+    ax.bar(names, means, color=colors, yerr=[low, high], capsize=4)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"f(θ_T) at T = {result['steps']}")
+    ax.set_title(title or f"{result['task']['name']}: mean final loss over {result['runs']} runs")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(result: dict[str, Any], out: str | Path, figures: list[str]) -> Path:
+    """``report.md``: the table of final losses (mean ± std, median), tuned learning rates,
+    wall-clock per run, and the figures, so that a run can be shared as it is."""
+    out = Path(out)
+    runs = result["runs"]
+    lines = [
+        f"# {result['task']['name']}: learned vs tuned baselines",
+        "",
+        f"Task: `{json.dumps(result['task'])}`  ",
+        f"{runs} held-out test runs ({result['num_test_tasks']} test tasks), scored at step "
+        f"{result['steps']}; baselines' learning rates tuned on {result['num_validation_tasks']} "
+        "validation tasks (a log grid), every optimizer from a fresh state on the same tasks.",
+        "",
+        "| optimizer | final loss (mean ± std) | median | summed loss | tuned lr | seconds / run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in result["optimizers"].items():
+        lr = "—" if s["lr"] is None else f"{s['lr']:.3g}"
+        lines.append(
+            f"| {name} | {s['final_loss_mean']:.4g} ± {s['final_loss_std']:.3g} "
+            f"| {s['final_loss_median']:.4g} | {s['summed_loss_mean']:.4g} | {lr} "
+            f"| {s['seconds'] / runs:.3g} |"
+        )
+    lines.append("")
+    lines += [f"![{Path(f).stem}]({f})" for f in figures]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,12 @@ from l2o.checkpoint import (
     save_checkpoint,
 )
 from l2o.errors import CheckpointError, MetaTrainingDiverged
+from l2o.evaluate.behaviour import state_histograms
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
 from l2o.meta.truncated_bptt import TruncatedBPTT
 from l2o.meta.unroll import init_unroll
+from l2o.monitor import Monitor
 from l2o.optimizers.base import StepOptimizer
 from l2o.tasks.base import TaskFamily
 
@@ -183,7 +185,8 @@ class MetaTrainer:
     """Meta-trains ``optimizer`` on ``family``; writes checkpoints and metrics to ``run_dir``.
 
     ``record`` is stored in every checkpoint (task and config, so a checkpoint describes
-    itself). ``log`` receives (epoch, metrics) after each epoch: a hook for progress displays.
+    itself). ``monitor`` (an ``l2o.monitor.Monitor``) receives the metrics of every epoch and
+    validation, for TensorBoard and progress display.
     """
 
     def __init__(
@@ -193,7 +196,7 @@ class MetaTrainer:
         config: MetaTrainConfig,
         run_dir: str | Path,
         record: dict[str, Any] | None = None,
-        log: Callable[[int, dict[str, Any]], None] | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         if not optimizer.is_learned:
             raise ValueError(f"optimizer {optimizer} has no meta-parameters to train")
@@ -201,7 +204,7 @@ class MetaTrainer:
         self.family, self.config = family, config
         self.run_dir = Path(run_dir)
         self.record = dict(record or {})
-        self.log = log
+        self.monitor = monitor
         self.estimator = TruncatedBPTT(second_order=config.second_order)
         self.meta_opt = make_meta_optimizer(
             config.meta_optimizer, list(self.optimizer.parameters()), config.meta_lr
@@ -261,8 +264,10 @@ class MetaTrainer:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One fresh task, unrolled over the horizon in truncations; phi updated after each."""
         cfg = self.config
+        start = time.perf_counter()
         task = self.family.sample(task_seed("train", epoch, cfg.seed), device=cfg.device)
         state = init_unroll(task, self.optimizer)
+        coordinates = sum(p.numel() for p in state.params)
         meta_losses, grad_norms, skipped, final_loss = [], [], 0, math.nan
         for weights in cfg.truncation_weights():
             result = self.estimator.meta_gradient(self.optimizer, task, state, weights)
@@ -292,35 +297,59 @@ class MetaTrainer:
             grad_norms.append(float(norm))
             state = result.state
             final_loss = float(result.losses[-1].mean())
+        seconds = time.perf_counter() - start
+        steps_done = state.step
         return {
             "epoch": epoch,
             "meta_loss": sum(meta_losses) if meta_losses else math.nan,
             "train_final_loss": math.nan if skipped else final_loss,
             "meta_grad_norm": max(grad_norms) if grad_norms else math.nan,
             "nonfinite_skipped": skipped,
+            "nonfinite_total": self.state.nonfinite_total,
+            "meta_lr": self.meta_opt.param_groups[0]["lr"],
+            "coordinate_steps_per_s": coordinates * steps_done / seconds,
         }
 
     def run(self) -> TrainingState:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter() - self.state.seconds
-        for epoch in range(self.state.epoch, cfg.epochs):
-            entry = self.train_epoch(epoch)
-            self.state.epoch = epoch + 1
-            self.state.seconds = time.perf_counter() - started
-            entry["seconds"] = self.state.seconds
-            if self.state.epoch % cfg.validate_every == 0 or self.state.epoch == cfg.epochs:
-                self.validate_and_save(entry)
-            self._write_metrics(entry)
-            if self.log is not None:
-                self.log(epoch, entry)
+        if self.monitor is not None:
+            self.monitor.start(self.state.epoch, self.graph_spec())
+        try:
+            for epoch in range(self.state.epoch, cfg.epochs):
+                entry = self.train_epoch(epoch)
+                self.state.epoch = epoch + 1
+                self.state.seconds = time.perf_counter() - started
+                entry["seconds"] = self.state.seconds
+                if self.state.epoch % cfg.validate_every == 0 or self.state.epoch == cfg.epochs:
+                    self.validate_and_save(entry)
+                self._write_metrics(entry)
+                if self.monitor is not None:
+                    self.monitor.epoch(epoch, entry)
+        finally:
+            if self.monitor is not None:
+                self.monitor.close()
         return self.state
+
+    def graph_spec(self):
+        from l2o.unroll_graph import GraphSpec
+
+        cfg = self.config
+        return GraphSpec(
+            self.optimizer, self.family.name, cfg.meta_optimizer, cfg.meta_lr, cfg.truncation,
+            cfg.second_order,
+        )  # fmt: skip
 
     def validate_and_save(self, entry: dict[str, Any]) -> None:
         scores = validate(self.optimizer, self.family, self.config)
         entry["validation_final_loss"] = scores["final_loss"]
         entry["validation_summed_loss"] = scores["summed_loss"]
         entry["validation_curve"] = scores["curve"]
+        if self.monitor is not None:
+            task = self.family.sample(task_seed("validation", 0), device=self.config.device)
+            histograms = state_histograms(self.optimizer, task, self.config.horizon)
+            self.monitor.validation(self.state.epoch - 1, scores, histograms, self.family.name)
         if scores["final_loss"] < self.state.best_validation:
             self.state.best_validation = scores["final_loss"]
             self.state.best_epoch = self.state.epoch

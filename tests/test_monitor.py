@@ -1,0 +1,135 @@
+"""TensorBoard event files, progress output, `l2o plot` figures and report.md."""
+
+import io
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from l2o.cli import main
+from l2o.config import load_config
+from l2o.monitor import Progress
+from l2o.runs import train
+
+SMALL = [
+    "task.num_problems=8",
+    "meta.epochs=4",
+    "meta.horizon=10",
+    "meta.truncation=5",
+    "meta.validate_every=2",
+    "meta.validation_tasks=1",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "run"
+    train(load_config(None, SMALL), path, quiet=True)
+    return path
+
+
+def test_event_files_hold_scalars_histograms_images_and_graph(run_dir):
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ["meta/loss", "meta/grad_norm", "meta/nonfinite_skipped", "meta/lr",
+                "meta/coordinate_steps_per_s", "validation/final_loss", "validation/summed_loss"]:  # fmt: skip
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in events.Scalars("meta/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("validation/final_loss")] == [2, 4]
+    assert events.Scalars("meta/lr")[0].value == pytest.approx(1e-3)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert events.Scalars("meta/loss")[2].value == pytest.approx(metrics[2]["meta_loss"], rel=1e-6)
+    for tag in ["optimizer/updates_step_1", "optimizer/updates_step_10",
+                "optimizer/hidden_layer_0", "optimizer/cell_layer_1"]:  # fmt: skip
+        assert tag in tags["histograms"], tag
+    assert "validation/loss_curve" in tags["images"]
+    assert tags["graph"]
+    names = {node.name for node in events.Graph().node}
+    for name in ["optimizee/loss_f", "optimizee/gradient", "optimizer/preprocess",
+                 "optimizer/lstm/layer_0", "optimizer/lstm/layer_1", "optimizer/output",
+                 "unroll/theta_next", "meta/meta_loss", "meta/adam", "optimizer/phi_update"]:  # fmt: skip
+        assert name in names, name
+    update = next(n for n in events.Graph().node if n.name == "optimizer/phi_update")
+    assert "meta/adam" in update.input and "optimizer/phi/cells_0_weight" in update.input
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_lines_elsewhere_and_silent_when_quiet():
+    tty = _Terminal()
+    bar = Progress(10, "meta-training", stream=tty)
+    for _ in range(10):
+        bar.update(meta_loss=1.5)
+    bar.close()
+    assert (
+        "meta-training" in tty.getvalue() and "10/10" in tty.getvalue() and "\r" in tty.getvalue()
+    )
+
+    plain = io.StringIO()
+    lines = Progress(10, "meta-training", stream=plain, every=5)
+    for _ in range(10):
+        lines.update(meta_loss=1.5)
+    out = plain.getvalue().splitlines()
+    assert (
+        len(out) == 2 and out[0].startswith("meta-training 5/10  meta_loss 1.5") and "eta" in out[0]
+    )
+    assert "\r" not in plain.getvalue()
+
+    quiet = io.StringIO()
+    silent = Progress(10, "x", quiet=True, stream=quiet)
+    silent.update()
+    silent.write("hello")
+    assert quiet.getvalue() == ""
+
+
+def test_train_prints_progress_lines_unless_quiet(tmp_path, capsys):
+    overrides = [word for s in SMALL for word in ("--set", s)]
+    assert main(["train", "--run-dir", str(tmp_path / "a"), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "meta-training 4/4" in out and "validation f(theta_T)" in out
+    assert main(["train", "--quiet", "--run-dir", str(tmp_path / "b"), *overrides]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_plot_run_directory_and_results(run_dir, tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["plot", str(run_dir), "--out", str(out)]) == 0
+    for name in ["meta_training.png", "update_vs_gradient.png", "trajectories_rosenbrock.png",
+                 "trajectories_quadratic.png"]:  # fmt: skip
+        assert (out / name).stat().st_size > 10_000, name
+    evaluation = tmp_path / "eval"
+    argv = ["evaluate", str(run_dir), "--out", str(evaluation), "--test-tasks", "1",
+            "--validation-tasks", "1", "--lr-grid", "1e-2,1,2", "--baselines", "sgd,adam"]  # fmt: skip
+    assert main(argv) == 0
+    report = (evaluation / "report.md").read_text()
+    assert "| adam |" in report and "| lstm |" in report and "![loss](loss.png)" in report
+    assert (evaluation / "final_loss.png").is_file()
+    assert (
+        main(
+            [
+                "plot",
+                str(evaluation / "results.json"),
+                "--out",
+                str(tmp_path / "svg"),
+                "--format",
+                "svg",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "svg" / "loss.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_errors(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "nothing to plot at" in capsys.readouterr().err
+    bad = tmp_path / "x.json"
+    bad.write_text('{"a": 1}')
+    assert main(["plot", str(bad)]) == 2
+    assert "not an l2o results file" in capsys.readouterr().err
+    assert main(["plot", str(bad), "--format", "jpg"]) == 2
+    assert "Invalid format: 'jpg' (valid: png, svg)" in capsys.readouterr().err
