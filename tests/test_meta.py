@@ -199,3 +199,15 @@ def test_too_many_nonfinite_in_a_row_stops_with_a_clear_message(tmp_path):
     optimizer, record = load_checkpoint(tmp_path / "checkpoints" / "last")
     assert record["epoch"] == 3
     assert all(torch.isfinite(p).all() for p in optimizer.parameters())
+
+
+def test_relative_and_log_meta_losses():
+    task = QuadraticFamily(num_problems=8).sample(4)
+    reference = rollout(Adam(lr=0.1), task, 5).losses  # f(theta_0..theta_5)
+    state = init_unroll(task, Adam(lr=0.1))
+    relative = unroll(task, Adam(lr=0.1), state, [1.0] * 5, meta_loss="relative").meta_loss
+    log = unroll(task, Adam(lr=0.1), state, [1.0] * 5, meta_loss="log").meta_loss
+    torch.testing.assert_close(relative, reference[1:].mean(1).sum() / reference[0].mean())
+    torch.testing.assert_close(log, reference[1:].log().mean(1).sum())
+    with pytest.raises(ValueError, match=r"Invalid meta_loss: 'max' \(valid: sum, relative, log\)"):
+        MetaTrainConfig(meta_loss="max")

@@ -35,7 +35,7 @@ from l2o.evaluate.behaviour import state_histograms
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
 from l2o.meta.truncated_bptt import TruncatedBPTT
-from l2o.meta.unroll import init_unroll
+from l2o.meta.unroll import META_LOSSES, init_unroll
 from l2o.monitor import Monitor
 from l2o.optimizers.base import StepOptimizer
 from l2o.tasks.base import TaskFamily
@@ -54,6 +54,10 @@ class MetaTrainConfig:
     # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), or
     # "last" (only the last step of each truncation, i.e. f(theta_T) when K = T).
     loss_weights: str = "sum"
+    # Each term of L: "sum" = f(theta_t) (the paper); "relative" = the truncation's sum divided
+    # by the mean loss at its start (equalises meta-gradient scales across truncations);
+    # "log" = log f(theta_t).
+    meta_loss: str = "sum"
     second_order: bool = False  # keep d grad_t / d phi (the paper drops it)
     meta_optimizer: str = "adam"
     meta_lr: float = 1e-3
@@ -84,6 +88,10 @@ class MetaTrainConfig:
         if self.loss_weights not in LOSS_WEIGHTS:
             raise ValueError(
                 f"Invalid loss_weights: {self.loss_weights!r} (valid: {', '.join(LOSS_WEIGHTS)})"
+            )
+        if self.meta_loss not in META_LOSSES:
+            raise ValueError(
+                f"Invalid meta_loss: {self.meta_loss!r} (valid: {', '.join(META_LOSSES)})"
             )
         if self.meta_optimizer not in META_OPTIMIZERS:
             raise ValueError(
@@ -205,7 +213,7 @@ class MetaTrainer:
         self.run_dir = Path(run_dir)
         self.record = dict(record or {})
         self.monitor = monitor
-        self.estimator = TruncatedBPTT(second_order=config.second_order)
+        self.estimator = TruncatedBPTT(second_order=config.second_order, meta_loss=config.meta_loss)
         self.meta_opt = make_meta_optimizer(
             config.meta_optimizer, list(self.optimizer.parameters()), config.meta_lr
         )

@@ -37,6 +37,7 @@ class TruncatedBPTT:
     """Gradient estimator: exact gradient of the truncated meta-loss (biased for the full T)."""
 
     second_order: bool = False
+    meta_loss: str = "sum"  # "sum" (the paper), "relative" or "log": see l2o.meta.unroll
 
     def meta_gradient(
         self,
@@ -51,7 +52,14 @@ class TruncatedBPTT:
         across processes or tasks before the meta-optimizer steps.
         """
         phi = list(optimizer.parameters())
-        result = unroll(task, optimizer, state, weights, second_order=self.second_order)
+        result = unroll(
+            task,
+            optimizer,
+            state,
+            weights,
+            second_order=self.second_order,
+            meta_loss=self.meta_loss,
+        )
         if result.meta_loss.requires_grad:
             grads = torch.autograd.grad(result.meta_loss, phi, allow_unused=True)
         else:  # every weight was 0 in this truncation

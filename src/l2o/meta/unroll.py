@@ -9,6 +9,11 @@ and the meta-loss of the steps taken (paper, eq. 3):
 
 ``grad_t`` is treated as an input that does not depend on phi (the paper drops these second
 derivatives of f) unless ``second_order`` is set.
+
+``meta_loss`` chooses the form of each term: "sum" is the paper's f(theta_t); "relative"
+divides the truncation's meta-loss by the (constant) mean loss at its start, so that late
+truncations, whose losses are orders of magnitude smaller, get meta-gradients of the same
+scale as the first one; "log" uses log f(theta_t).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from torch import Tensor
 
 from l2o.optimizers.base import OptState, StepOptimizer, detach_state
 from l2o.tasks.base import Task
+
+META_LOSSES = ("sum", "relative", "log")
 
 
 @dataclass
@@ -56,14 +63,18 @@ def unroll(
     state: UnrollState,
     weights: Sequence[float],
     second_order: bool = False,
+    meta_loss: str = "sum",
 ) -> UnrollResult:
     """Take ``len(weights)`` steps from ``state``; weights[k] is w_t of f(theta_{s+k+1})."""
+    if meta_loss not in META_LOSSES:
+        raise ValueError(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
     # theta_s must be differentiable so that f can be differentiated with respect to it.
     params = [p if p.requires_grad else p.detach().requires_grad_() for p in state.params]
     opt_state, start = state.opt_state, state.step
-    meta_loss = params[0].new_zeros(())
+    total = params[0].new_zeros(())
     losses = []
     loss = task.loss(params, task.batch(start))
+    start_loss = loss.detach().mean()
     for k, w in enumerate(weights):
         # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the
         # optimizer sees it as a constant input: the paper's first-order approximation.
@@ -76,7 +87,10 @@ def unroll(
         loss = task.loss(params, task.batch(start + k + 1))
         losses.append(loss.detach())
         if w != 0:
-            meta_loss = meta_loss + w * loss.mean()
+            term = loss.clamp_min(1e-30).log() if meta_loss == "log" else loss
+            total = total + w * term.mean()
+    if meta_loss == "relative":
+        total = total / start_loss.clamp_min(1e-30)
     return UnrollResult(
-        meta_loss, torch.stack(losses), UnrollState(params, opt_state, start + len(weights))
+        total, torch.stack(losses), UnrollState(params, opt_state, start + len(weights))
     )
