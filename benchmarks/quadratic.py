@@ -36,13 +36,15 @@ TARGET_MINUTES = 15
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "quadratic.toml"))
-    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-quadratic"))
+    parser.add_argument("--run-dir", help="default: runs/bench-NAME")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", default="quadratic", help="result file stem (default quadratic)")
     parser.add_argument("--ship", action="store_true", help="copy into l2o/pretrained")
     parser.add_argument("--set", action="append", default=[], help="config override")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
+    args.run_dir = args.run_dir or str(ROOT / "runs" / f"bench-{args.name}")
     print(f"meta-training {args.config} for {config.meta.epochs} epochs", flush=True)
     state = train(config, args.run_dir, force=True)
     task = config.task
@@ -69,15 +71,18 @@ def main() -> int:
         "machine": machine(),
     }
     out = Path(args.out)
-    write_json(out / "quadratic.json", result)
+    write_json(out / f"{args.name}.json", result)
     plot_loss_curves(
-        result, out / "quadratic.png",
+        result, out / f"{args.name}.png",
         title=f"10-d quadratics: mean over {result['runs']} held-out functions",
     )  # fmt: skip
     table = format_table(result)
     b = result["benchmark"]
     md = [
-        "# Quadratic benchmark (paper section 3.1, Figure 2 left)",
+        f"# Quadratic benchmark `{args.name}` (paper section 3.1, Figure 2 left)",
+        "",
+        f"Preset: `{Path(args.config).relative_to(ROOT) if Path(args.config).is_relative_to(ROOT) else args.config}`"
+        + (f" with overrides {args.set}" if args.set else ""),
         "",
         f"LSTM / tuned Adam, mean f(theta_100) over {result['runs']} held-out quadratics: "
         f"**{ratio:.3f}** (target <= {TARGET_RATIO}; the paper's figure shows about 0.8).",
@@ -92,20 +97,20 @@ def main() -> int:
         table,
         "```",
         "",
-        "![loss vs step](quadratic.png)",
+        f"![loss vs step]({args.name}.png)",
         "",
         machine_markdown(b["machine"]),
     ]
-    (out / "quadratic.md").write_text("\n".join(md))
+    (out / f"{args.name}.md").write_text("\n".join(md))
     print(table)
     print(f"LSTM / tuned Adam = {ratio:.3f}; meta-training {state.seconds / 60:.1f} min")
 
     if args.ship:
-        ship(optimizer, record, result)
+        ship(optimizer, record, result, args.name)
     return 0
 
 
-def ship(optimizer, record, result) -> None:
+def ship(optimizer, record, result, name: str) -> None:
     """Save the trained optimizer as the pretrained ``quadratic-lstm``."""
     dest = ROOT / "src" / "l2o" / "pretrained" / "quadratic-lstm"
     b = result["benchmark"]
@@ -121,6 +126,7 @@ def ship(optimizer, record, result) -> None:
             "test_runs": result["runs"],
             "steps": result["steps"],
             "machine": b["machine"]["cpu"],
+            "results": f"benchmarks/results/{name}.json",
         },
         "command": "python benchmarks/quadratic.py --ship",
     }

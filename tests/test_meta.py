@@ -211,3 +211,11 @@ def test_relative_and_log_meta_losses():
     torch.testing.assert_close(log, reference[1:].log().mean(1).sum())
     with pytest.raises(ValueError, match=r"Invalid meta_loss: 'max' \(valid: sum, relative, log\)"):
         MetaTrainConfig(meta_loss="max")
+
+
+def test_cosine_meta_lr_schedule():
+    cfg = MetaTrainConfig(epochs=10, meta_lr=0.01, meta_lr_schedule="cosine")
+    assert cfg.meta_lr_at(0) == pytest.approx(0.01)
+    assert cfg.meta_lr_at(5) == pytest.approx(0.005)
+    assert cfg.meta_lr_at(9) < 0.0003
+    assert MetaTrainConfig(meta_lr=0.01).meta_lr_at(9) == 0.01

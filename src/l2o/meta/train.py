@@ -42,6 +42,7 @@ from l2o.tasks.base import TaskFamily
 
 LOSS_WEIGHTS = ("sum", "mean", "last")
 META_OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class MetaTrainConfig:
     second_order: bool = False  # keep d grad_t / d phi (the paper drops it)
     meta_optimizer: str = "adam"
     meta_lr: float = 1e-3
+    # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * epoch / epochs)) / 2.
+    meta_lr_schedule: str = "constant"
     clip_grad_norm: float = 0.0  # clip the meta-gradient's global norm; 0 = no clipping
     validate_every: int = 100  # epochs between validations (and checkpoints)
     validation_tasks: int = 2  # tasks drawn from the validation seed stream
@@ -93,6 +96,11 @@ class MetaTrainConfig:
             raise ValueError(
                 f"Invalid meta_loss: {self.meta_loss!r} (valid: {', '.join(META_LOSSES)})"
             )
+        if self.meta_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r} "
+                f"(valid: {', '.join(LR_SCHEDULES)})"
+            )
         if self.meta_optimizer not in META_OPTIMIZERS:
             raise ValueError(
                 f"Invalid meta_optimizer: {self.meta_optimizer!r} "
@@ -112,6 +120,12 @@ class MetaTrainConfig:
             torch.device(self.device)
         except RuntimeError as e:
             raise ValueError(f"Invalid device: {self.device!r} (e.g. cpu, cuda, cuda:1)") from e
+
+    def meta_lr_at(self, epoch: int) -> float:
+        """The meta-learning rate used during ``epoch`` (0-based)."""
+        if self.meta_lr_schedule == "cosine":
+            return self.meta_lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+        return self.meta_lr
 
     def truncation_weights(self) -> list[list[float]]:
         """w_t for every step, split into truncations of K (the last may be shorter)."""
@@ -276,6 +290,8 @@ class MetaTrainer:
         task = self.family.sample(task_seed("train", epoch, cfg.seed), device=cfg.device)
         state = init_unroll(task, self.optimizer)
         coordinates = sum(p.numel() for p in state.params)
+        for group in self.meta_opt.param_groups:
+            group["lr"] = cfg.meta_lr_at(epoch)
         meta_losses, grad_norms, skipped, final_loss = [], [], 0, math.nan
         for weights in cfg.truncation_weights():
             result = self.estimator.meta_gradient(self.optimizer, task, state, weights)
