@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from l2o import optim, pretrained
 from l2o.checkpoint import load, load_checkpoint, save_checkpoint
 from l2o.config import ExperimentConfig, load_config
 from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, unroll
@@ -35,6 +36,8 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "make_task_family",
+    "optim",
+    "pretrained",
     "save_checkpoint",
     "unroll",
 ]

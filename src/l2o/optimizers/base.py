@@ -11,6 +11,14 @@ through the updates to the optimizer's own parameters phi) and in ordinary train
 
 A state is a dict whose values are tensors, Python numbers or nested states. Learned optimizers
 keep their meta-parameters phi as ordinary module parameters; hand-designed ones have none.
+Coordinatewise optimizers keep per-coordinate state as tensors whose first dimension is the
+number of coordinates N (rows, in the order of ``flatten(params)``): the state of several
+parameters is then the concatenation of their states, which ``l2o.optim`` relies on to step many
+parameters in one call and to keep each parameter's state apart.
+
+An optimizer that uses the loss f(theta_t) sets ``reads_loss = True`` and takes it as a keyword,
+``step(grads, state, loss=loss)`` (a tensor: a scalar, or one value per problem; None when the
+caller has none). Callers pass it only to such optimizers, so no other ``step`` changes.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ OptState = dict[str, Any]
 
 class StepOptimizer(nn.Module):
     """Base class: ``init_state(params) -> state`` and ``step(grads, state) -> (updates, state)``."""
+
+    reads_loss: bool = False  # True: ``step`` takes the loss as a keyword (see the module doc)
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         raise NotImplementedError

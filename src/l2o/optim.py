@@ -1,0 +1,412 @@
+"""Use any l2o optimizer, learned or hand-designed, as a ``torch.optim.Optimizer``.
+
+    opt = l2o.optim.LearnedOptimizer(model.parameters(), optimizer="quadratic-lstm")
+    for x, y in batches:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+Design
+------
+**One implementation of the maths.** The front-end never computes an update itself: it calls the
+wrapped ``StepOptimizer``'s ``init_state`` and ``step``, the very functions that the meta-training
+unroll (``l2o.meta.unroll``) and the evaluation loop (``l2o.evaluate.rollout``) call, and adds
+``lr * update`` to each parameter in place. Given the same gradients, the updates are identical.
+
+**State per parameter, steps in batches.** As in torch.optim, ``self.state[p]`` is the state of
+parameter ``p`` alone: the dict ``init_state([p])`` returns, e.g. ``{"step", "h", "c"}`` for the
+LSTM, with ``h`` and ``c`` rows of shape (p.numel(), hidden). It is what ``state_dict()`` saves,
+and it lets each parameter be skipped on its own. At each ``step()`` the parameters of a group
+that have a gradient are split into *cohorts* that can share one ``step`` call: same device, same
+maths dtype, and the same non-coordinate state (step count, entries set or None). A cohort's
+states are merged by concatenating their per-coordinate rows (the convention of
+``l2o.optimizers.base``: a state tensor whose first dimension is the number of coordinates),
+stepped in one batched call, and split back into per-parameter views. In the usual loop every
+parameter has a gradient at every step, so a group is one cohort and one call: for the LSTM, one
+matmul per layer for all coordinates of all tensors of the group. The merged state of each cohort
+is kept and reused while the per-parameter states are still the views it was split into, so a
+step copies no state. An optimizer whose state is not coordinatewise still works: its
+parameters step one call each.
+
+**Skipped parameters.** A parameter without a gradient (``p.grad is None``) or frozen
+(``requires_grad=False``) is not stepped and keeps its state. Its step count then falls behind
+the others', so it steps in its own cohort afterwards: step-count-dependent maths (Adam's bias
+correction) stays exact per parameter, as in torch.optim.
+
+**Dtypes and devices.** float16/bfloat16 parameters are stepped with float32 maths: the gradient
+is cast to float32, the state is float32, and the update is rounded once, when it is added. Other
+dtypes step in their own dtype. State is made by ``init_state`` on each parameter's device; a
+learned optimizer whose weights sit on another device is copied there once, on first use.
+
+**Parameter groups.** Each group has its own ``optimizer`` (a ``StepOptimizer``, a pretrained
+name or a checkpoint path) and ``lr``, a factor on the update (default 1.0) that torch's learning
+rate schedulers scale. A ``GroupedOptimizer`` (e.g. a checkpoint with one LSTM for conv weights
+and one for the rest) becomes one parameter group per group of its assignment.
+
+**The loss.** ``step(closure)`` evaluates the closure with grad enabled and returns its loss;
+``step(loss=loss)`` hands over the loss of the usual loop. Optimizers with ``reads_loss = True``
+receive it, detached, as ``step(grads, state, loss=loss)``; the others never see it.
+
+**state_dict.** As torch.optim's, with each group's ``optimizer`` saved as its ``spec()`` (a
+JSON-ready description, so ``torch.load(weights_only=True)`` reads it): the weights of a learned
+optimizer are not optimizer *state*; build the new front-end with the same optimizer, and
+``load_state_dict`` checks that the descriptions match. Loaded state keeps its dtype (float32 for
+half-precision parameters) and moves to each parameter's device.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from l2o.checkpoint import load
+from l2o.optimizers.base import OptState, StepOptimizer, map_state
+from l2o.optimizers.grouped import GroupedOptimizer
+
+OptimizerLike = StepOptimizer | str | Path
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def maths_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the optimizer's maths runs in for parameters of ``dtype``."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+@dataclass
+class _Cohort:
+    """Parameters that stepped together in one ``step`` call, and their merged state."""
+
+    params: list[Tensor]
+    state: OptState  # rows of all parameters, concatenated in order
+    views: list[OptState]  # self.state[p] of each parameter: views into ``state``
+    leaves: list[list[Any]]  # the leaves of each view, to notice one being replaced
+
+    def is_current(self, states: dict[Tensor, OptState]) -> bool:
+        """Whether the per-parameter states are still exactly the views made from ``state``."""
+        for p, view, leaves in zip(self.params, self.views, self.leaves):
+            now = states.get(p)
+            if now is not view:
+                return False
+            now_leaves = _leaves(now)
+            if len(now_leaves) != len(leaves) or any(
+                a is not b for a, b in zip(now_leaves, leaves)
+            ):
+                return False
+        return True
+
+
+class LearnedOptimizer(Optimizer):
+    """A ``torch.optim.Optimizer`` that steps parameters with an l2o ``StepOptimizer``.
+
+    Args:
+        params: parameters or parameter groups (dicts), as for any torch optimizer. A group may
+            set its own ``optimizer`` and ``lr``.
+        optimizer: default optimizer of the groups: a ``StepOptimizer`` (learned, e.g.
+            ``l2o.load(...)``, or hand-designed, e.g. ``l2o.Adam(lr=1e-3)``), the name of a
+            shipped pretrained optimizer (``l2o.pretrained.list()``) or a checkpoint path / run
+            directory. Required unless every group names its own.
+        lr: default factor on the update, theta <- theta + lr * update (1.0: the update as the
+            optimizer was trained to make it). LR schedulers change it per group.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        optimizer: OptimizerLike | None = None,
+        lr: float = 1.0,
+    ) -> None:
+        _check_lr(lr)
+        self._loaded: dict[str, StepOptimizer] = {}
+        self._replicas: dict[tuple[int, torch.device], tuple[StepOptimizer, StepOptimizer]] = {}
+        self._cohorts: dict[tuple[int, ...], _Cohort] = {}
+        default = None if optimizer is None else self._resolve(optimizer)
+        super().__init__(params, {"optimizer": default, "lr": lr})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_loaded", {})
+        self.__dict__.setdefault("_replicas", {})
+        self._cohorts = {}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (see torch.optim); its ``optimizer`` and ``lr`` default to the
+        constructor's. A ``GroupedOptimizer`` adds one group per group of its assignment."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        optimizer = param_group.get("optimizer", self.defaults["optimizer"])
+        if optimizer is None:
+            raise ValueError(
+                "Invalid optimizer: None (give optimizer= to LearnedOptimizer or to every "
+                "parameter group: a StepOptimizer, a pretrained name or a checkpoint path)"
+            )
+        param_group["optimizer"] = self._resolve(optimizer)
+        _check_lr(param_group.get("lr", self.defaults["lr"]))
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        elif not isinstance(params, set):  # torch.optim rejects sets with its own message
+            params = list(params)
+        param_group["params"] = params
+        for p in params:
+            t = p[1] if isinstance(p, tuple) else p  # (name, tensor) from named_parameters()
+            if isinstance(t, Tensor) and not t.is_floating_point():
+                raise ValueError(
+                    f"Invalid parameter dtype: {t.dtype} (l2o optimizers step real "
+                    f"floating-point tensors)"
+                )
+        for group in _expand_grouped(param_group):
+            super().add_param_group(group)
+
+    @torch.no_grad()
+    def step(
+        self, closure: Callable[[], Tensor] | None = None, *, loss: Tensor | float | None = None
+    ) -> Tensor | float | None:
+        """Update every parameter that has a gradient: theta <- theta + lr * update.
+
+        ``closure`` re-evaluates the model and returns the loss (computed with grad enabled);
+        alternatively pass the loss of the usual loop as ``loss=``. Either is handed to
+        optimizers that read it. Returns the closure's loss (or ``loss``), as torch.optim does.
+        """
+        if closure is not None:
+            if loss is not None:
+                raise ValueError("give step() a closure or a loss, not both")
+            with torch.enable_grad():
+                loss = closure()
+        handed = None
+        if loss is not None:
+            handed = loss.detach() if isinstance(loss, Tensor) else torch.as_tensor(loss)
+        cohorts: dict[tuple[int, ...], _Cohort] = {}
+        for group in self.param_groups:
+            self._step_group(group, handed, cohorts)
+        self._cohorts = cohorts
+        return loss
+
+    def _step_group(
+        self, group: dict[str, Any], loss: Tensor | None, cohorts: dict[tuple[int, ...], _Cohort]
+    ) -> None:
+        batches: dict[tuple[Any, ...], list[Tensor]] = defaultdict(list)
+        for p in group["params"]:
+            if not p.requires_grad or p.grad is None:
+                if p in self.state:  # keep its state, but not the storage it shared with others
+                    self.state[p] = map_state(_compact, self.state[p])
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("LearnedOptimizer does not support sparse gradients")
+            dtype = maths_dtype(p.dtype)
+            if not self.state.get(p):
+                optimizer = self._on_device(group["optimizer"], p.device)
+                self.state[p] = optimizer.init_state([p.detach().to(dtype, copy=True)])
+            batches[(p.device, dtype, _signature(self.state[p], p.numel()))].append(p)
+
+        for (device, dtype, _), params in batches.items():
+            optimizer = self._on_device(group["optimizer"], device)
+            key = tuple(id(p) for p in params)
+            numels = [p.numel() for p in params]
+            previous = self._cohorts.get(key)
+            if previous is not None and previous.is_current(self.state):
+                state = previous.state
+            else:
+                state = _merge([self.state[p] for p in params], numels)
+            grads = [p.grad if p.grad.dtype == dtype else p.grad.to(dtype) for p in params]
+            kwargs = {"loss": loss} if optimizer.reads_loss else {}
+            updates, state = optimizer.step(grads, state, **kwargs)
+            for p, update in zip(params, updates):
+                # In float32 for half-precision parameters, rounded once when stored.
+                p.add_(update, alpha=group["lr"])
+            views = _split(state, numels, sum(numels))
+            for p, view in zip(params, views):
+                self.state[p] = view
+            cohorts[key] = _Cohort(params, state, views, [_leaves(v) for v in views])
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state dict; each group's ``optimizer`` is saved as its description."""
+        state_dict = super().state_dict()
+        state_dict["param_groups"] = [
+            {**g, "optimizer": _describe(g["optimizer"])} for g in state_dict["param_groups"]
+        ]
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()``: every hidden state and step count, and each group's ``lr``.
+
+        Each group keeps its optimizer, which must have the description it was saved with.
+        State tensors keep their dtype and move to their parameter's device.
+        """
+        state_dict = state_dict.copy()  # shallow, as torch.optim does
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        groups, saved_groups = self.param_groups, copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, "
+                f"this optimizer has {len(groups)}"
+            )
+        for i, (group, saved) in enumerate(zip(groups, saved_groups)):
+            if len(group["params"]) != len(saved["params"]):
+                raise ValueError(
+                    f"loaded state dict's parameter group {i} has {len(saved['params'])} "
+                    f"parameters, this optimizer's has {len(group['params'])}"
+                )
+            ours = _describe(group["optimizer"])
+            if "optimizer" in saved and saved["optimizer"] != ours:
+                raise ValueError(
+                    f"loaded state dict's parameter group {i} was saved with optimizer "
+                    f"{saved['optimizer']}, this optimizer's group {i} uses {ours}"
+                )
+        id_map = {
+            saved_id: p
+            for group, saved in zip(groups, saved_groups)
+            for saved_id, p in zip(saved["params"], group["params"])
+        }
+        state: defaultdict[Any, Any] = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            if key in id_map:
+                device = id_map[key].device
+                state[id_map[key]] = map_state(lambda t, d=device: t.to(d), value)
+            else:
+                state[key] = value
+        new_groups = []
+        for group, saved in zip(groups, saved_groups):
+            saved.update(params=group["params"], optimizer=group["optimizer"])
+            if "param_names" in group and "param_names" not in saved:
+                saved["param_names"] = group["param_names"]
+            new_groups.append(saved)
+        self.__setstate__({"state": state, "param_groups": new_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _resolve(self, optimizer: Any) -> StepOptimizer:
+        if isinstance(optimizer, StepOptimizer):
+            return optimizer
+        if isinstance(optimizer, (str, Path)):
+            key = str(optimizer)
+            if key not in self._loaded:
+                self._loaded[key] = load(optimizer)
+            return self._loaded[key]
+        raise TypeError(
+            f"Invalid optimizer: {optimizer!r} (a StepOptimizer, a pretrained name or a "
+            f"checkpoint path)"
+        )
+
+    def _on_device(self, optimizer: StepOptimizer, device: torch.device) -> StepOptimizer:
+        """``optimizer`` itself if its weights are on ``device`` (or it has none), else a copy
+        made there on first use."""
+        weights = next(itertools.chain(optimizer.parameters(), optimizer.buffers()), None)
+        if weights is None or weights.device == device:
+            return optimizer
+        key = (id(optimizer), device)
+        if key not in self._replicas or self._replicas[key][0] is not optimizer:
+            self._replicas[key] = (optimizer, copy.deepcopy(optimizer).to(device))
+        return self._replicas[key][1]
+
+
+def _check_lr(lr: Any) -> None:
+    if isinstance(lr, Tensor) or not isinstance(lr, (int, float)) or not lr >= 0.0:
+        raise ValueError(f"Invalid learning rate: {lr} (must be a number >= 0)")
+
+
+def _expand_grouped(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """A group driven by a ``GroupedOptimizer`` -> one group per group of its assignment."""
+    optimizer = group["optimizer"]
+    if not isinstance(optimizer, GroupedOptimizer):
+        return [group]
+    params = group["params"]
+    if isinstance(params, set) or len(params) != len(optimizer.assignment):
+        raise ValueError(
+            f"Invalid parameters for a GroupedOptimizer: {len(params)} tensors, its assignment "
+            f"has {len(optimizer.assignment)} (give them in the order it was built for)"
+        )
+    out = []
+    for name, sub in optimizer.groups.items():
+        mine = [p for p, g in zip(params, optimizer.assignment) if g == name]
+        out += _expand_grouped({**group, "params": mine, "optimizer": sub})
+    return out
+
+
+def _describe(optimizer: StepOptimizer) -> dict[str, Any]:
+    try:
+        return optimizer.spec()
+    except NotImplementedError:
+        return {"kind": type(optimizer).__qualname__}
+
+
+def _is_rows(value: Any, n: int) -> bool:
+    """A per-coordinate state tensor: its first dimension is the number of coordinates."""
+    return isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == n
+
+
+def _signature(value: Any, n: int) -> Any:
+    """What must be equal for states to merge: everything but the per-coordinate rows' values."""
+    if _is_rows(value, n):
+        return ("rows", value.dtype, value.device, tuple(value.shape[1:]))
+    if isinstance(value, Tensor):
+        return ("tensor", id(value))  # shared only if it is the very same tensor
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _signature(v, n)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_signature(v, n) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("object", id(value))
+    return ("value", type(value).__name__, value)
+
+
+def _merge(states: list[Any], numels: list[int]) -> Any:
+    """The state of several parameters from theirs (equal signatures): rows concatenated."""
+    first = states[0]
+    if len(states) == 1:
+        return first
+    if _is_rows(first, numels[0]):
+        return torch.cat(states)
+    if isinstance(first, dict):
+        return {k: _merge([s[k] for s in states], numels) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(_merge([s[i] for s in states], numels) for i in range(len(first)))
+    return first
+
+
+def _split(value: Any, numels: list[int], total: int) -> list[Any]:
+    """The inverse of ``_merge``: each parameter's state, rows as views of ``value``'s."""
+    if len(numels) == 1:
+        return [value]
+    if _is_rows(value, total):
+        return list(torch.split(value, numels))
+    if isinstance(value, dict):
+        parts = {k: _split(v, numels, total) for k, v in value.items()}
+        return [{k: parts[k][i] for k in value} for i in range(len(numels))]
+    if isinstance(value, (list, tuple)):
+        parts_list = [_split(v, numels, total) for v in value]
+        return [type(value)(part[i] for part in parts_list) for i in range(len(numels))]
+    return [value] * len(numels)
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _compact(t: Tensor) -> Tensor:
+    """``t``, or a copy of it if it is a view of a larger storage (that it would keep alive)."""
+    if t.untyped_storage().nbytes() > t.numel() * t.element_size():
+        return t.clone()
+    return t
+
+
+__all__ = ["LearnedOptimizer", "maths_dtype"]
