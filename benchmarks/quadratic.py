@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine, machine_markdown  # noqa: E402
-from l2o.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.evaluate import compare, format_table, plot_loss_curves, write_json  # noqa: E402
+from l2o.meta.train import TrainingState  # noqa: E402
 from l2o.runs import train  # noqa: E402
 from l2o.tasks import QuadraticFamily  # noqa: E402
 
@@ -40,13 +41,23 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--name", default="quadratic", help="result file stem (default quadratic)")
     parser.add_argument("--ship", action="store_true", help="copy into l2o/pretrained")
+    parser.add_argument("--note", default="", help="a sentence for the .md (e.g. machine load)")
+    parser.add_argument(
+        "--from-run",
+        help="evaluate a finished run of the same config instead of meta-training again "
+        "(its recorded meta-training time is reported)",
+    )
     parser.add_argument("--set", action="append", default=[], help="config override")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
-    args.run_dir = args.run_dir or str(ROOT / "runs" / f"bench-{args.name}")
-    print(f"meta-training {args.config} for {config.meta.epochs} epochs", flush=True)
-    state = train(config, args.run_dir, force=True)
+    if args.from_run:
+        args.run_dir = args.from_run
+        state = finished_run(Path(args.from_run), config)
+    else:
+        args.run_dir = args.run_dir or str(ROOT / "runs" / f"bench-{args.name}")
+        print(f"meta-training {args.config} for {config.meta.epochs} epochs", flush=True)
+        state = train(config, args.run_dir, force=True)
     task = config.task
     coordinate_steps = config.meta.epochs * config.meta.horizon * task.num_problems * task.dim
 
@@ -69,6 +80,9 @@ def main() -> int:
         "target_meta_training_minutes": TARGET_MINUTES,
         "config": config.to_dict(),
         "machine": machine(),
+        "meta_trained_by": "this command"
+        if not args.from_run
+        else f"an earlier run of the same config ({args.from_run}); its recorded time",
     }
     out = Path(args.out)
     write_json(out / f"{args.name}.json", result)
@@ -97,6 +111,8 @@ def main() -> int:
         table,
         "```",
         "",
+        args.note,
+        "",
         f"![loss vs step]({args.name}.png)",
         "",
         machine_markdown(b["machine"]),
@@ -108,6 +124,18 @@ def main() -> int:
     if args.ship:
         ship(optimizer, record, result, args.name)
     return 0
+
+
+def finished_run(run_dir: Path, config) -> TrainingState:
+    """The training state recorded in a finished run, after checking it ran ``config``."""
+    ran = load_config(run_dir / "config.toml")
+    if ran.to_dict() != config.to_dict():
+        raise SystemExit(f"{run_dir} was trained with another configuration than {config}")
+    _, record = read_checkpoint(run_dir / "checkpoints" / "last")
+    state = TrainingState(**record["resume"]["training_state"])
+    if state.epoch != config.meta.epochs:
+        raise SystemExit(f"{run_dir} is unfinished: {state.epoch}/{config.meta.epochs} epochs")
+    return state
 
 
 def ship(optimizer, record, result, name: str) -> None:
