@@ -71,7 +71,7 @@ def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):
     [
         (
             ["task.name=quadratics"],
-            "unknown task 'quadratics' (valid: quadratic, polynomial, simple, rosenbrock)",
+            "unknown task 'quadratics' (valid: quadratic, polynomial, simple, rosenbrock",
         ),
         (["meta.meta_lr=-0.01"], "Invalid meta_lr: -0.01"),
         (["meta.truncation=50", "meta.horizon=20"], "K = 50 is longer than the horizon T = 20"),

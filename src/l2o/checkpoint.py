@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from l2o.optimizers import StepOptimizer, from_spec
 FORMAT = "l2o-checkpoint"
 FORMAT_VERSION = 1
 RESUME_PREFIX = "meta_optimizer/"
+GROUP_PREFIX = "groups."  # the weights of GroupedOptimizer's group NAME are groups.NAME.*
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -34,6 +35,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -110,10 +114,41 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     return tensors, record
 
 
+def _groups(names: Iterable[str]) -> list[str]:
+    """The parameter groups of weight names (``groups.<name>.*``), sorted."""
+    return sorted({n.split(".", 2)[1] for n in names if n.startswith(GROUP_PREFIX)})
+
+
+def _check_groups(expected: Iterable[str], found: Iterable[str], source: str) -> None:
+    """Name the learned groups that differ between an optimizer and a checkpoint."""
+    want, have = _groups(expected), _groups(found)
+    if not want and not have:
+        return  # neither is grouped
+    if not want or not have:
+        if want:
+            grouped, groups, other = "the optimizer", want, "the checkpoint"
+        else:
+            grouped, groups, other = "the checkpoint", have, "the optimizer"
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the optimizer: {grouped} has learned parameter "
+            f"groups {groups} but {other} holds one ungrouped optimizer"
+        )
+    missing, extra = [g for g in want if g not in have], [g for g in have if g not in want]
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the optimizer's parameter groups: missing "
+            f"group(s) {missing} (learned in the optimizer, no weights in the checkpoint), "
+            f"extra group(s) {extra} (weights in the checkpoint, not a learned group of the "
+            f"optimizer); the checkpoint's groups are {have}"
+        )
+
+
 def load_weights(optimizer: StepOptimizer, tensors: Mapping[str, Tensor], source: str) -> None:
-    """Load the optimizer's own tensors strictly: missing or unexpected names are an error."""
+    """Load the optimizer's own tensors strictly: missing or unexpected names are an error,
+    and for grouped optimizers the missing and extra groups are named."""
     own = {k: v for k, v in tensors.items() if not k.startswith(RESUME_PREFIX)}
     expected = set(optimizer.state_dict())
+    _check_groups(expected, own, source)
     missing, extra = sorted(expected - set(own)), sorted(set(own) - expected)
     if missing or extra:
         raise CheckpointError(

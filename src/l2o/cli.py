@@ -12,6 +12,7 @@ Errors in the user's input print one line naming the bad value and exit with sta
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from l2o.config import load_config
     from l2o.runs import train
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*args.set, *_data_overrides(args)])
+    _prepare_data(config.task, args.download)
     if not args.quiet:
         print(
             f"meta-training on {config.task.name} for {config.meta.epochs} epochs -> {args.run_dir}"
@@ -56,6 +58,7 @@ def _evaluate(
     out: Path,
     device: str,
     quiet: bool,
+    download: bool = False,
 ) -> dict[str, Any]:
     from l2o.checkpoint import load_checkpoint, resolve
     from l2o.config import apply_overrides, parse_override
@@ -73,6 +76,7 @@ def _evaluate(
         task_cfg = {"name": task_name}
     task_cfg = apply_overrides({"task": task_cfg}, overrides)["task"]
     family = make_task_family(task_cfg.pop("name"), **task_cfg)
+    _prepare_data(family, download)
     steps = steps or record.get("training", {}).get("horizon", 100)
     say = (lambda _: None) if quiet else (lambda s: print(s, flush=True))
     comparison = compare(
@@ -136,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _evaluate(
         args.optimizer,
         args.task,
-        args.set,
+        [*args.set, *_data_overrides(args)],
         args.steps,
         args.test_tasks,
         args.validation_tasks,
@@ -145,6 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out,
         args.device,
         args.quiet,
+        download=args.download,
     )
     return 0
 
@@ -158,10 +163,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(
         None,
         [
+            # configs/quadratic.toml (the shipped preset), shortened.
             "task.name=quadratic",
+            "optimizer.preprocess=none",
+            "optimizer.output_scale=0.1",
+            "meta.meta_loss=relative",
+            "meta.clip_grad_norm=1.0",
+            "meta.meta_lr=0.002",
+            "meta.meta_lr_schedule=cosine",
+            "meta.validation_tasks=4",
             f"meta.epochs={args.epochs}",
             f"meta.validate_every={max(args.epochs // 4, 1)}",
-            "meta.meta_lr=0.003",
             f"meta.device={args.device}",
         ],
     )
@@ -200,12 +212,48 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_pretrained(args: argparse.Namespace) -> int:
     from l2o import pretrained
 
-    names = pretrained.names()
-    if not names:
-        print("no pretrained optimizers are shipped with this installation")
-    for name in names:
-        print(f"{name:<20}{pretrained.info(name).get('description', '')}")
+    shipped = pretrained.list()
+    if not shipped:
+        print(
+            "no pretrained optimizers are shipped with this installation; "
+            "use a checkpoint path or a run directory instead"
+        )
+    width = max((len(name) for name in shipped), default=0) + 2
+    for name, description in shipped.items():
+        print(f"{name:<{width}}{description}")
+    if shipped:
+        print("\nuse one: l2o.load(NAME), or l2o.optim.LearnedOptimizer(model.parameters(), NAME)")
     return 0
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    """--data-dir DIR as the override task.data_dir="DIR" (for tasks that read a dataset)."""
+    if args.data_dir is None:
+        return []
+    return [f"task.data_dir={json.dumps(str(args.data_dir))}"]
+
+
+def _prepare_data(family: Any, download: bool) -> None:
+    """Fail early, before any directory is written, when a task's dataset is not found; with
+    --download, fetch it first (torchvision, network)."""
+    locate = getattr(family, "locate_data", None)
+    if locate is not None:
+        locate(download=download)
+    elif download:
+        raise ValueError(f"--download: task {family.name!r} reads no dataset")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="directory of the dataset's files, for tasks that read one (sets task.data_dir; "
+        "default: $L2O_DATA, ~/.cache/l2o/data, /usr/share/datasets)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download the dataset if it is not found (needs torchvision and a network)",
+    )
 
 
 def _check_positive(flag: str, value: int) -> None:
@@ -229,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    _add_data_options(p)
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=cmd_train)
 
@@ -256,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated baselines (default: sgd,nag,rmsprop,adam)",
     )
     p.add_argument("--lr-grid", help="LOW,HIGH,PER_DECADE of the log grid (default 1e-4,10,4)")
+    _add_data_options(p)
     p.add_argument("--out", default="evaluation", help="output directory (default: evaluation)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     p.add_argument("--device", default="cpu")

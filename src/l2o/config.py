@@ -1,22 +1,43 @@
 """Experiment configuration: a readable TOML file with three sections, plus overrides.
 
     [task]        name (default "quadratic") and the family's options (see l2o.tasks)
-    [optimizer]   the learned optimizer's architecture (LSTMConfig)
+    [optimizer]   the learned optimizer's architecture (LSTMConfig): one LSTM for all parameters
     [meta]        meta-training (MetaTrainConfig)
 
+Parameter groups (paper section 3.3: separate LSTMs for conv and fully connected layers) are
+tables under ``[optimizer]``, each with the glob patterns of its parameters' names (the task's
+``param_names``) and its optimizer: an LSTM, whose options default to those of ``[optimizer]``,
+or a hand-designed one with its options::
+
+    [optimizer.groups.conv]
+    params = ["conv*"]                  # an LSTM with [optimizer]'s architecture
+    [optimizer.groups.fc]
+    params = ["bn*", "fc*", "out.*"]
+    hidden_size = 10                    # an LSTM of its own size ...
+    # kind = "adam"                     # ... or Adam (sgd, nag, rmsprop, adam), with
+    # lr = 0.003                        # its options (lr, betas, momentum, ...)
+
+Every parameter must match exactly one group and every group some parameter, and at least one
+group must be learned. Each learned group has its own weights (``groups.<name>.*`` in
+checkpoints).
+
 Overrides are ``section.key=value`` strings, the value written as in TOML
-(``meta.epochs=100``, ``task.variant=tf``, ``meta.second_order=true``).
+(``meta.epochs=100``, ``task.variant=tf``, ``meta.second_order=true``); a dotted key reaches
+into tables (``optimizer.groups.fc.lr=0.01``).
 """
 
 from __future__ import annotations
 
+import copy
+import re
 import sys
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from l2o.meta.train import MetaTrainConfig
-from l2o.optimizers import LSTMConfig
+from l2o.optimizers import SGD, Adam, CoordinatewiseLSTM, LSTMConfig, RMSprop, StepOptimizer
 from l2o.tasks import TaskFamily, make_task_family
 
 if sys.version_info >= (3, 11):
@@ -25,6 +46,36 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SECTIONS = ("task", "optimizer", "meta")
+# The hand-designed optimizers a parameter group may use, built from their options.
+HAND_DESIGNED: dict[str, Callable[..., StepOptimizer]] = {
+    "sgd": SGD,
+    "nag": lambda momentum=0.9, nesterov=True, **kw: SGD(
+        momentum=momentum, nesterov=nesterov, **kw
+    ),
+    "rmsprop": RMSprop,
+    "adam": lambda betas=(0.9, 0.999), **kw: Adam(betas=tuple(betas), **kw),
+}
+GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """One parameter group: glob patterns of its parameters' names and its optimizer, an LSTM
+    (``lstm``) or a hand-designed one (``kind`` in HAND_DESIGNED, with ``options``)."""
+
+    params: tuple[str, ...]
+    kind: str = "lstm"
+    lstm: LSTMConfig | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> StepOptimizer:
+        if self.kind == "lstm":
+            return CoordinatewiseLSTM(self.lstm)
+        return HAND_DESIGNED[self.kind](**self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        more = asdict(self.lstm) if self.lstm is not None else dict(self.options)
+        return {"params": list(self.params), "kind": self.kind, **more}
 
 
 @dataclass(frozen=True)
@@ -32,13 +83,18 @@ class ExperimentConfig:
     task: TaskFamily
     optimizer: LSTMConfig
     meta: MetaTrainConfig
+    # Parameter groups by name; empty: one LSTM (``optimizer``) for all parameters.
+    groups: Mapping[str, GroupConfig] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task.to_config(),
-            "optimizer": asdict(self.optimizer),
-            "meta": asdict(self.meta),
-        }
+        optimizer: dict[str, Any] = asdict(self.optimizer)
+        if self.groups:
+            optimizer["groups"] = {name: g.to_dict() for name, g in self.groups.items()}
+        return {"task": self.task.to_config(), "optimizer": optimizer, "meta": asdict(self.meta)}
+
+    def group_patterns(self) -> dict[str, list[str]]:
+        """{group name: glob patterns}, for ``l2o.optimizers.assign_groups``."""
+        return {name: list(g.params) for name, g in self.groups.items()}
 
 
 def _build(cls: type, section: str, options: dict[str, Any]) -> Any:
@@ -70,11 +126,62 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             f"unknown config section(s) {', '.join(unknown)} (valid: {', '.join(SECTIONS)})"
         )
     task = {"name": "quadratic", **data.get("task", {})}
+    optimizer = dict(data.get("optimizer", {}))
+    groups = optimizer.pop("groups", {})
+    lstm = _build(LSTMConfig, "optimizer", optimizer)
     return ExperimentConfig(
         task=make_task_family(task.pop("name"), **task),
-        optimizer=_build(LSTMConfig, "optimizer", dict(data.get("optimizer", {}))),
+        optimizer=lstm,
         meta=_build(MetaTrainConfig, "meta", dict(data.get("meta", {}))),
+        groups=_build_groups(groups, lstm),
     )
+
+
+def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
+    """The ``[optimizer.groups.NAME]`` tables; LSTM groups start from ``defaults``."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"Invalid optimizer.groups: {data!r} (a table of groups, e.g. [optimizer.groups.conv] "
+            f'with params = ["conv*"])'
+        )
+    groups = {}
+    kinds = ", ".join(["lstm", *HAND_DESIGNED])
+    for name, options in data.items():
+        where = f"optimizer.groups.{name}"
+        if not GROUP_NAME.fullmatch(name):
+            raise ValueError(
+                f"Invalid group name {name!r} (letters, digits, _ and -, not starting with a digit)"
+            )
+        if not isinstance(options, dict):
+            raise ValueError(f"Invalid {where}: {options!r} (a table with params = [...])")
+        options = dict(options)
+        params = options.pop("params", None)
+        params = [params] if isinstance(params, str) else params
+        if not (
+            isinstance(params, list) and params and all(isinstance(p, str) and p for p in params)
+        ):
+            raise ValueError(
+                f"Invalid {where}.params: {params!r} (a non-empty list of glob patterns of "
+                f'parameter names, e.g. ["conv*"])'
+            )
+        kind = options.pop("kind", "lstm")
+        if kind == "lstm":
+            lstm = _build(LSTMConfig, where, {**asdict(defaults), **options})
+            groups[name] = GroupConfig(tuple(params), "lstm", lstm=lstm)
+        elif kind in HAND_DESIGNED:
+            try:
+                HAND_DESIGNED[kind](**options)
+            except TypeError as e:
+                raise ValueError(f"Invalid option for {where} (kind {kind!r}): {e}") from e
+            groups[name] = GroupConfig(tuple(params), kind, options=options)
+        else:
+            raise ValueError(f"Invalid {where}.kind: {kind!r} (valid: {kinds})")
+    if groups and all(g.kind != "lstm" for g in groups.values()):
+        raise ValueError(
+            f"optimizer.groups {', '.join(groups)} are all hand-designed: at least one must be "
+            f'learned (kind = "lstm") for there to be anything to meta-train'
+        )
+    return groups
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -94,10 +201,16 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    data = {s: dict(v) for s, v in data.items()}
+    data = copy.deepcopy(data)
     for text in overrides:
         section, name, value = parse_override(text)
-        data.setdefault(section, {})[name] = value
+        table = data.setdefault(section, {})
+        *path, key = name.split(".")  # optimizer.groups.fc.lr reaches into nested tables
+        for part in path:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ValueError(f"Invalid override {text!r}: {part} is not a table")
+        table[key] = value
     return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_
 from l2o.errors import L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
 from l2o.monitor import Monitor
-from l2o.optimizers import CoordinatewiseLSTM
+from l2o.optimizers import CoordinatewiseLSTM, GroupedOptimizer, StepOptimizer, assign_groups
 
 
 def prepare_directory(path: str | Path, force: bool) -> Path:
@@ -31,11 +32,24 @@ def prepare_directory(path: str | Path, force: bool) -> Path:
     return path
 
 
-def build_learned_optimizer(config: ExperimentConfig) -> CoordinatewiseLSTM:
-    """phi initialised from the run's seed alone, so a run is reproducible."""
+def build_learned_optimizer(
+    config: ExperimentConfig, param_names: Sequence[str] | None = None
+) -> StepOptimizer:
+    """phi initialised from the run's seed alone, so a run is reproducible.
+
+    One LSTM for all parameters, or, with ``config.groups``, a ``GroupedOptimizer`` whose
+    groups are assigned by their glob patterns to ``param_names`` (default: those of the
+    config's task); each learned group gets its own weights."""
+    if not config.groups:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.meta.seed)
+            return CoordinatewiseLSTM(config.optimizer)
+    if param_names is None:
+        param_names = config.task.sample(0).param_names
+    assignment = assign_groups(param_names, config.group_patterns())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.meta.seed)
-        return CoordinatewiseLSTM(config.optimizer)
+        return GroupedOptimizer({name: g.build() for name, g in config.groups.items()}, assignment)
 
 
 def train(
@@ -63,14 +77,17 @@ def train(
                 f"cannot resume {run_dir}: the configuration differs from {saved} "
                 f"(only meta.epochs may change)"
             )
-    else:
+    optimizer = build_learned_optimizer(config)  # before any file is written: groups may not fit
+    if not resume:
         prepare_directory(run_dir, force)
     atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
     trainer = MetaTrainer(
-        build_learned_optimizer(config),
+        optimizer,
         config.task,
         config.meta,
         run_dir,
+        # Group patterns, so that the optimizer can be assigned to another net's parameters.
+        record={"groups": config.group_patterns()} if config.groups else None,
         monitor=Monitor(run_dir, config.meta.epochs, quiet=quiet, tensorboard=tensorboard),
     )
     if resume:

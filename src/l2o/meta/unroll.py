@@ -14,12 +14,21 @@ derivatives of f) unless ``second_order`` is set.
 divides the truncation's meta-loss by the (constant) mean loss at its start, so that late
 truncations, whose losses are orders of magnitude smaller, get meta-gradients of the same
 scale as the first one; "log" uses log f(theta_t).
+
+Tasks with running statistics (batch norm; see ``l2o.tasks.conv``) also have buffers: a task
+that defines ``init_buffers()`` and ``loss_and_buffers(params, buffers, batch)`` gets them
+carried in ``UnrollState.buffers``. They are not meta-trained and do not change f (the training
+loss uses batch statistics); each step's forward pass updates them once: the state at step t
+holds the buffers after the forward passes of steps 0..t-1, so the forward at theta_t that
+ends a truncation and the one that starts the next count once. Other tasks have no buffers
+and run exactly as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,16 +41,21 @@ META_LOSSES = ("sum", "relative", "log")
 
 @dataclass
 class UnrollState:
-    """Where an unroll stands: theta_t, the optimizer's state h_t, and t."""
+    """Where an unroll stands: theta_t, the optimizer's state h_t, t, and the task's buffers
+    (running statistics after steps 0..t-1; empty for tasks without)."""
 
     params: list[Tensor]
     opt_state: OptState
     step: int
+    buffers: list[Tensor] = field(default_factory=list)
 
     def detached(self) -> UnrollState:
         """The same point with no autograd history: a truncation boundary."""
         return UnrollState(
-            [p.detach() for p in self.params], detach_state(self.opt_state), self.step
+            [p.detach() for p in self.params],
+            detach_state(self.opt_state),
+            self.step,
+            [b.detach() for b in self.buffers],
         )
 
 
@@ -54,7 +68,22 @@ class UnrollResult:
 
 def init_unroll(task: Task, optimizer: StepOptimizer) -> UnrollState:
     params = task.init_params()
-    return UnrollState(params, optimizer.init_state(params), 0)
+    return UnrollState(params, optimizer.init_state(params), 0, init_buffers(task))
+
+
+def init_buffers(task: Task) -> list[Tensor]:
+    """The task's initial buffers (running statistics); [] for tasks without."""
+    init = getattr(task, "init_buffers", None)
+    return list(init()) if init is not None else []
+
+
+def loss_and_buffers(
+    task: Task, params: list[Tensor], buffers: list[Tensor], batch: Any
+) -> tuple[Tensor, list[Tensor]]:
+    """f(theta) on ``batch`` and the buffers after this forward pass (unchanged if none)."""
+    if not buffers:
+        return task.loss(params, batch), buffers
+    return task.loss_and_buffers(params, buffers, batch)  # type: ignore[attr-defined]
 
 
 def unroll(
@@ -70,10 +99,11 @@ def unroll(
         raise ValueError(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
     # theta_s must be differentiable so that f can be differentiated with respect to it.
     params = [p if p.requires_grad else p.detach().requires_grad_() for p in state.params]
-    opt_state, start = state.opt_state, state.step
+    opt_state, start, buffers = state.opt_state, state.step, state.buffers
     total = params[0].new_zeros(())
     losses = []
-    loss = task.loss(params, task.batch(start))
+    # ``after``: the buffers once the forward pass that gives grad_t counts (see the module doc).
+    loss, after = loss_and_buffers(task, params, buffers, task.batch(start))
     start_loss = loss.detach().mean()
     for k, w in enumerate(weights):
         # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the
@@ -83,8 +113,9 @@ def unroll(
         )
         updates, opt_state = optimizer.step(grads, opt_state)
         params = [p + u for p, u in zip(params, updates)]
+        buffers = after
         # f(theta_{t+1}) is both a meta-loss term and the loss whose gradient drives the next step.
-        loss = task.loss(params, task.batch(start + k + 1))
+        loss, after = loss_and_buffers(task, params, buffers, task.batch(start + k + 1))
         losses.append(loss.detach())
         if w != 0:
             term = loss.clamp_min(1e-30).log() if meta_loss == "log" else loss
@@ -92,5 +123,7 @@ def unroll(
     if meta_loss == "relative":
         total = total / start_loss.clamp_min(1e-30)
     return UnrollResult(
-        total, torch.stack(losses), UnrollState(params, opt_state, start + len(weights))
+        total,
+        torch.stack(losses),
+        UnrollState(params, opt_state, start + len(weights), buffers),
     )

@@ -6,6 +6,8 @@ from dataclasses import fields
 from typing import Any
 
 from l2o.tasks.base import Task, TaskFamily
+from l2o.tasks.conv import ConvFamily, ConvTask
+from l2o.tasks.mlp import MLPFamily, MLPTask
 from l2o.tasks.polynomial import PolynomialFamily, PolynomialTask
 from l2o.tasks.quadratic import QuadraticFamily, QuadraticTask
 from l2o.tasks.simple import RosenbrockFamily, RosenbrockTask, SimpleFamily, SquareTask
@@ -15,6 +17,8 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
     "polynomial": PolynomialFamily,
     "simple": SimpleFamily,
     "rosenbrock": RosenbrockFamily,
+    "mnist": MLPFamily,
+    "conv": ConvFamily,
 }
 
 
@@ -34,6 +38,10 @@ def make_task_family(name: str, **options: Any) -> TaskFamily:
 
 __all__ = [
     "TASK_FAMILIES",
+    "ConvFamily",
+    "ConvTask",
+    "MLPFamily",
+    "MLPTask",
     "PolynomialFamily",
     "PolynomialTask",
     "QuadraticFamily",

@@ -1,0 +1,278 @@
+"""Benchmark: the paper's CIFAR experiment (section 3.3, Figure 6) with the conv net family.
+
+For each dataset found (Fashion-MNIST from Debian's dataset-fashion-mnist package; CIFAR-10 when
+its files are found, see l2o.data.cifar), meta-trains
+
+    lstm          configs/conv.toml         one LSTM for the conv weights, one for the rest (paper)
+    lstm-shared   configs/conv-shared.toml  one LSTM shared by all parameters (ablation)
+    lstm-sub      configs/conv-sub.toml     the conv/fc LSTMs, trained on labels 5-9 only
+
+then compares them with SGD, NAG, RMSprop and Adam, whose learning rates are tuned per setting
+on validation runs, on the same held-out runs (other theta_0 and minibatches) of every setting
+of configs/conv-fig6.toml (all labels; labels 0-4; labels 0-1), and writes
+
+    benchmarks/results/conv.json                    every number (curves, tuned lrs, timings)
+    benchmarks/results/conv.md                      tables, ratios to tuned Adam, machine
+    benchmarks/results/conv.<dataset>.<setting>.png loss vs step, log scale (Figure 6)
+
+Test loss and accuracy are of each run's final parameters on the held-out test images of the
+setting's labels, with batch norm in eval mode (the running statistics of the run).
+
+Reproduce:  nice -n 10 python benchmarks/conv.py        (torch uses 1 thread: the convolutions
+are small and a shared machine's cores are busy; --threads to change)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+
+from common import machine, machine_markdown  # noqa: E402
+from l2o.checkpoint import load_checkpoint  # noqa: E402
+from l2o.config import load_config  # noqa: E402
+from l2o.data import DatasetError  # noqa: E402
+from l2o.data.images import locate_images  # noqa: E402
+from l2o.evaluate import plot_loss_curves, write_json  # noqa: E402
+from l2o.evaluate.compare import Comparison, OptimizerResult, tune_learning_rate  # noqa: E402
+from l2o.evaluate.figures import load_figure_preset  # noqa: E402
+from l2o.evaluate.rollout import rollout  # noqa: E402
+from l2o.meta import task_seed  # noqa: E402
+from l2o.optimizers import make_baseline  # noqa: E402
+from l2o.runs import train  # noqa: E402
+from l2o.tasks import make_task_family  # noqa: E402
+
+VARIANTS = {
+    "lstm": "conv.toml",
+    "lstm-shared": "conv-shared.toml",
+    "lstm-sub": "conv-sub.toml",
+}
+TARGET = 0.85  # LSTM (conv/fc groups) / tuned Adam, mean training loss at step 100, all labels
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="fashion-mnist,cifar10", help="those found are run")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--figure", default=str(ROOT / "configs" / "conv-fig6.toml"))
+    parser.add_argument("--data-dir", default="", help="where the datasets are (task.data_dir)")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-conv"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--jobs", type=int, default=1, help="settings evaluated in parallel")
+    parser.add_argument(
+        "--skip-training", action="store_true", help="evaluate the run directories as they are"
+    )
+    parser.add_argument("--set", action="append", default=[], help="config override (all variants)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    out = Path(args.out)
+    report: dict = {"datasets": {}, "machine": machine(), "target": TARGET}
+    for dataset in args.datasets.split(","):
+        try:
+            locate_images(dataset, args.data_dir or None)
+        except DatasetError as e:
+            print(f"skipping {dataset}: {e}", flush=True)
+            continue
+        report["datasets"][dataset] = run_dataset(dataset, args, out, report)
+        write_json(out / "conv.json", report)
+    if not report["datasets"]:
+        print("no dataset found", file=sys.stderr)
+        return 1
+    (out / "conv.md").write_text(markdown(report))
+    print((out / "conv.md").read_text())
+    return 0
+
+
+def run_dataset(dataset: str, args, out: Path, report: dict) -> dict:
+    overrides = [*args.set, f"task.dataset={dataset!r}", f"task.data_dir={args.data_dir!r}"]
+    run_dirs, training = {}, {}
+    for variant in args.variants.split(","):
+        config = load_config(ROOT / "configs" / VARIANTS[variant], overrides)
+        run_dir = run_dirs[variant] = Path(args.run_dir) / dataset / variant
+        load_before = os.getloadavg()
+        if not args.skip_training:
+            print(
+                f"[{dataset}] meta-training {variant} for {config.meta.epochs} epochs", flush=True
+            )
+            train(config, run_dir, force=True, quiet=True)
+        _, record = load_checkpoint(run_dir / "checkpoints" / "best")
+        last = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+        seconds = last["metrics"]["meta_training_seconds"]
+        training[variant] = {
+            "meta_training_seconds": seconds,
+            "meta_training_minutes": seconds / 60,
+            "seconds_per_epoch": seconds / config.meta.epochs,
+            "epochs": config.meta.epochs,
+            "best_epoch": record["metrics"]["best_epoch"],
+            "best_validation_final_loss": record["metrics"]["best_validation_final_loss"],
+            # Only measured when meta-training runs here (not with --skip-training).
+            "load_average_before": None if args.skip_training else load_before,
+            "load_average_after": None if args.skip_training else os.getloadavg(),
+            "task": record["task"],
+            "config": config.to_dict(),
+        }
+        print(f"[{dataset}] {variant}: meta-training took {seconds / 60:.1f} min", flush=True)
+    base = training["lstm"]["task"] if "lstm" in training else next(iter(training.values()))["task"]
+    options, settings = load_figure_preset(args.figure)
+    result: dict = {"training": training, "settings": {}}
+    report["datasets"][dataset] = result
+    jobs = [(run_dirs, base, setting, options, dataset, args.threads) for setting in settings]
+    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else nullcontext() as pool:
+        results = pool.map(_evaluate_job, jobs) if pool else map(_evaluate_job, jobs)
+        for setting, r in zip(settings, results):
+            result["settings"][setting.name] = r
+            _setting_done(dataset, setting, r, out, report)
+    return result
+
+
+def _evaluate_job(job) -> dict:
+    """One setting, in its own process with --jobs: learned optimizers read from their runs."""
+    run_dirs, base, setting, options, dataset, threads = job
+    torch.set_num_threads(threads)
+    learned = {v: load_checkpoint(d / "checkpoints" / "best")[0] for v, d in run_dirs.items()}
+    started = time.perf_counter()
+    r = evaluate_setting(
+        learned, base, setting, options, lambda s: print(f"[{dataset}] {s}", flush=True)
+    )
+    r["evaluation_seconds"] = time.perf_counter() - started
+    return r
+
+
+def _setting_done(dataset, setting, r, out: Path, report: dict) -> None:
+    """Draw a finished setting and save everything measured so far."""
+    plot_loss_curves(
+        r, out / f"conv.{dataset}.{setting.name}.png",
+        title=f"{dataset}, {setting.title} ({r['runs']} runs)",
+    )  # fmt: skip
+    ratios = ", ".join(f"{k} / adam = {v:.3f}" for k, v in r["over_adam"].items())
+    print(f"[{dataset}] {setting.name}: {ratios}", flush=True)
+    write_json(out / "conv.json", report)
+
+
+def evaluate_setting(learned, task_config, setting, options, say) -> dict:
+    """Learned optimizers and tuned baselines on the same held-out runs of one setting, with
+    each run's test loss and accuracy (batch norm in eval mode, the run's running statistics).
+    The protocol of ``l2o.evaluate.figures.evaluate_setting``, plus the buffers."""
+    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
+    family = make_task_family(config.pop("name"), **config)
+    test_tasks = options.test_runs // options.problems_per_task
+    validation_tasks = options.validation_runs // options.problems_per_task
+    results: dict[str, OptimizerResult] = {}
+    test: dict[str, dict[str, torch.Tensor]] = {}
+
+    def run(label, optimizer, lr=None, tuning=None) -> None:
+        curves, seconds, metrics = [], 0.0, []
+        for i in range(test_tasks):
+            task = family.sample(task_seed("test", i))
+            r = rollout(optimizer, task, setting.steps)
+            curves.append(r.losses)
+            seconds += r.seconds
+            metrics.append(task.evaluate(r.params, buffers=r.buffers))
+        results[label] = OptimizerResult(label, torch.cat(curves, 1), seconds, lr, tuning or {})
+        test[label] = {k: torch.cat([m[k] for m in metrics]) for k in metrics[0]}
+
+    for label, optimizer in learned.items():
+        say(f"[{setting.name}] {label} on {options.test_runs} test runs")
+        run(label, optimizer.eval())
+    grid = options.grid()
+    for baseline in options.baselines:
+        lr, tuning = tune_learning_rate(baseline, family, setting.steps, validation_tasks, grid)
+        edge = " (at the edge of the grid)" if lr in (grid[0], grid[-1]) else ""
+        say(f"[{setting.name}] {baseline}: tuned lr {lr:.3g}{edge}")
+        run(baseline, make_baseline(baseline, lr), lr, tuning)
+    comparison = Comparison(
+        family.to_config(), setting.steps, test_tasks, validation_tasks, results
+    )
+    out = comparison.to_json()
+    for label, metrics in test.items():
+        for key, values in metrics.items():
+            out["optimizers"][label][f"test_{key}_mean"] = float(values.double().mean())
+            out["optimizers"][label][f"test_{key}_std"] = float(values.double().std())
+    out["setting"] = {"name": setting.name, "title": setting.title, "task": dict(setting.task)}
+    out["over_adam"] = {k: comparison.ratio(k) for k in learned} if "adam" in results else {}
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Conv net benchmark (paper section 3.3, Figure 6)",
+        "",
+        "The paper's CIFAR-10 net (3 conv layers of 16 channels, 5x5, each with batch norm, ReLU "
+        "and 2x2 max-pool; a fully connected layer of 32 units with batch norm; minibatches of "
+        "128; 100 steps) trained by learned optimizers (2x20 LSTMs, log-sign preprocessing, "
+        "p = 10, output x 0.1, meta-trained with Adam by truncated BPTT, 5 truncations of 20): "
+        "**lstm** = separate LSTMs for the conv weights and for all other parameters (the "
+        "paper's), **lstm-shared** = one LSTM for all, **lstm-sub** = the conv/fc LSTMs "
+        "meta-trained on labels 5-9 only. Baselines SGD, NAG, RMSprop and Adam have their "
+        "learning rate tuned per setting on separate validation runs. Numbers are the mean "
+        "training (minibatch) loss at step 100 over held-out runs (other theta_0 and "
+        "minibatches), as in the paper's figure; test accuracy is of each run's final "
+        "parameters on the held-out test images of the setting's labels, batch norm in eval "
+        "mode.",
+        "",
+    ]
+    for dataset, result in report["datasets"].items():
+        lines += [f"## {dataset}", "", "Meta-training (one process, 1 torch thread):", ""]
+        lines += ["| variant | trained on | epochs | minutes | s / epoch | best epoch |"]
+        lines += ["|---|---|---|---|---|---|"]
+        for variant, t in result["training"].items():
+            labels = t["task"]["classes"] or "all labels"
+            lines.append(
+                f"| {variant} | {labels} | {t['epochs']} | **{t['meta_training_minutes']:.1f}** "
+                f"| {t['seconds_per_epoch']:.1f} | {t['best_epoch']} |"
+            )
+        load = [t["load_average_before"] for t in result["training"].values()]
+        if all(x is not None for x in load):
+            lines += [
+                "",
+                f"Load average before each meta-training: "
+                f"{', '.join(f'{x[0]:.1f}' for x in load)} (above 2: the 2 cores were shared).",
+            ]
+        lines.append("")
+        for name, r in result["settings"].items():
+            o = r["optimizers"]
+            lines += [
+                f"### {r['setting']['title']}: {r['runs']} test runs",
+                "",
+                f"| optimizer | loss at step {r['steps']} (mean ± std) | median | / tuned Adam | tuned lr "
+                "| test loss | test accuracy | ms / step |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            adam = o.get("adam", {}).get("final_loss_mean")
+            for label, s in o.items():
+                lr = "-" if s["lr"] is None else f"{s['lr']:.3g}"
+                ratio = f"{s['final_loss_mean'] / adam:.3f}" if adam else "-"
+                if label == "lstm" and name == "all-labels" and adam:
+                    ok = s["final_loss_mean"] / adam <= report["target"]
+                    ratio = f"**{ratio}** (target <= {report['target']} {'✓' if ok else '✗'})"
+                per_step = 1000 * s["seconds_per_step"] / r["runs"]  # per net
+                lines.append(
+                    f"| {label} | {s['final_loss_mean']:.4f} ± {s['final_loss_std']:.3f} "
+                    f"| {s['final_loss_median']:.4f} | {ratio} | {lr} "
+                    f"| {s['test_loss_mean']:.4f} | {100 * s['test_accuracy_mean']:.1f}% "
+                    f"| {per_step:.1f} |"
+                )
+            lines += ["", f"![{name}](conv.{dataset}.{name}.png)", ""]
+        lines.append(
+            "ms / step: wall-clock of one optimization step (gradient + optimizer step) per net, "
+            "with 4 nets trained at once as one tensor program."
+        )
+        lines.append("")
+    lines.append(machine_markdown(report["machine"]))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

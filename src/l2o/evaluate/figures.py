@@ -1,0 +1,276 @@
+"""The paper's MNIST figures (section 3.2): the settings they compare, and their drawings.
+
+Figure 3: loss vs step of the LSTM and tuned baselines on the MLP it was trained on, for the
+training horizon (100 steps) and beyond it (200). Figure 4: the same optimizer, unchanged, on
+other MLPs (40 units, 2 hidden layers, ReLU). Figure 5: final loss over a grid of architectures
+(hidden units x hidden layers), the LSTM against the best tuned baseline of each cell.
+
+A figure preset (``configs/mnist-fig4.toml``, ``configs/mnist-fig5.toml``) lists its settings::
+
+    [evaluate]      test_runs, validation_runs, problems_per_task, baselines, lr_grid
+    [[setting]]     name, title, steps, task = { option = value, ... }   (overrides)
+    [grid]          steps, hidden_units = [...], hidden_layers = [...]   (Figure 5)
+
+Every setting follows the protocol of ``l2o.evaluate.compare``: baselines' learning rates are
+tuned on validation runs, all optimizers are scored on the same held-out test runs (other seeds:
+other theta_0 and minibatches). Beyond the training loss of the paper's figures, each test run's
+final parameters are scored on the whole held-out test set (loss and accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2o.evaluate.compare import Comparison, OptimizerResult, lr_grid, tune_learning_rate
+from l2o.evaluate.rollout import rollout
+from l2o.meta.seeds import task_seed
+from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
+from l2o.tasks import make_task_family
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    test_runs: int = 20  # held-out runs per optimizer and setting
+    validation_runs: int = 8  # runs on which baselines' learning rates are tuned
+    problems_per_task: int = 4  # MLPs trained at once as one tensor program
+    baselines: tuple[str, ...] = ("sgd", "nag", "rmsprop", "adam")
+    lr_grid: tuple[float, float, int] = (1e-4, 10.0, 4)  # low, high, points per decade
+
+    def __post_init__(self) -> None:
+        for name in ("test_runs", "validation_runs", "problems_per_task"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
+        for runs in (self.test_runs, self.validation_runs):
+            if runs % self.problems_per_task:
+                raise ValueError(
+                    f"Invalid runs: {runs} is not a multiple of problems_per_task = "
+                    f"{self.problems_per_task}"
+                )
+        for b in self.baselines:
+            if b not in BASELINES:
+                raise ValueError(f"unknown baseline {b!r} (valid: {', '.join(BASELINES)})")
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        object.__setattr__(self, "lr_grid", tuple(self.lr_grid))
+
+    def grid(self) -> list[float]:
+        low, high, per_decade = self.lr_grid
+        return lr_grid(float(low), float(high), int(per_decade))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One panel (or grid cell): task options changed from the training task, and a horizon."""
+
+    name: str
+    steps: int
+    task: Mapping[str, Any] = field(default_factory=dict)
+    title: str = ""
+
+
+def grid_settings(steps: int, hidden_units: Sequence[int], hidden_layers: Sequence[int]):
+    """Figure 5's cells: every (units, layers) pair, named like ``grid-2x40``."""
+    return [
+        Setting(
+            f"grid-{layers}x{units}",
+            steps,
+            {"hidden_sizes": [units] * layers},
+            f"MLP({'x'.join([str(units)] * layers)})",
+        )
+        for layers in hidden_layers
+        for units in hidden_units
+    ]
+
+
+def load_figure_preset(path: str | Path) -> tuple[EvaluationOptions, list[Setting]]:
+    """Read a figure preset: its evaluation options and its settings (grid cells expanded)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ValueError(f"figure preset not found: {path}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"figure preset {path} is not valid TOML ({e})") from e
+    unknown = set(data) - {"evaluate", "setting", "grid"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    try:
+        options = EvaluationOptions(**data.get("evaluate", {}))
+        settings = [Setting(**s) for s in data.get("setting", [])]
+        if "grid" in data:
+            settings += grid_settings(**data["grid"])
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from e
+    return options, settings
+
+
+def evaluate_setting(
+    learned: Mapping[str, StepOptimizer],
+    task_config: Mapping[str, Any],
+    setting: Setting,
+    options: EvaluationOptions,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Compare learned optimizers with tuned baselines on one setting.
+
+    ``task_config``: the training task (``record["task"]``), which ``setting.task`` changes.
+    Returns ``Comparison.to_json()`` with, per optimizer, the held-out test-set loss and
+    accuracy of the final parameters (``test_loss_mean``, ``test_accuracy_mean``, ...), plus
+    ``setting`` and ``lstm_over_adam``.
+    """
+    say = progress or (lambda _: None)
+    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
+    name = config.pop("name")
+    family = make_task_family(name, **config)
+    test_tasks = options.test_runs // options.problems_per_task
+    validation_tasks = options.validation_runs // options.problems_per_task
+    results: dict[str, OptimizerResult] = {}
+    test_metrics: dict[str, dict[str, torch.Tensor]] = {}
+
+    def run(label: str, optimizer: StepOptimizer, lr: float | None = None, tuning=None) -> None:
+        curves, seconds, metrics = [], 0.0, []
+        for i in range(test_tasks):
+            task = family.sample(task_seed("test", i), device=device)
+            result = rollout(optimizer, task, setting.steps)
+            curves.append(result.losses)
+            seconds += result.seconds
+            if hasattr(task, "evaluate"):
+                metrics.append(task.evaluate(result.params))
+        results[label] = OptimizerResult(label, torch.cat(curves, 1), seconds, lr, tuning or {})
+        if metrics:
+            test_metrics[label] = {k: torch.cat([m[k] for m in metrics]) for k in metrics[0]}
+
+    for label, optimizer in learned.items():
+        say(f"[{setting.name}] {label} on {options.test_runs} test runs")
+        run(label, optimizer.to(device).eval())
+    grid = options.grid()
+    for baseline in options.baselines:
+        lr, tuning = tune_learning_rate(
+            baseline, family, setting.steps, validation_tasks, grid, device
+        )
+        edge = " (at the edge of the grid)" if lr in (grid[0], grid[-1]) else ""
+        say(f"[{setting.name}] {baseline}: tuned lr {lr:.3g}{edge}")
+        run(baseline, make_baseline(baseline, lr), lr, tuning)
+    comparison = Comparison(
+        family.to_config(), setting.steps, test_tasks, validation_tasks, results
+    )
+    out = comparison.to_json()
+    for label, metrics in test_metrics.items():
+        summary = out["optimizers"][label]
+        for key, values in metrics.items():
+            values = values.double()
+            summary[f"test_{key}_mean"] = _finite(values.mean())
+            summary[f"test_{key}_std"] = _finite(values.std()) if values.numel() > 1 else 0.0
+    out["setting"] = {"name": setting.name, "title": setting.title, "task": dict(setting.task)}
+    out["lstm_over_adam"] = (
+        comparison.ratio("lstm") if "lstm" in results and "adam" in results else None
+    )
+    return out
+
+
+def _finite(value: torch.Tensor) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def best_baseline(result: Mapping[str, Any]) -> str:
+    """The tuned baseline with the lowest mean final loss in a setting's result."""
+    tuned = {k: v for k, v in result["optimizers"].items() if v["lr"] is not None}
+    return min(
+        tuned, key=lambda k: math.inf if tuned[k]["diverged_runs"] else tuned[k]["final_loss_mean"]
+    )
+
+
+def plot_generalization_grid(
+    cells: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    learned: str = "lstm",
+    trained_on: tuple[int, int] = (20, 1),
+    title: str | None = None,
+) -> None:
+    """Figure 5: final loss against hidden units, one panel per number of hidden layers.
+
+    ``cells``: results of ``evaluate_setting`` on the grid (``task["hidden_sizes"]`` gives
+    units and layers). Each panel draws the learned optimizer (solid) and, per cell, the best
+    tuned baseline (dashed, its name at each point), with the 25-75% range of the final loss
+    across runs as error bars. As in the paper, the dashed vertical line marks the architecture
+    the optimizer was trained on (``trained_on`` = (units, layers)) and the dotted horizontal
+    line its final loss there.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table: dict[int, dict[int, Mapping[str, Any]]] = {}
+    for cell in cells:
+        sizes = cell["task"]["hidden_sizes"]
+        table.setdefault(len(sizes), {})[sizes[0]] = cell
+    layers = sorted(table)
+    fig, axes = plt.subplots(
+        1, len(layers), figsize=(4.2 * len(layers), 3.8), dpi=120, sharey=True, squeeze=False
+    )
+    for ax, n in zip(axes[0], layers):
+        units = sorted(table[n])
+        for kind, style in ((learned, "-o"), ("best", "--s")):
+            ys, lows, highs, names = [], [], [], []
+            for u in units:
+                result = table[n][u]
+                name = learned if kind == learned else best_baseline(result)
+                s = result["optimizers"][name]
+                y = s["final_loss_mean"]
+                ys.append(y)
+                lows.append(y - _value(s["curve_q25"][-1], y))
+                highs.append(_value(s["curve_q75"][-1], y) - y)
+                names.append(name)
+            label = "LSTM" if kind == learned else "best tuned baseline"
+            line = ax.errorbar(
+                units, ys, yerr=[[max(v, 0) for v in lows], [max(v, 0) for v in highs]],
+                fmt=style, capsize=3, label=label, linewidth=1.6,
+            )  # fmt: skip
+            if kind != learned:
+                for u, y, name in zip(units, ys, names):
+                    ax.annotate(
+                        name, (u, y), textcoords="offset points", xytext=(0, -12),
+                        ha="center", fontsize=7, color=line[0].get_color(),
+                    )  # fmt: skip
+        if n == trained_on[1] and trained_on[0] in table[n]:
+            ax.axvline(trained_on[0], color="gray", linestyle="--", linewidth=1)
+            reference = table[n][trained_on[0]]["optimizers"][learned]["final_loss_mean"]
+            for other in axes[0]:
+                other.axhline(reference, color="gray", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(units, [str(u) for u in units])
+        ax.set_xlabel("hidden units")
+        ax.set_title(f"{n} hidden layer{'s' if n > 1 else ''}")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel(f"final loss (step {cells[0]['steps']})")
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _value(v: float | None, default: float) -> float:
+    return default if v is None else v
