@@ -32,3 +32,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/quadratic.py
+	$(PY) benchmarks/quadratic.py --config configs/quadratic-paper.toml --name quadratic-paper
+	$(PY) benchmarks/mnist.py
+	$(PY) benchmarks/conv.py
+	$(PY) benchmarks/optim_overhead.py
