@@ -117,3 +117,14 @@ def test_evaluate_errors(tmp_path, capsys):
     assert "Invalid --lr-grid" in _error(
         capsys, ["evaluate", str(corrupt), "--out", out, "--lr-grid", "1,0.1"]
     )
+
+
+def test_demo_meta_trains_and_compares(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "evaluation" / "results.json").read_text())
+    assert set(result["optimizers"]) == {"lstm", "sgd", "nag", "rmsprop", "adam"}
+    assert result["lstm_over_adam"] > 0
+    assert (out / "run" / "checkpoints" / "best.safetensors").is_file()
+    assert "LSTM / tuned Adam final loss" in capsys.readouterr().out
+    assert "exists and is not empty" in _error(capsys, ["demo", "--epochs", "2", "--out", str(out)])

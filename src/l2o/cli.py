@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="quick end-to-end: meta-train on quadratics and compare")
     p.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")
-    p.add_argument("--epochs", type=int, default=400)
+    p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")

@@ -137,9 +137,10 @@ class Monitor:
                 f"meta-update(s) ({metrics.get('nonfinite_total', '?')} in total)"
             )
         if self.progress is not None:
-            self.progress.update(
-                1, meta_loss=float(metrics["meta_loss"]), validation=float(self.last_validation)
-            )
+            shown = {"meta_loss": float(metrics["meta_loss"])}
+            if math.isfinite(self.last_validation):
+                shown["validation"] = float(self.last_validation)
+            self.progress.update(1, **shown)
 
     def validation(
         self,
