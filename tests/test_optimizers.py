@@ -138,3 +138,32 @@ def test_assign_groups_rejects_overlap_unmatched_and_empty():
         assign_groups(["a.weight", "a.bias"], {"x": "*.weight"})
     with pytest.raises(ValueError, match="match no parameter"):
         assign_groups(["a.weight"], {"x": "*.weight", "y": "*.bias"})
+
+
+class _LossScaledSGD(SGD):
+    """A toy optimizer that reads the loss: the step is lr * loss * grad."""
+
+    reads_loss = True
+
+    def step(self, grads, state, loss=None):
+        updates, state = super().step(grads, state)
+        return [u * loss.sum() for u in updates], state
+
+
+def test_the_loss_reaches_optimizers_that_read_it_in_unroll_rollout_and_groups():
+    from l2o.evaluate import rollout
+    from l2o.meta import init_unroll, unroll
+    from l2o.tasks import QuadraticFamily
+
+    task = QuadraticFamily(num_problems=1).sample(0, dtype=torch.float64)
+    theta = task.init_params()[0].requires_grad_()
+    opt = _LossScaledSGD(lr=1e-3)
+    loss0 = task.loss([theta])
+    (grad,) = torch.autograd.grad(loss0.sum(), [theta])
+    expected = task.loss([theta.detach() - 1e-3 * loss0.detach().sum() * grad])
+    torch.testing.assert_close(rollout(opt, task, 1).losses[1], expected.float())
+    first = unroll(task, opt, init_unroll(task, opt), [1.0])
+    torch.testing.assert_close(first.losses[0], expected.detach())
+    grouped = GroupedOptimizer({"all": opt}, ["all"])
+    assert grouped.reads_loss
+    torch.testing.assert_close(rollout(grouped, task, 1).losses[1], expected.float())

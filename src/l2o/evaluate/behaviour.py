@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from l2o.optimizers import StepOptimizer, make_baseline
-from l2o.optimizers.base import flatten
+from l2o.optimizers.base import call_step, flatten
 from l2o.tasks import QuadraticTask, RosenbrockTask
 from l2o.tasks.base import Task
 
@@ -40,7 +40,7 @@ def record_steps(
             loss = task.loss(leaves, task.batch(t - 1))
         grads = torch.autograd.grad(loss.sum(), leaves)
         with torch.no_grad():
-            updates, state = optimizer.step(grads, state)
+            updates, state = call_step(optimizer, grads, state, loss.detach())
             params = [p.detach() + u for p, u in zip(leaves, updates)]
         if t in at:
             records[t] = {
@@ -139,7 +139,7 @@ def trajectory(optimizer: StepOptimizer, task: Task, steps: int) -> Tensor:
             loss = task.loss(leaves, task.batch(t))
         grads = torch.autograd.grad(loss.sum(), leaves)
         with torch.no_grad():
-            updates, state = optimizer.step(grads, state)
+            updates, state = call_step(optimizer, grads, state, loss.detach())
             params = [p.detach() + u for p, u in zip(leaves, updates)]
         path.append(params[0].reshape(-1).clone())
     return torch.stack(path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from l2o.optimizers.base import StepOptimizer
+from l2o.optimizers.base import StepOptimizer, call_step
 from l2o.tasks.base import Task
 
 
@@ -45,7 +45,7 @@ def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
             break
         grads = torch.autograd.grad(loss.sum(), leaves)
         with torch.no_grad():
-            updates, state = optimizer.step(grads, state)
+            updates, state = call_step(optimizer, grads, state, loss.detach())
             params = [p.detach() + u for p, u in zip(leaves, updates)]
         buffers = after
     curve = torch.stack(losses).float().cpu()  # .cpu() also waits for an accelerator

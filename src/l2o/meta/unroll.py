@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2o.optimizers.base import OptState, StepOptimizer, detach_state
+from l2o.optimizers.base import OptState, StepOptimizer, call_step, detach_state
 from l2o.tasks.base import Task
 
 META_LOSSES = ("sum", "relative", "log")
@@ -111,7 +111,9 @@ def unroll(
         grads = torch.autograd.grad(
             loss.sum(), params, create_graph=second_order, retain_graph=True
         )
-        updates, opt_state = optimizer.step(grads, opt_state)
+        # The loss reaches optimizers that read it as an input, like the gradient.
+        step_loss = loss if second_order else loss.detach()
+        updates, opt_state = call_step(optimizer, grads, opt_state, step_loss)
         params = [p + u for p, u in zip(params, updates)]
         buffers = after
         # f(theta_{t+1}) is both a meta-loss term and the loss whose gradient drives the next step.

@@ -54,6 +54,18 @@ class StepOptimizer(nn.Module):
         return any(True for _ in self.parameters())
 
 
+def call_step(
+    optimizer: StepOptimizer,
+    grads: Sequence[Tensor],
+    state: OptState,
+    loss: Tensor | None = None,
+) -> tuple[list[Tensor], OptState]:
+    """``optimizer.step(grads, state)``, handing ``loss`` over to optimizers that read it."""
+    if optimizer.reads_loss:
+        return optimizer.step(grads, state, loss=loss)
+    return optimizer.step(grads, state)
+
+
 def flatten(tensors: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:
     """Concatenate tensors into one vector, so elementwise maths runs as one batched op."""
     flat = torch.cat([t.reshape(-1) for t in tensors])

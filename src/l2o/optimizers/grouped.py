@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from l2o.optimizers.base import OptState, StepOptimizer
+from l2o.optimizers.base import OptState, StepOptimizer, call_step
 
 
 def assign_groups(
@@ -72,12 +72,18 @@ class GroupedOptimizer(StepOptimizer):
         split = self._split(params)
         return {g: opt.init_state(split[g]) for g, opt in self.groups.items()}
 
-    def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
+    @property
+    def reads_loss(self) -> bool:  # type: ignore[override]
+        return any(opt.reads_loss for opt in self.groups.values())
+
+    def step(
+        self, grads: Sequence[Tensor], state: OptState, loss: Tensor | None = None
+    ) -> tuple[list[Tensor], OptState]:
         split = self._split(grads)
         updates: dict[str, list[Tensor]] = {}
         new_state = {}
         for g, opt in self.groups.items():
-            updates[g], new_state[g] = opt.step(split[g], state[g])
+            updates[g], new_state[g] = call_step(opt, split[g], state[g], loss)
         position = {g: iter(u) for g, u in updates.items()}
         return [next(position[g]) for g in self.assignment], new_state
 
