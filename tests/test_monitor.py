@@ -133,3 +133,21 @@ def test_plot_errors(tmp_path, capsys):
     assert "not an l2o results file" in capsys.readouterr().err
     assert main(["plot", str(bad), "--format", "jpg"]) == 2
     assert "Invalid format: 'jpg' (valid: png, svg)" in capsys.readouterr().err
+
+
+def test_plot_settings_file_draws_each_setting_and_the_generalization_grid(run_dir, tmp_path):
+    evaluation = tmp_path / "eval"
+    argv = ["evaluate", str(run_dir), "--out", str(evaluation), "--test-tasks", "1",
+            "--validation-tasks", "1", "--lr-grid", "1e-2,1,2", "--baselines", "sgd,adam"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((evaluation / "results.json").read_text())
+    settings = {"100-steps": result}
+    for units, layers in [(5, 1), (20, 1), (5, 2), (20, 2)]:
+        cell = json.loads(json.dumps(result))
+        cell["task"]["hidden_sizes"] = [units] * layers
+        settings[f"grid-{layers}x{units}"] = cell
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"settings": settings}))
+    assert main(["plot", str(path), "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "100-steps.loss.png").is_file()
+    assert (tmp_path / "figs" / "generalization_grid.png").stat().st_size > 10_000

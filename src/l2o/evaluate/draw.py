@@ -2,6 +2,8 @@
 
 * an evaluation ``results.json``: loss vs step (log scale, tuned learning rates in the legend,
   spread shaded) and a bar chart of final losses;
+* a results file of several settings (``benchmarks/results/mnist.json``): the same per
+  setting, and the generalization grid of Figure 5 (final loss over width x depth);
 * a run directory: meta-training curves (meta-loss and validation loss vs epoch), pictures of
   the behaviour of its best checkpoint (update vs gradient; trajectories on Rosenbrock and on
   a 2-D quadratic against tuned baselines), and the figures of ``evaluation/results.json`` if
@@ -87,6 +89,26 @@ def draw_results(result: dict[str, Any], out: Path, fmt: str) -> list[Path]:
     return [out / f"loss.{fmt}", out / f"final_loss.{fmt}"]
 
 
+def draw_settings(settings: dict[str, Any], out: Path, fmt: str) -> list[Path]:
+    """A results file of several settings (e.g. benchmarks/results/mnist.json): loss curves and
+    bars per setting, and the generalization grid (Fig. 5) of the ``grid-*`` settings."""
+    from l2o.evaluate.figures import plot_generalization_grid
+    from l2o.evaluate.report import plot_final_loss_bars, plot_loss_curves
+
+    written = []
+    for name, result in settings.items():
+        if name.startswith("grid-") or "optimizers" not in result:
+            continue
+        plot_loss_curves(result, out / f"{name}.loss.{fmt}", title=f"{name}: {result['runs']} runs")
+        plot_final_loss_bars(result, out / f"{name}.final_loss.{fmt}")
+        written += [out / f"{name}.loss.{fmt}", out / f"{name}.final_loss.{fmt}"]
+    grid = [r for name, r in settings.items() if name.startswith("grid-")]
+    if grid:
+        plot_generalization_grid(grid, out / f"generalization_grid.{fmt}")
+        written.append(out / f"generalization_grid.{fmt}")
+    return written
+
+
 def draw_run(run_dir: Path, out: Path, fmt: str, steps: int | None = None) -> list[Path]:
     from l2o.checkpoint import load_checkpoint
     from l2o.evaluate.behaviour import plot_trajectories, plot_update_vs_gradient
@@ -138,5 +160,9 @@ def draw(path: str | Path, out: str | Path | None = None, fmt: str = "png") -> l
         target = Path(out) if out else path.parent
         if isinstance(result, dict) and "optimizers" in result:
             return draw_results(result, target, fmt)
-        raise L2OError(f"{path} is not an l2o results file (it has no 'optimizers' entry)")
+        if isinstance(result, dict) and isinstance(result.get("settings"), dict):
+            return draw_settings(result["settings"], target, fmt)
+        raise L2OError(
+            f"{path} is not an l2o results file (it has no 'optimizers' or 'settings' entry)"
+        )
     raise L2OError(f"nothing to plot at {path}: expected a run directory or a results .json file")
