@@ -41,6 +41,9 @@ def test_train_then_evaluate_end_to_end(tmp_path, capsys):
     assert (out / "loss.png").stat().st_size > 10_000
     table = capsys.readouterr().out
     assert "lstm" in table and "adam" in table
+    # Progress of tuning and evaluation: plain lines when stdout is not a terminal.
+    total = 1 * 1 + 2 * (7 * 1 + 1)  # lstm on 1 test task; sgd, adam: 7 lrs x 1 + 1 test task
+    assert f"evaluating {total}/{total}" in table and "tuning adam over 7 learning rates" in table
 
 
 def test_resume_continues_a_run(tmp_path, capsys):

@@ -78,7 +78,15 @@ def _evaluate(
     family = make_task_family(task_cfg.pop("name"), **task_cfg)
     _prepare_data(family, download)
     steps = steps or record.get("training", {}).get("horizon", 100)
-    say = (lambda _: None) if quiet else (lambda s: print(s, flush=True))
+    from l2o.evaluate.compare import count_rollouts, lr_grid
+    from l2o.monitor import Progress
+
+    grid = grid or lr_grid()
+    bar = Progress(
+        count_rollouts(1, len(baselines), len(grid), validation_tasks, test_tasks),
+        "evaluating",
+        quiet,
+    )
     comparison = compare(
         {"lstm": optimizer},
         family,
@@ -88,8 +96,10 @@ def _evaluate(
         num_test_tasks=test_tasks,
         grid=grid,
         device=device,
-        progress=say,
+        progress=bar.write,
+        bar=bar,
     )
+    bar.close()
     result = comparison.to_json()
     result["learned_optimizer"] = {"checkpoint": str(source), "spec": record["optimizer"]}
     result["lstm_over_adam"] = comparison.ratio("lstm") if "adam" in baselines else None

@@ -161,6 +161,13 @@ class Comparison:
         }
 
 
+def count_rollouts(
+    num_learned: int, num_baselines: int, grid_size: int, validation_tasks: int, test_tasks: int
+) -> int:
+    """How many task rollouts ``compare`` runs (the total of its progress bar)."""
+    return num_learned * test_tasks + num_baselines * (grid_size * validation_tasks + test_tasks)
+
+
 def compare(
     learned: Mapping[str, StepOptimizer],
     family: TaskFamily,
@@ -171,14 +178,19 @@ def compare(
     grid: Sequence[float] | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
+    bar: Any | None = None,
 ) -> Comparison:
     """Tune each baseline's learning rate on validation tasks, then run learned optimizers and
-    tuned baselines on the same test tasks."""
+    tuned baselines on the same test tasks.
+
+    ``progress`` receives one-line messages; ``bar`` (an ``l2o.monitor.Progress`` sized by
+    ``count_rollouts``) advances by one per task rolled out, for a progress bar with ETA."""
     grid = list(grid or lr_grid())
     for name in baselines:
         if name not in BASELINES:
             raise ValueError(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
     say = progress or (lambda _: None)
+    advance = bar.update if bar is not None else (lambda n: None)
     results: dict[str, OptimizerResult] = {}
     for name, optimizer in learned.items():
         say(f"evaluating {name} on {num_test_tasks} test tasks")
@@ -186,15 +198,18 @@ def compare(
             optimizer.to(device).eval(), family, steps, "test", num_test_tasks, device
         )
         results[name] = OptimizerResult(name, losses, seconds)
+        advance(num_test_tasks)
     for name in baselines:
         say(
             f"tuning {name} over {len(grid)} learning rates on {num_validation_tasks} validation tasks"
         )
         lr, tuning = tune_learning_rate(name, family, steps, num_validation_tasks, grid, device)
+        advance(len(grid) * num_validation_tasks)
         edge = " (at the edge of the grid: widen it)" if lr in (grid[0], grid[-1]) else ""
         say(f"  best lr {lr:.4g}{edge}")
         losses, seconds = run_on_tasks(
             make_baseline(name, lr), family, steps, "test", num_test_tasks, device
         )
         results[name] = OptimizerResult(name, losses, seconds, lr=lr, tuning=tuning)
+        advance(num_test_tasks)
     return Comparison(family.to_config(), steps, num_test_tasks, num_validation_tasks, results)
