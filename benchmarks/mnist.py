@@ -14,6 +14,8 @@ configs/mnist-fig5.toml, and writes
 
 With --ship the optimizer meta-trained on Fashion-MNIST is saved into the package as the
 pretrained ``mnist-mlp-lstm``. Reproduce:  python benchmarks/mnist.py --ship
+(the committed results ran as ``OMP_NUM_THREADS=1 python benchmarks/mnist.py --ship`` on 2 cores
+shared with other work: one thread avoids oversubscription stalls there).
 """
 
 from __future__ import annotations

@@ -151,3 +151,14 @@ def test_plot_settings_file_draws_each_setting_and_the_generalization_grid(run_d
     assert main(["plot", str(path), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "100-steps.loss.png").is_file()
     assert (tmp_path / "figs" / "generalization_grid.png").stat().st_size > 10_000
+
+
+def test_results_with_diverged_runs_are_written_as_valid_json(tmp_path):
+    from l2o.evaluate import write_json
+
+    write_json(tmp_path / "r.json", {"a": float("inf"), "b": [1.0, float("nan")], "c": {"d": 2}})
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": {"d": 2},
+    }

@@ -34,8 +34,20 @@ def format_table(result: dict[str, Any], reference: str = "adam") -> str:
     return "\n".join(lines)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with inf and NaN floats (diverged runs) replaced by None: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    """Write results as JSON atomically; non-finite numbers become null."""
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def plot_loss_curves(result: dict[str, Any], path: str | Path, title: str | None = None) -> None:
