@@ -78,7 +78,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     out = Path(args.out)
-    report: dict = {"datasets": {}, "machine": machine(), "target": TARGET}
+    report: dict = {
+        "datasets": {},
+        "machine": machine(),
+        "target": TARGET,
+        "skip_training": args.skip_training,
+    }
     for dataset in args.datasets.split(","):
         try:
             locate_images(dataset, args.data_dir or None)
@@ -224,7 +229,13 @@ def markdown(report: dict) -> str:
         "",
     ]
     for dataset, result in report["datasets"].items():
-        lines += [f"## {dataset}", "", "Meta-training (one process, 1 torch thread):", ""]
+        how = (
+            "run before this command (--skip-training): each variant by l2o.runs.train with the "
+            "same presets and overrides, in its own process, the three at once"
+            if report["skip_training"]
+            else "run by this command, one variant after the other"
+        )
+        lines += [f"## {dataset}", "", f"Meta-training ({how}; 1 torch thread each):", ""]
         lines += ["| variant | trained on | epochs | minutes | s / epoch | best epoch |"]
         lines += ["|---|---|---|---|---|---|"]
         for variant, t in result["training"].items():

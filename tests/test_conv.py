@@ -43,6 +43,14 @@ def data_dirs(tmp_path_factory):
     return {"fashion-mnist": str(idx), "cifar10": str(root / "cifar")}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: more threads only add overhead
+    yield
+    torch.set_num_threads(threads)
+
+
 class Net(nn.Module):
     """The conv net as one would write it with torch.nn (the same parameter names)."""
 
@@ -218,7 +226,6 @@ def test_meta_training_the_grouped_optimizer_on_real_fashion_mnist(tmp_path):
     """Seconds of meta-training with configs/conv.toml (conv and fc LSTMs) on the real files:
     each group's LSTM is trained and saved under its name, resume works, and the trained
     optimizer trains held-out conv nets better than the untrained one."""
-    torch.set_num_threads(1)  # tiny convolutions: threads only add overhead
     run = tmp_path / "run"
     small = [
         "--set", "task.channels=[4, 4]", "--set", "task.hidden_sizes=[8]",

@@ -17,8 +17,10 @@ function (``os.system``, ...) is refused before anything runs.
 Where the files are looked for, for each root (``data_dir`` when given, else ``$L2O_DATA`` or
 ``~/.cache/l2o/data``, then ``/usr/share/datasets``, as for MNIST): ``ROOT/<folder>`` with the
 folder names above (torchvision's layout: ``CIFAR10(root)`` puts ``cifar-10-batches-py``
-directly under root), ``ROOT/cifar10/<folder>``, and ROOT itself. The python format is preferred
-when both are present. Every error names the file and what is wrong with it.
+directly under root), ``ROOT/cifar10/<folder>`` (or ``cifar-10``, ``CIFAR10``; ``cifar100``...
+for CIFAR-100), and ROOT itself. The python format is preferred when both are present; a
+dataset folder holding only some of its files is an error that names the missing ones. Every
+error names the file and what is wrong with it.
 """
 
 from __future__ import annotations
