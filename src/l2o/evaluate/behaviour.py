@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o.evaluate.report import save_figure
 from l2o.optimizers import StepOptimizer, make_baseline
 from l2o.optimizers.base import call_step, flatten
 from l2o.tasks import QuadraticTask, RosenbrockTask
@@ -74,15 +75,6 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    tmp.replace(path)
-    return path
-
-
 def plot_update_vs_gradient(
     optimizer: StepOptimizer,
     task: Task,
@@ -107,9 +99,7 @@ def plot_update_vs_gradient(
     (axes[0] if len(steps) > 1 else axes).set_ylabel("update g_t")
     fig.suptitle(title or "learned update vs gradient (one dot per coordinate)")
     fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def two_d_task(function: str) -> Task:
@@ -205,9 +195,7 @@ def plot_trajectories(
     ax.set_title(f"{function}: {steps} steps from the same start")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def _loss_on_points(task: Task, points: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from l2o.errors import L2OError
+from l2o.evaluate.report import save_figure
 
 FORMATS = ("png", "svg")
 
@@ -69,16 +70,7 @@ def plot_meta_training(metrics_path: str | Path, path: str | Path, title: str = 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-
-
-def _save(fig, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def draw_results(result: dict[str, Any], out: Path, fmt: str) -> list[Path]:

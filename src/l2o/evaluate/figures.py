@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from l2o.evaluate.compare import Comparison, OptimizerResult, lr_grid, tune_learning_rate
+from l2o.evaluate.report import save_figure
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
 from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
@@ -264,12 +265,7 @@ def plot_generalization_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def _value(v: float | None, default: float) -> float:

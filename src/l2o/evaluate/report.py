@@ -45,6 +45,19 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure atomically (PNG or SVG by suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """Write results as JSON atomically; non-finite numbers become null."""
     atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
@@ -75,12 +88,7 @@ def plot_loss_curves(result: dict[str, Any], path: str | Path, title: str | None
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def plot_final_loss_bars(
@@ -112,12 +120,7 @@ def plot_final_loss_bars(
     ax.set_title(title or f"{result['task']['name']}: mean final loss over {result['runs']} runs")
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(result: dict[str, Any], out: str | Path, figures: list[str]) -> Path:
