@@ -162,3 +162,14 @@ def test_results_with_diverged_runs_are_written_as_valid_json(tmp_path):
         "b": [1.0, None],
         "c": {"d": 2},
     }
+
+
+def test_result_curves_are_written_one_list_per_line(tmp_path):
+    from l2o.evaluate import write_json
+
+    data = {"curve": [0.5, 1e-07, -2.0, float("nan"), 3], "names": ["a", "b"], "n": {"m": [1, 2]}}
+    write_json(tmp_path / "r.json", data)
+    text = (tmp_path / "r.json").read_text()
+    assert '"curve": [0.5, 1e-07, -2.0, null, 3]' in text
+    assert '"m": [1, 2]' in text
+    assert json.loads(text) == {**data, "curve": [0.5, 1e-07, -2.0, None, 3]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,16 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+# A list of numbers (or nulls) as json.dumps(indent=...) writes it: one element per line.
+_NUMBER_LIST = re.compile(r"\[\s*(?:(?:-?[0-9][0-9.eE+-]*|null),\s*)*(?:-?[0-9][0-9.eE+-]*|null)\s*\]")
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write results as JSON atomically; non-finite numbers become null."""
-    atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    """Write results as JSON atomically; non-finite numbers become null. Objects are indented,
+    lists of numbers (loss curves) stay on one line, so result files stay small and diffable."""
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
+    text = _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(0)[1:-1].split()) + "]", text)
+    atomic_write_text(path, text + "\n")
 
 
 def plot_loss_curves(result: dict[str, Any], path: str | Path, title: str | None = None) -> None:
