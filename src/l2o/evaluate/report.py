@@ -60,7 +60,9 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 # A list of numbers (or nulls) as json.dumps(indent=...) writes it: one element per line.
-_NUMBER_LIST = re.compile(r"\[\s*(?:(?:-?[0-9][0-9.eE+-]*|null),\s*)*(?:-?[0-9][0-9.eE+-]*|null)\s*\]")
+_NUMBER_LIST = re.compile(
+    r"\[\s*(?:(?:-?[0-9][0-9.eE+-]*|null),\s*)*(?:-?[0-9][0-9.eE+-]*|null)\s*\]"
+)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
