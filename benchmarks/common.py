@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -39,7 +40,7 @@ def machine() -> dict[str, Any]:
         "l2o": l2o.__version__,
         "git_commit": commit or None,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
     }
 
 
@@ -48,5 +49,5 @@ def machine_markdown(m: dict[str, Any]) -> str:
     return (
         f"Measured on {m['cpu']} ({m['cpu_count']} cores, torch threads {m['torch_threads']}{gpu}), "
         f"Python {m['python']}, torch {m['torch']}, l2o {m['l2o']} (commit {m['git_commit']}), "
-        f"{m['date']}.\n\nCommand: `{m['command']}`\n"
+        f"{m['date']}.\n\nCommand:\n\n```\n{m['command']}\n```\n"
     )

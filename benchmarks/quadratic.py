@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import torch  # noqa: E402
+
 from common import machine, machine_markdown  # noqa: E402
 from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
@@ -80,6 +82,7 @@ def main() -> int:
         "target_meta_training_minutes": TARGET_MINUTES,
         "config": config.to_dict(),
         "machine": machine(),
+        "tail": tail_breakdown(comparison),
         "meta_trained_by": "this command"
         if not args.from_run
         else f"an earlier run of the same config ({args.from_run}); its recorded time",
@@ -111,6 +114,8 @@ def main() -> int:
         table,
         "```",
         "",
+        tail_markdown(b["tail"]),
+        "",
         args.note,
         "",
         f"![loss vs step]({args.name}.png)",
@@ -124,6 +129,44 @@ def main() -> int:
     if args.ship:
         ship(optimizer, record, result, args.name)
     return 0
+
+
+def tail_breakdown(comparison, fractions=(0.01, 0.05, 0.2)) -> list[dict]:
+    """Where the mean final loss comes from: the functions on which tuned Adam ends worst hold
+    most of both means. For each fraction: the share of each mean held by those functions, and
+    LSTM / Adam on them and on all the others."""
+    lstm = comparison.results["lstm"].losses[-1].double()
+    adam = comparison.results["adam"].losses[-1].double()
+    order = torch.argsort(adam, descending=True)
+    rows = []
+    for fraction in fractions:
+        worst, rest = order[: round(fraction * len(order))], order[round(fraction * len(order)) :]
+        rows.append({
+            "worst_fraction": fraction,
+            "share_of_lstm_mean": float(lstm[worst].sum() / lstm.sum()),
+            "share_of_adam_mean": float(adam[worst].sum() / adam.sum()),
+            "ratio_on_worst": float(lstm[worst].mean() / adam[worst].mean()),
+            "ratio_on_rest": float(lstm[rest].mean() / adam[rest].mean()),
+        })  # fmt: skip
+    return rows
+
+
+def tail_markdown(rows: list[dict]) -> str:
+    lines = [
+        "Where the means come from: the functions on which tuned Adam ends worst "
+        "(the ill-conditioned ones):",
+        "",
+        "| worst functions (by Adam) | share of LSTM mean | share of Adam mean "
+        "| LSTM / Adam on them | LSTM / Adam on the rest |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {100 * r['worst_fraction']:g}% | {100 * r['share_of_lstm_mean']:.0f}% "
+            f"| {100 * r['share_of_adam_mean']:.0f}% | {r['ratio_on_worst']:.3f} "
+            f"| {r['ratio_on_rest']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def finished_run(run_dir: Path, config) -> TrainingState:
