@@ -74,10 +74,11 @@ def main() -> int:
         "--skip-training", action="store_true", help="evaluate the run directories as they are"
     )
     parser.add_argument("--set", action="append", default=[], help="config override")
+    parser.add_argument("--note", default="", help="a sentence for the .md (e.g. machine load)")
     args = parser.parse_args()
 
     out = Path(args.out)
-    report: dict = {"datasets": {}, "machine": machine()}
+    report: dict = {"datasets": {}, "machine": machine(), "note": args.note}
     for dataset in args.datasets.split(","):
         config = load_config(args.config, [*args.set, f"task.dataset={dataset!r}"])
         try:
@@ -97,7 +98,7 @@ def main() -> int:
 
 def run_dataset(dataset: str, config, args, out: Path) -> dict:
     run_dir = Path(args.run_dir) / dataset
-    load_before = os.getloadavg()
+    load_before = None if args.skip_training else os.getloadavg()
     epochs, cpu_seconds = config.meta.epochs, None
     if args.skip_training:  # e.g. a run stopped early: report what its last checkpoint says
         last = json.loads((run_dir / "checkpoints" / "last.json").read_text())
@@ -121,8 +122,12 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
         "epochs": epochs,
         "best_epoch": record["metrics"]["best_epoch"],
         "best_validation_final_loss": record["metrics"]["best_validation_final_loss"],
+        # Only measured when meta-training runs here (not with --skip-training).
         "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        "load_average_after": None if args.skip_training else os.getloadavg(),
+        "trained_by": "an earlier run (--skip-training): the time its checkpoint recorded"
+        if args.skip_training
+        else "this command",
         "config": config.to_dict(),
     }
     print(f"[{dataset}] meta-training took {seconds / 60:.1f} min", flush=True)
@@ -193,10 +198,15 @@ def markdown(report: dict) -> str:
             f"## {dataset}",
             "",
             f"Meta-training: {t['epochs']} epochs in **{t['meta_training_minutes']:.1f} min** "
-            f"(target <= {TARGET_MINUTES} min on 2 CPU cores; load average before/after "
-            f"{t['load_average_before'][0]:.1f} / {t['load_average_after'][0]:.1f}, so the "
-            f"cores were {'shared with other work' if t['load_average_before'][0] > 0.5 else 'idle'}); "
-            f"best validation at epoch {t['best_epoch']}"
+            f"(target <= {TARGET_MINUTES} min on 2 CPU cores; "
+            + (
+                f"load average before/after {t['load_average_before'][0]:.1f} / "
+                f"{t['load_average_after'][0]:.1f}, so the cores were "
+                f"{'shared with other work' if t['load_average_before'][0] > 0.5 else 'idle'}); "
+                if t["load_average_before"]
+                else f"meta-trained by {t.get('trained_by', 'an earlier run')}); "
+            )
+            + f"best validation at epoch {t['best_epoch']}"
             + (
                 f"; CPU time {t['meta_training_cpu_seconds'] / 60:.1f} min with "
                 f"{t['torch_threads']} torch thread(s)."
@@ -239,6 +249,8 @@ def markdown(report: dict) -> str:
         if any(n.startswith("grid-") for n in result["settings"]):
             lines.append(f"![generalization grid](mnist.{dataset}.fig5.png)")
         lines.append("")
+    if report.get("note"):
+        lines += [report["note"], ""]
     lines.append(machine_markdown(report["machine"]))
     return "\n".join(lines)
 
