@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ from l2o.evaluate.figures import (  # noqa: E402
     load_figure_preset,
     plot_generalization_grid,
 )
+from l2o.evaluate.report import json_safe  # noqa: E402
 from l2o.runs import train  # noqa: E402
 
 TARGETS = {  # LSTM / tuned Adam, mean final training loss
@@ -87,7 +87,7 @@ def main() -> int:
             print(f"skipping {dataset}: {e}", flush=True)
             continue
         report["datasets"][dataset] = run_dataset(dataset, config, args, out)
-        write_json(out / "mnist.json", finite(report))
+        write_json(out / "mnist.json", report)
     if not report["datasets"]:
         print("no dataset found", file=sys.stderr)
         return 1
@@ -125,9 +125,6 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
         # Only measured when meta-training runs here (not with --skip-training).
         "load_average_before": load_before,
         "load_average_after": None if args.skip_training else os.getloadavg(),
-        "trained_by": "an earlier run (--skip-training): the time its checkpoint recorded"
-        if args.skip_training
-        else "this command",
         "config": config.to_dict(),
     }
     print(f"[{dataset}] meta-training took {seconds / 60:.1f} min", flush=True)
@@ -164,17 +161,6 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
     return result
 
 
-def finite(value):
-    """A copy for JSON, which has no inf/NaN: a diverged run's numbers become null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def ratios(result: dict) -> dict[str, float]:
     return {name: r["lstm_over_adam"] for name, r in result["settings"].items()}
 
@@ -204,7 +190,8 @@ def markdown(report: dict) -> str:
                 f"{t['load_average_after'][0]:.1f}, so the cores were "
                 f"{'shared with other work' if t['load_average_before'][0] > 0.5 else 'idle'}); "
                 if t["load_average_before"]
-                else f"meta-trained by {t.get('trained_by', 'an earlier run')}); "
+                else "meta-trained by an earlier run (--skip-training): the time its checkpoint "
+                "recorded); "
             )
             + f"best validation at epoch {t['best_epoch']}"
             + (
@@ -286,7 +273,7 @@ def ship(optimizer, record, result, seconds: float) -> None:
         "command": "python benchmarks/mnist.py --ship",
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dest, optimizer, finite(shipped))
+    save_checkpoint(dest, optimizer, json_safe(shipped))
     print(f"shipped {dest}.safetensors")
 
 

@@ -146,7 +146,8 @@ def tail_breakdown(comparison, fractions=(0.01, 0.05, 0.2)) -> list[dict]:
     order = torch.argsort(adam, descending=True)
     rows = []
     for fraction in fractions:
-        worst, rest = order[: round(fraction * len(order))], order[round(fraction * len(order)) :]
+        k = round(fraction * len(order))
+        worst, rest = order[:k], order[k:]
         rows.append({
             "worst_fraction": fraction,
             "share_of_lstm_mean": float(lstm[worst].sum() / lstm.sum()),
