@@ -131,3 +131,61 @@ def test_demo_meta_trains_and_compares(tmp_path, capsys):
     assert (out / "run" / "checkpoints" / "best.safetensors").is_file()
     assert "LSTM / tuned Adam final loss" in capsys.readouterr().out
     assert "exists and is not empty" in _error(capsys, ["demo", "--epochs", "2", "--out", str(out)])
+
+
+FIGURE = """
+[evaluate]
+test_runs = 4
+validation_runs = 2
+problems_per_task = 2
+baselines = ["sgd", "adam"]
+lr_grid = [1e-2, 1.0, 4]
+
+[[setting]]
+name = "as-trained"
+title = "as trained"
+steps = 6
+task = {}
+
+[[setting]]
+name = "dim-5"
+steps = 9
+task = { dim = 5 }
+"""
+
+
+def test_evaluate_a_figure_preset(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--quiet", *FAST]) == 0
+    preset = tmp_path / "fig.toml"
+    preset.write_text(FIGURE)
+    out = tmp_path / "fig"
+    assert main(["evaluate", str(run), "--figure", str(preset), "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert list(result["settings"]) == ["as-trained", "dim-5"]
+    short, small = result["settings"]["as-trained"], result["settings"]["dim-5"]
+    assert (short["steps"], short["runs"], short["task"]["dim"]) == (6, 4, 10)
+    assert (small["steps"], small["task"]["dim"]) == (9, 5)
+    assert set(small["optimizers"]) == {"lstm", "sgd", "adam"}
+    assert len(small["optimizers"]["adam"]["curve_mean"]) == 10
+    assert small["lstm_over_adam"] == pytest.approx(
+        small["optimizers"]["lstm"]["final_loss_mean"]
+        / small["optimizers"]["adam"]["final_loss_mean"]
+    )
+    assert (out / "dim-5.loss.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "| as trained | 6 | 4 |" in report and "![dim-5.loss.png](dim-5.loss.png)" in report
+    assert "| dim-5 | 9 | 4 |" in capsys.readouterr().out
+    # Refused: an existing output directory, flags the preset sets, a setting's bad task option
+    # (before anything is written), a missing preset.
+    argv = ["evaluate", str(run), "--figure", str(preset)]
+    assert "exists" in _error(capsys, [*argv, "--out", str(out)])
+    assert "--steps cannot be combined with --figure" in _error(
+        capsys, [*argv, "--out", str(tmp_path / "o"), "--steps", "5"]
+    )
+    preset.write_text(FIGURE.replace("{ dim = 5 }", "{ dims = 5 }"))
+    assert "dims" in _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+    assert "figure preset not found" in _error(
+        capsys, ["evaluate", str(run), "--figure", str(tmp_path / "no.toml"), "--out", "x"]
+    )

@@ -205,3 +205,22 @@ def test_cli_errors_for_missing_data(tmp_path, capsys):
     assert "unknown option(s) data_dir for task 'quadratic'" in message
     message = _error(capsys, ["train", "--run-dir", str(run), "--download"])
     assert "--download: task 'quadratic' reads no dataset" in message
+
+
+@needs_fashion
+def test_evaluate_draws_the_generalization_grid_from_a_preset(tmp_path, capsys):
+    preset = tmp_path / "grid.toml"
+    preset.write_text(
+        "[evaluate]\ntest_runs = 2\nvalidation_runs = 2\nproblems_per_task = 2\n"
+        'baselines = ["adam"]\nlr_grid = [1e-2, 1e-1, 4]\n'
+        "[grid]\nsteps = 3\nhidden_units = [5, 20]\nhidden_layers = [1, 2]\n"
+    )
+    out = tmp_path / "fig5"
+    argv = ["evaluate", "mnist-mlp-lstm", "--figure", str(preset), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert list(settings) == ["grid-1x5", "grid-1x20", "grid-2x5", "grid-2x20"]
+    assert settings["grid-2x5"]["task"]["hidden_sizes"] == [5, 5]
+    assert settings["grid-1x20"]["task"]["dataset"] == "fashion-mnist"
+    assert (out / "generalization_grid.png").stat().st_size > 10_000
+    assert "| MLP(5x5) | 3 | 2 |" in capsys.readouterr().out

@@ -61,20 +61,13 @@ def _evaluate(
     download: bool = False,
 ) -> dict[str, Any]:
     from l2o.checkpoint import load_checkpoint, resolve
-    from l2o.config import apply_overrides, parse_override
     from l2o.evaluate import compare, format_table, write_json, write_report
     from l2o.evaluate.draw import draw_results
     from l2o.tasks import make_task_family
 
     source = resolve(optimizer_path)
     optimizer, record = load_checkpoint(source)
-    for text in overrides:
-        if parse_override(text)[0] != "task":
-            raise ValueError(f"Invalid override {text!r} for evaluate (only task.* may be set)")
-    task_cfg = dict(record.get("task", {"name": "quadratic"}))
-    if task_name is not None and task_name != task_cfg.get("name"):
-        task_cfg = {"name": task_name}
-    task_cfg = apply_overrides({"task": task_cfg}, overrides)["task"]
+    task_cfg = _task_config(record, task_name, overrides)
     family = make_task_family(task_cfg.pop("name"), **task_cfg)
     _prepare_data(family, download)
     steps = steps or record.get("training", {}).get("horizon", 100)
@@ -140,11 +133,31 @@ def _parse_baselines(text: str) -> list[str]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from l2o.runs import prepare_directory
 
-    _check_positive("--test-tasks", args.test_tasks)
-    _check_positive("--validation-tasks", args.validation_tasks)
+    if args.figure is not None:
+        given = [flag for flag, value in _preset_flags(args).items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{given[0]} cannot be combined with --figure (the figure preset "
+                f"{args.figure} sets it; edit a copy of the preset instead)"
+            )
+        _evaluate_figure(
+            args.optimizer,
+            args.figure,
+            [*args.set, *_data_overrides(args)],
+            args.out,
+            args.force,
+            args.device,
+            args.quiet,
+            download=args.download,
+        )
+        return 0
+    test_tasks = 8 if args.test_tasks is None else args.test_tasks
+    validation_tasks = 2 if args.validation_tasks is None else args.validation_tasks
+    _check_positive("--test-tasks", test_tasks)
+    _check_positive("--validation-tasks", validation_tasks)
     if args.steps is not None:
         _check_positive("--steps", args.steps)
-    baselines = _parse_baselines(args.baselines)
+    baselines = _parse_baselines(args.baselines or ",".join(DEFAULT_BASELINES))
     grid = _parse_grid(args.lr_grid)
     out = prepare_directory(args.out, args.force)
     _evaluate(
@@ -152,8 +165,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.task,
         [*args.set, *_data_overrides(args)],
         args.steps,
-        args.test_tasks,
-        args.validation_tasks,
+        test_tasks,
+        validation_tasks,
         baselines,
         grid,
         out,
@@ -162,6 +175,87 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         download=args.download,
     )
     return 0
+
+
+DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
+
+
+def _preset_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The evaluate flags that a figure preset sets (each setting's steps, its [evaluate])."""
+    return {
+        "--task": args.task,
+        "--steps": args.steps,
+        "--test-tasks": args.test_tasks,
+        "--validation-tasks": args.validation_tasks,
+        "--baselines": args.baselines,
+        "--lr-grid": args.lr_grid,
+    }
+
+
+def _evaluate_figure(
+    optimizer_path: str,
+    preset: str,
+    overrides: list[str],
+    out_dir: str,
+    force: bool,
+    device: str,
+    quiet: bool,
+    download: bool = False,
+) -> dict[str, Any]:
+    """``l2o evaluate OPT --figure PRESET``: every setting of a figure preset (e.g. the paper's
+    Figures 4 and 5 for MNIST, configs/mnist-fig4.toml and mnist-fig5.toml), each compared with
+    tuned baselines as the preset says; one JSON, one loss plot per setting, the grid figure."""
+    from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve
+    from l2o.evaluate import write_json
+    from l2o.evaluate.draw import draw_settings
+    from l2o.evaluate.figures import evaluate_setting, figure_table, load_figure_preset
+    from l2o.runs import prepare_directory
+    from l2o.tasks import make_task_family
+
+    options, settings = load_figure_preset(preset)
+    if not settings:
+        raise ValueError(f"figure preset {preset} lists no [[setting]] and no [grid]")
+    source = resolve(optimizer_path)
+    optimizer, record = load_checkpoint(source)
+    task_cfg = _task_config(record, None, overrides)
+    for setting in settings:  # every setting's task is valid, its data found, before any run
+        cfg = {**task_cfg, **setting.task}
+        _prepare_data(make_task_family(cfg.pop("name"), **cfg), download)
+    out = prepare_directory(out_dir, force)
+    report: dict[str, Any] = {
+        "figure": str(preset),
+        "learned_optimizer": {"checkpoint": str(source), "spec": record["optimizer"]},
+        "task": task_cfg,
+        "settings": {},
+    }
+    for setting in settings:
+        report["settings"][setting.name] = evaluate_setting(
+            {"lstm": optimizer}, task_cfg, setting, options, device,
+            progress=None if quiet else (lambda line: print(line, flush=True)),
+        )  # fmt: skip
+        write_json(out / "results.json", report)  # a long evaluation keeps what it has done
+    figures = [p.name for p in draw_settings(report["settings"], out, "png")]
+    table = figure_table(report["settings"])
+    lines = [f"# {Path(preset).name}: {source}", "", table, ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    print(table)
+    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {len(figures)} figures")
+    return report
+
+
+def _task_config(record: dict[str, Any], task_name: str | None, overrides: list[str]) -> dict:
+    """The task a checkpoint was trained on (or ``task_name``'s defaults), with task.* overrides."""
+    from l2o.config import apply_overrides, parse_override
+
+    for text in overrides:
+        if parse_override(text)[0] != "task":
+            raise ValueError(f"Invalid override {text!r} for evaluate (only task.* may be set)")
+    # A run's checkpoint records its "task"; a pretrained optimizer the task it was "trained_on".
+    task_cfg = dict(record.get("task") or record.get("trained_on") or {"name": "quadratic"})
+    if task_name is not None and task_name != task_cfg.get("name"):
+        task_cfg = {"name": task_name}
+    return apply_overrides({"task": task_cfg}, overrides)["task"]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -301,17 +395,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="task.KEY=VALUE",
         help="override a task option, e.g. task.num_problems=125 (repeatable)",
     )
+    p.add_argument(
+        "--figure",
+        metavar="PRESET",
+        help="a figure preset (configs/mnist-fig4.toml, mnist-fig5.toml, conv-fig6.toml): "
+        "evaluate each of its settings as it says and draw the figure",
+    )
     p.add_argument("--steps", type=int, help="steps per run (default: the training horizon)")
-    p.add_argument("--test-tasks", type=int, default=8, help="held-out test tasks (default 8)")
+    p.add_argument("--test-tasks", type=int, help="held-out test tasks (default 8)")
     p.add_argument(
         "--validation-tasks",
         type=int,
-        default=2,
         help="validation tasks for tuning learning rates (default 2)",
     )
     p.add_argument(
         "--baselines",
-        default="sgd,nag,rmsprop,adam",
         help="comma-separated baselines (default: sgd,nag,rmsprop,adam)",
     )
     p.add_argument("--lr-grid", help="LOW,HIGH,PER_DECADE of the log grid (default 1e-4,10,4)")

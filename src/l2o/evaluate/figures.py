@@ -197,6 +197,26 @@ def best_baseline(result: Mapping[str, Any]) -> str:
     )
 
 
+def figure_table(settings: Mapping[str, Mapping[str, Any]], learned: str = "lstm") -> str:
+    """A markdown table of a figure's settings: final loss of the learned optimizer, of the best
+    tuned baseline and of tuned Adam, and learned / Adam."""
+    lines = [
+        f"| setting | steps | runs | {learned} | best tuned baseline | adam | {learned} / adam |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in settings.items():
+        o = r["optimizers"]
+        best = best_baseline(r)
+        adam = f"{o['adam']['final_loss_mean']:.4g}" if "adam" in o else "-"
+        ratio = "-" if r.get("lstm_over_adam") is None else f"{r['lstm_over_adam']:.3f}"
+        title = r.get("setting", {}).get("title") or name
+        lines.append(
+            f"| {title} | {r['steps']} | {r['runs']} | {o[learned]['final_loss_mean']:.4g} "
+            f"| {best} {o[best]['final_loss_mean']:.4g} | {adam} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_generalization_grid(
     cells: Sequence[Mapping[str, Any]],
     path: str | Path,
