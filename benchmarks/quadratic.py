@@ -244,6 +244,9 @@ def ship(optimizer, record, result, name: str) -> None:
         "metrics": record["metrics"],
         "benchmark": {
             "lstm_over_tuned_adam": b["lstm_over_tuned_adam"],
+            "lstm_over_tuned_adam_10000_functions": {
+                k: b["precision"][k] for k in ("ratio", "ratio_95_interval")
+            },
             "final_loss": {k: v["final_loss_mean"] for k, v in result["optimizers"].items()},
             "tuned_lr": {k: v["lr"] for k, v in result["optimizers"].items() if v["lr"]},
             "test_runs": result["runs"],
