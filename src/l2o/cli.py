@@ -20,6 +20,8 @@ from typing import Any
 
 from l2o.errors import L2OError
 
+DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from l2o.config import load_config
@@ -175,9 +177,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         download=args.download,
     )
     return 0
-
-
-DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
 
 
 def _preset_flags(args: argparse.Namespace) -> dict[str, Any]:
