@@ -14,8 +14,8 @@ configs/mnist-fig5.toml, and writes
 
 With --ship the optimizer meta-trained on Fashion-MNIST is saved into the package as the
 pretrained ``mnist-mlp-lstm``. Reproduce:  python benchmarks/mnist.py --ship
-(the committed results: ``OMP_NUM_THREADS=2``, i.e. 2 torch threads on the 2 cores, which is 1.6x
-faster than one; results do not depend on the thread count).
+(the committed results were meta-trained with ``OMP_NUM_THREADS=2``: 2 torch threads on the
+2 cores; benchmarks/results/mnist.md gives the command and the time).
 """
 
 from __future__ import annotations

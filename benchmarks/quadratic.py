@@ -171,8 +171,9 @@ def precision(optimizer, family, comparison, steps: int, seed: int = 0) -> dict:
     those of the table; the ratio of each block, over all, and a bootstrap 95% interval."""
     adam = make_baseline("adam", comparison.results["adam"].lr)
     per_block = family.num_problems * comparison.num_test_tasks  # 1000
-    finals = {"lstm": [], "adam": []}
-    for i in range(PRECISION_BLOCKS * comparison.num_test_tasks):
+    # The first block is the comparison's test tasks: reuse its runs, roll out the other nine.
+    finals = {name: [comparison.results[name].losses[-1].double()] for name in ("lstm", "adam")}
+    for i in range(comparison.num_test_tasks, PRECISION_BLOCKS * comparison.num_test_tasks):
         task = family.sample(task_seed("test", i))
         for name, opt in (("lstm", optimizer), ("adam", adam)):
             finals[name].append(rollout(opt, task, steps).losses[-1].double())

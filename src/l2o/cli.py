@@ -21,6 +21,8 @@ from typing import Any
 from l2o.errors import L2OError
 
 DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
+DEFAULT_TEST_TASKS = 8
+DEFAULT_VALIDATION_TASKS = 2
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -145,6 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _evaluate_figure(
             args.optimizer,
             args.figure,
+            args.task,
             [*args.set, *_data_overrides(args)],
             args.out,
             args.force,
@@ -153,8 +156,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             download=args.download,
         )
         return 0
-    test_tasks = 8 if args.test_tasks is None else args.test_tasks
-    validation_tasks = 2 if args.validation_tasks is None else args.validation_tasks
+    test_tasks = DEFAULT_TEST_TASKS if args.test_tasks is None else args.test_tasks
+    validation_tasks = (
+        DEFAULT_VALIDATION_TASKS if args.validation_tasks is None else args.validation_tasks
+    )
     _check_positive("--test-tasks", test_tasks)
     _check_positive("--validation-tasks", validation_tasks)
     if args.steps is not None:
@@ -182,7 +187,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _preset_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The evaluate flags that a figure preset sets (each setting's steps, its [evaluate])."""
     return {
-        "--task": args.task,
         "--steps": args.steps,
         "--test-tasks": args.test_tasks,
         "--validation-tasks": args.validation_tasks,
@@ -194,6 +198,7 @@ def _preset_flags(args: argparse.Namespace) -> dict[str, Any]:
 def _evaluate_figure(
     optimizer_path: str,
     preset: str,
+    task_name: str | None,
     overrides: list[str],
     out_dir: str,
     force: bool,
@@ -216,7 +221,7 @@ def _evaluate_figure(
         raise ValueError(f"figure preset {preset} lists no [[setting]] and no [grid]")
     source = resolve(optimizer_path)
     optimizer, record = load_checkpoint(source)
-    task_cfg = _task_config(record, None, overrides)
+    task_cfg = _task_config(record, task_name, overrides)
     for setting in settings:  # every setting's task is valid, its data found, before any run
         cfg = {**task_cfg, **setting.task}
         _prepare_data(make_task_family(cfg.pop("name"), **cfg), download)
@@ -401,15 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate each of its settings as it says and draw the figure",
     )
     p.add_argument("--steps", type=int, help="steps per run (default: the training horizon)")
-    p.add_argument("--test-tasks", type=int, help="held-out test tasks (default 8)")
+    p.add_argument(
+        "--test-tasks", type=int, help=f"held-out test tasks (default {DEFAULT_TEST_TASKS})"
+    )
     p.add_argument(
         "--validation-tasks",
         type=int,
-        help="validation tasks for tuning learning rates (default 2)",
+        help=f"validation tasks for tuning learning rates (default {DEFAULT_VALIDATION_TASKS})",
     )
     p.add_argument(
         "--baselines",
-        help="comma-separated baselines (default: sgd,nag,rmsprop,adam)",
+        help=f"comma-separated baselines (default: {','.join(DEFAULT_BASELINES)})",
     )
     p.add_argument("--lr-grid", help="LOW,HIGH,PER_DECADE of the log grid (default 1e-4,10,4)")
     _add_data_options(p)
