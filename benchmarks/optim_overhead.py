@@ -186,6 +186,7 @@ def main() -> int:
         "busy cores and small steps take milliseconds instead of microseconds)",
     )
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--note", default="", help="a sentence on how it was run, for the report")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -245,6 +246,8 @@ def main() -> int:
         "device": args.device,
         "sizes": sizes,
         "pretrained_shipped": shipped,
+        "threads": args.threads,
+        "note": args.note,
         "results": rows,
         "machine": machine(),
     }
@@ -298,17 +301,15 @@ def markdown(result: dict, labels: dict[str, str]) -> str:
         "Reading it: the LSTM runs two 20-unit LSTM layers for every coordinate, so its step",
         "costs two to three orders of magnitude more than Adam's few elementwise operations, and",
         "it keeps 4 x 20 float32 numbers (h and c of 2 layers) per coordinate: 320 bytes/param",
-        "against Adam's 8, and about 1.3-2 KB/param at the peak of a step (the gates of every",
-        "coordinate). What the front-end adds to the same optimizer's direct `step` (median",
+        "against Adam's 8. A step without autograd runs the coordinates in chunks of",
+        f"{CoordinatewiseLSTM.chunk_size:,}, so its temporaries (the gates) are those of one chunk.",
+        "What the front-end adds to the same optimizer's direct `step` (median",
         "front-end / median direct): " + front_end_ratios(result) + ".",
         "",
         "At 10k parameters the peak-memory column is within allocator noise: memory already",
         "resident from the setup absorbs small allocations (torch's Adam may read 0).",
         "",
-        "**The CPU was shared**: its 2 cores ran other jobs at the same time, so timings are",
-        "noisy (the median of the repetitions is reported; every repetition is in the JSON), and",
-        "torch ran on one thread (`--threads`): with 2 threads on the busy cores, torch's",
-        "parallel ops waited for each other and even a 10k-parameter Adam step took ~70 ms.",
+        f"torch CPU threads: {result['threads']} (`--threads`). {result['note']}".rstrip(),
         "",
         machine_markdown(m),
     ]

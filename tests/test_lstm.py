@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig, log_sign_preprocess
+from l2o.optimizers.lstm import tanh
 
 
 def _appendix_a(g: float, p: float) -> tuple[float, float]:
@@ -91,3 +92,72 @@ def test_invalid_config_names_the_value(kwargs, message):
     with pytest.raises(ValueError) as e:
         LSTMConfig(**kwargs)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("num_layers,preprocess", [(2, "log_sign"), (1, "none")])
+def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess):
+    """Each coordinate is one sequence of torch.nn.LSTM (batch = coordinates), with the same
+    weights: updates, hidden and cell states and the meta-gradient agree."""
+    torch.manual_seed(0)
+    config = LSTMConfig(num_layers=num_layers, hidden_size=6, preprocess=preprocess)
+    opt = CoordinatewiseLSTM(config).double()
+    ref = torch.nn.LSTM(config.input_size, 6, num_layers=num_layers).double()
+    with torch.no_grad():
+        for k, cell in enumerate(opt.cells):
+            n_in = cell.weight.shape[1] - 6
+            getattr(ref, f"weight_ih_l{k}").copy_(cell.weight[:, :n_in])
+            getattr(ref, f"weight_hh_l{k}").copy_(cell.weight[:, n_in:])
+            getattr(ref, f"bias_ih_l{k}").copy_(cell.bias)
+            getattr(ref, f"bias_hh_l{k}").zero_()
+    grads = [torch.randn(7, 3, dtype=torch.float64) for _ in range(4)]  # 4 steps, 21 coords
+    state = opt.init_state(grads[:1])
+    total = 0
+    for g in grads:
+        (u,), state = opt.step([g], state)
+        total = total + (u * torch.arange(21.0, dtype=u.dtype).view(7, 3)).sum()
+    inputs = torch.stack([opt.preprocess(g.reshape(-1)) for g in grads])  # (steps, N, in)
+    out, (h, c) = ref(inputs)
+    ref_updates = (opt.output(out).squeeze(-1) * config.output_scale).view(4, 7, 3)
+    ref_total = (ref_updates * torch.arange(21.0, dtype=u.dtype).view(7, 3)).sum()
+    torch.testing.assert_close(u, ref_updates[-1], rtol=1e-10, atol=1e-12)
+    for k in range(num_layers):
+        torch.testing.assert_close(state["h"][k], h[k], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(state["c"][k], c[k], rtol=1e-10, atol=1e-12)
+    # and the same gradient with respect to phi
+    mine = torch.autograd.grad(total, opt.cells[0].weight)[0]
+    n_in = config.input_size
+    theirs = torch.autograd.grad(ref_total, [ref.weight_ih_l0, ref.weight_hh_l0])
+    torch.testing.assert_close(mine, torch.cat(theirs, 1), rtol=1e-9, atol=1e-12)
+    assert mine[:, :n_in].abs().sum() > 0
+
+
+def test_lstm_tanh_is_tanh_with_its_gradient():
+    x = torch.linspace(-30, 30, 20001, requires_grad=True)
+    y = tanh(x)
+    torch.testing.assert_close(y, torch.tanh(x), rtol=0, atol=2e-7)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, 1 - torch.tanh(x.detach()) ** 2, rtol=0, atol=5e-7)
+    x64 = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(tanh, (x64,))
+
+
+def test_a_step_without_autograd_goes_in_chunks_with_the_same_result():
+    torch.manual_seed(1)
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=5)).double()
+    grads = [torch.randn(30, 4, dtype=torch.float64), torch.randn(13, dtype=torch.float64)]
+    state = opt.init_state(grads)
+    (u1, _), s1 = opt.step(grads, state)  # with autograd: one batch of 133 coordinates
+    chunked = CoordinatewiseLSTM(LSTMConfig(hidden_size=5)).double()
+    chunked.load_state_dict(opt.state_dict())
+    chunked.chunk_size = 16  # 133 coordinates: 9 chunks, the last one of 5
+    with torch.no_grad():
+        (u2, _), s2 = chunked.step(grads, state)
+        # and the chunked state feeds the next step like any other
+        (u3, _), _ = chunked.step(grads, s2)
+    (u4, _), _ = opt.step(grads, s1)
+    torch.testing.assert_close(u2, u1.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(u3, u4.detach(), rtol=1e-12, atol=1e-14)
+    for key in ("h", "c"):
+        for a, b in zip(s2[key], s1[key]):
+            assert a.shape == b.shape == (133, 5)
+            torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)

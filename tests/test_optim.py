@@ -370,15 +370,15 @@ def test_half_precision_parameters_step_with_float32_maths():
     lstm, adam = _lstm(), Adam(lr=0.01)
     w = torch.randn(5, 4).bfloat16().requires_grad_()
     v = torch.randn(3).half().requires_grad_()
-    x = torch.randn(6, requires_grad=True)  # float32: a cohort of its own
+    # float32 maths for all three: w (bfloat16) and x (float32) step as one cohort of 26 rows
+    x = torch.randn(6, requires_grad=True)
     opt = LearnedOptimizer(
         [{"params": [w, x], "optimizer": lstm}, {"params": [v], "optimizer": adam}]
     )
     g = torch.Generator().manual_seed(5)
     expected_w, expected_v, expected_x = (t.detach().clone() for t in (w, v, x))
     states = {
-        "w": lstm.init_state([w.detach().float()]),
-        "x": lstm.init_state([x.detach()]),
+        "wx": lstm.init_state([w.detach().float(), x.detach()]),
         "v": adam.init_state([v.detach().float()]),
     }
     for _ in range(3):
@@ -387,8 +387,7 @@ def test_half_precision_parameters_step_with_float32_maths():
         x.grad = torch.randn(6, generator=g)
         opt.step()
         with torch.no_grad():
-            (uw,), states["w"] = lstm.step([w.grad.float()], states["w"])
-            (ux,), states["x"] = lstm.step([x.grad], states["x"])
+            (uw, ux), states["wx"] = lstm.step([w.grad.float(), x.grad], states["wx"])
             (uv,), states["v"] = adam.step([v.grad.float()], states["v"])
         assert uw.dtype == torch.float32 and uv.dtype == torch.float32
         expected_w = (expected_w.float() + uw).bfloat16()  # one rounding per step
