@@ -5,7 +5,9 @@ MNIST too when its IDX files are found, see l2o.data), meta-trains the preset
 (configs/mnist.toml: 2x20 LSTM on an MLP with 20 sigmoid units, 100 steps), then compares it
 with tuned SGD, NAG, RMSprop and Adam on held-out runs in every setting of
 configs/mnist-fig4.toml (100 and 200 steps, 40 units, 2 layers, ReLU) and on the grid of
-configs/mnist-fig5.toml, and writes
+configs/mnist-fig5.toml; then, as 20 runs make a noisy ratio, scores the LSTM and the tuned Adam
+on 200 held-out runs of the 100-step setting (the table's 20 first) for a bootstrap interval of
+the headline ratio (--precision-runs); and writes
 
     benchmarks/results/mnist.json              every number (curves, tuned lrs, test accuracy)
     benchmarks/results/mnist.md                tables, ratios to tuned Adam, timings, machine
@@ -44,7 +46,11 @@ from l2o.evaluate.figures import (  # noqa: E402
     plot_generalization_grid,
 )
 from l2o.evaluate.report import json_safe  # noqa: E402
+from l2o.evaluate.rollout import rollout  # noqa: E402
+from l2o.meta.seeds import task_seed  # noqa: E402
+from l2o.optimizers import make_baseline  # noqa: E402
 from l2o.runs import train  # noqa: E402
+from l2o.tasks import make_task_family  # noqa: E402
 
 TARGETS = {  # LSTM / tuned Adam, mean final training loss
     "100-steps": 0.7,
@@ -75,6 +81,13 @@ def main() -> int:
     )
     parser.add_argument("--set", action="append", default=[], help="config override")
     parser.add_argument("--note", default="", help="a sentence for the .md (e.g. machine load)")
+    parser.add_argument(
+        "--precision-runs",
+        type=int,
+        default=200,
+        help="held-out runs of the LSTM and tuned Adam for the precision of the 100-step ratio "
+        "(the table's runs first; 0: skip)",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -149,16 +162,78 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
                 f"[{dataset}] {setting.name}: LSTM / tuned Adam = {result['lstm_over_adam']:.3f}",
                 flush=True,
             )
+    result = {"training": training, "settings": settings}
+    if args.precision_runs and "100-steps" in settings:
+        result["precision"] = precision(
+            optimizer, record["task"], "100-steps", args.figures, args.precision_runs,
+            settings["100-steps"]["optimizers"]["adam"]["lr"],
+        )  # fmt: skip
+        print(f"[{dataset}] precision: {precision_markdown(result['precision'])}", flush=True)
     grid = [r for name, r in settings.items() if name.startswith("grid-")]
     if grid:
         plot_generalization_grid(
             grid, out / f"mnist.{dataset}.fig5.png",
             title=f"{dataset}: final loss after {grid[0]['steps']} steps (LSTM trained on MLP(20))",
         )  # fmt: skip
-    result = {"training": training, "settings": settings}
     if args.ship and dataset == "fashion-mnist":
         ship(optimizer, record, result, seconds)
     return result
+
+
+def precision(
+    optimizer, task_config: dict, name: str, presets: list[str], runs: int, adam_lr: float
+) -> dict:
+    """How precise the ratio of a setting is: its table has 20 runs. The LSTM and Adam (at the
+    learning rate tuned for the table) on ``runs`` held-out runs, the table's first (the same
+    test tasks, so the first block reproduces the table's ratio); the ratio over all, a
+    bootstrap 95% interval (runs resampled in pairs) and the ratio of each block of the
+    table's size."""
+    for preset in presets:
+        options, cells = load_figure_preset(preset)
+        setting = next((c for c in cells if c.name == name), None)
+        if setting is not None:
+            break
+    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
+    family = make_task_family(config.pop("name"), **config)
+    adam = make_baseline("adam", adam_lr)
+    finals: dict[str, list[torch.Tensor]] = {"lstm": [], "adam": []}
+    for i in range(-(-runs // options.problems_per_task)):
+        task = family.sample(task_seed("test", i))
+        for label, opt in (("lstm", optimizer), ("adam", adam)):
+            finals[label].append(rollout(opt, task, setting.steps).losses[-1].double())
+    lstm, adam_final = torch.cat(finals["lstm"]), torch.cat(finals["adam"])
+    block = options.test_runs
+    g = torch.Generator().manual_seed(0)
+    draws = torch.randint(0, len(lstm), (2000, len(lstm)), generator=g)
+    boot = lstm[draws].mean(1) / adam_final[draws].mean(1)
+    return {
+        "setting": name,
+        "steps": setting.steps,
+        "runs": len(lstm),
+        "adam_lr": adam_lr,
+        "lstm_final_loss_mean": float(lstm.mean()),
+        "adam_final_loss_mean": float(adam_final.mean()),
+        "ratio": float(lstm.mean() / adam_final.mean()),
+        "ratio_95_interval": [float(boot.quantile(0.025)), float(boot.quantile(0.975))],
+        "block_runs": block,
+        "ratio_per_block": [
+            float(lstm[i : i + block].mean() / adam_final[i : i + block].mean())
+            for i in range(0, len(lstm), block)
+        ],
+    }
+
+
+def precision_markdown(p: dict) -> str:
+    low, high = p["ratio_95_interval"]
+    blocks = p["ratio_per_block"]
+    return (
+        f"Precision of the {p['setting']} ratio: over {p['runs']} held-out runs (the table's "
+        f"{p['block_runs']} first; Adam at its tuned lr {p['adam_lr']:.2g}) LSTM / tuned Adam = "
+        f"**{p['ratio']:.3f}** (bootstrap 95% interval {low:.3f}-{high:.3f}; LSTM "
+        f"{p['lstm_final_loss_mean']:.3f}, Adam {p['adam_final_loss_mean']:.3f}); per block of "
+        f"{p['block_runs']} runs: {min(blocks):.3f}-{max(blocks):.3f} "
+        f"({', '.join(f'{r:.3f}' for r in blocks)})."
+    )
 
 
 def ratios(result: dict) -> dict[str, float]:
@@ -230,6 +305,8 @@ def markdown(report: dict) -> str:
                 f"| **{ratio:.3f}** | {verdict} | {best_baseline(r)} | {acc('lstm')} | {acc('adam')} |"
             )
         lines.append("")
+        if result.get("precision"):
+            lines += [precision_markdown(result["precision"]), ""]
         for name in result["settings"]:
             if not name.startswith("grid-"):
                 lines.append(f"![{name}](mnist.{dataset}.{name}.png)")
@@ -267,6 +344,7 @@ def ship(optimizer, record, result, seconds: float) -> None:
                 if not name.startswith("grid-")
             },
             "test_runs": settings["100-steps"]["runs"] if "100-steps" in settings else None,
+            "precision": result.get("precision"),
             "meta_training_minutes": seconds / 60,
             "machine": machine()["cpu"],
         },
