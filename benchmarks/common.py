@@ -51,3 +51,22 @@ def machine_markdown(m: dict[str, Any]) -> str:
         f"Python {m['python']}, torch {m['torch']}, l2o {m['l2o']} (commit {m['git_commit']}), "
         f"{m['date']}.\n\nCommand:\n\n```\n{m['command']}\n```\n"
     )
+
+
+def ratio_precision(
+    learned: torch.Tensor, baseline: torch.Tensor, block: int, draws: int, seed: int = 0
+) -> dict[str, Any]:
+    """How precise mean(learned) / mean(baseline) is, from the final losses of the same runs:
+    the ratio over all runs, a bootstrap 95% interval (runs resampled in pairs, ``draws``
+    resamples) and the ratio of each consecutive block of ``block`` runs."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, len(learned), (draws, len(learned)), generator=g)
+    boot = learned[index].mean(1) / baseline[index].mean(1)
+    return {
+        "ratio": float(learned.mean() / baseline.mean()),
+        "ratio_95_interval": [float(boot.quantile(0.025)), float(boot.quantile(0.975))],
+        "ratio_per_block": [
+            float(learned[i : i + block].mean() / baseline[i : i + block].mean())
+            for i in range(0, len(learned), block)
+        ],
+    }

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine, machine_markdown  # noqa: E402
+from common import machine, machine_markdown, ratio_precision  # noqa: E402
 from l2o.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.data import DatasetError, find_dataset  # noqa: E402
@@ -44,13 +44,13 @@ from l2o.evaluate.figures import (  # noqa: E402
     evaluate_setting,
     load_figure_preset,
     plot_generalization_grid,
+    setting_family,
 )
 from l2o.evaluate.report import json_safe  # noqa: E402
 from l2o.evaluate.rollout import rollout  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
 from l2o.runs import train  # noqa: E402
-from l2o.tasks import make_task_family  # noqa: E402
 
 TARGETS = {  # LSTM / tuned Adam, mean final training loss
     "100-steps": 0.7,
@@ -143,29 +143,33 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
     print(f"[{dataset}] meta-training took {seconds / 60:.1f} min", flush=True)
 
     settings: dict[str, dict] = {}
+    headline = None  # the 100-step setting and its preset's options, for the precision check
     for preset in args.figures:
         options, cells = load_figure_preset(preset)
         for setting in cells:
             started = time.perf_counter()
-            result = evaluate_setting(
+            evaluated = evaluate_setting(
                 {"lstm": optimizer}, record["task"], setting, options,
                 progress=lambda s: print(f"[{dataset}] {s}", flush=True),
             )  # fmt: skip
-            result["evaluation_seconds"] = time.perf_counter() - started
-            settings[setting.name] = result
+            evaluated["evaluation_seconds"] = time.perf_counter() - started
+            settings[setting.name] = evaluated
+            if setting.name == "100-steps":
+                headline = (setting, options)
             if not setting.name.startswith("grid-"):
                 plot_loss_curves(
-                    result, out / f"mnist.{dataset}.{setting.name}.png",
-                    title=f"{dataset}: {setting.title or setting.name} ({result['runs']} runs)",
+                    evaluated, out / f"mnist.{dataset}.{setting.name}.png",
+                    title=f"{dataset}: {setting.title or setting.name} ({evaluated['runs']} runs)",
                 )  # fmt: skip
             print(
-                f"[{dataset}] {setting.name}: LSTM / tuned Adam = {result['lstm_over_adam']:.3f}",
+                f"[{dataset}] {setting.name}: LSTM / tuned Adam = "
+                f"{evaluated['lstm_over_adam']:.3f}",
                 flush=True,
             )
     result = {"training": training, "settings": settings}
-    if args.precision_runs and "100-steps" in settings:
+    if args.precision_runs and headline is not None:
         result["precision"] = precision(
-            optimizer, record["task"], "100-steps", args.figures, args.precision_runs,
+            optimizer, record["task"], *headline, args.precision_runs,
             settings["100-steps"]["optimizers"]["adam"]["lr"],
         )  # fmt: skip
         print(f"[{dataset}] precision: {precision_markdown(result['precision'])}", flush=True)
@@ -180,21 +184,12 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
     return result
 
 
-def precision(
-    optimizer, task_config: dict, name: str, presets: list[str], runs: int, adam_lr: float
-) -> dict:
+def precision(optimizer, task_config: dict, setting, options, runs: int, adam_lr: float) -> dict:
     """How precise the ratio of a setting is: its table has 20 runs. The LSTM and Adam (at the
     learning rate tuned for the table) on ``runs`` held-out runs, the table's first (the same
-    test tasks, so the first block reproduces the table's ratio); the ratio over all, a
-    bootstrap 95% interval (runs resampled in pairs) and the ratio of each block of the
-    table's size."""
-    for preset in presets:
-        options, cells = load_figure_preset(preset)
-        setting = next((c for c in cells if c.name == name), None)
-        if setting is not None:
-            break
-    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
-    family = make_task_family(config.pop("name"), **config)
+    test tasks, rolled out again, so the first block reproduces the table's ratio); the ratio
+    over all, a bootstrap 95% interval and the ratio of each block of the table's size."""
+    family = setting_family(task_config, setting, options)
     adam = make_baseline("adam", adam_lr)
     finals: dict[str, list[torch.Tensor]] = {"lstm": [], "adam": []}
     for i in range(-(-runs // options.problems_per_task)):
@@ -202,24 +197,15 @@ def precision(
         for label, opt in (("lstm", optimizer), ("adam", adam)):
             finals[label].append(rollout(opt, task, setting.steps).losses[-1].double())
     lstm, adam_final = torch.cat(finals["lstm"]), torch.cat(finals["adam"])
-    block = options.test_runs
-    g = torch.Generator().manual_seed(0)
-    draws = torch.randint(0, len(lstm), (2000, len(lstm)), generator=g)
-    boot = lstm[draws].mean(1) / adam_final[draws].mean(1)
     return {
-        "setting": name,
+        "setting": setting.name,
         "steps": setting.steps,
         "runs": len(lstm),
         "adam_lr": adam_lr,
         "lstm_final_loss_mean": float(lstm.mean()),
         "adam_final_loss_mean": float(adam_final.mean()),
-        "ratio": float(lstm.mean() / adam_final.mean()),
-        "ratio_95_interval": [float(boot.quantile(0.025)), float(boot.quantile(0.975))],
-        "block_runs": block,
-        "ratio_per_block": [
-            float(lstm[i : i + block].mean() / adam_final[i : i + block].mean())
-            for i in range(0, len(lstm), block)
-        ],
+        "block_runs": options.test_runs,
+        **ratio_precision(lstm, adam_final, options.test_runs, draws=2000),
     }
 
 

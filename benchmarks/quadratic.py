@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from common import machine, machine_markdown  # noqa: E402
+from common import machine, machine_markdown, ratio_precision  # noqa: E402
 from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.evaluate import compare, format_table, plot_loss_curves, rollout, write_json  # noqa: E402
@@ -178,18 +178,12 @@ def precision(optimizer, family, comparison, steps: int, seed: int = 0) -> dict:
         for name, opt in (("lstm", optimizer), ("adam", adam)):
             finals[name].append(rollout(opt, task, steps).losses[-1].double())
     lstm, adam_final = torch.cat(finals["lstm"]), torch.cat(finals["adam"])
-    blocks = [
-        float(lstm[i : i + per_block].mean() / adam_final[i : i + per_block].mean())
-        for i in range(0, len(lstm), per_block)
-    ]
-    g = torch.Generator().manual_seed(seed)
-    draws = torch.randint(0, len(lstm), (1000, len(lstm)), generator=g)
-    boot = lstm[draws].mean(1) / adam_final[draws].mean(1)
+    p = ratio_precision(lstm, adam_final, per_block, draws=1000, seed=seed)
     return {
         "functions": len(lstm),
-        "ratio": float(lstm.mean() / adam_final.mean()),
-        "ratio_95_interval": [float(boot.quantile(0.025)), float(boot.quantile(0.975))],
-        "ratio_per_1000": blocks,
+        "ratio": p["ratio"],
+        "ratio_95_interval": p["ratio_95_interval"],
+        "ratio_per_1000": p["ratio_per_block"],
     }
 
 

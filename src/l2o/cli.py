@@ -212,9 +212,13 @@ def _evaluate_figure(
     from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve
     from l2o.evaluate import write_json
     from l2o.evaluate.draw import draw_settings
-    from l2o.evaluate.figures import evaluate_setting, figure_table, load_figure_preset
+    from l2o.evaluate.figures import (
+        evaluate_setting,
+        figure_table,
+        load_figure_preset,
+        setting_family,
+    )
     from l2o.runs import prepare_directory
-    from l2o.tasks import make_task_family
 
     options, settings = load_figure_preset(preset)
     if not settings:
@@ -223,8 +227,7 @@ def _evaluate_figure(
     optimizer, record = load_checkpoint(source)
     task_cfg = _task_config(record, task_name, overrides)
     for setting in settings:  # every setting's task is valid, its data found, before any run
-        cfg = {**task_cfg, **setting.task}
-        _prepare_data(make_task_family(cfg.pop("name"), **cfg), download)
+        _prepare_data(setting_family(task_cfg, setting, options), download)
     out = prepare_directory(out_dir, force)
     report: dict[str, Any] = {
         "figure": str(preset),

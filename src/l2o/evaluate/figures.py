@@ -34,6 +34,7 @@ from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
 from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
 from l2o.tasks import make_task_family
+from l2o.tasks.base import TaskFamily
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,6 +120,15 @@ def load_figure_preset(path: str | Path) -> tuple[EvaluationOptions, list[Settin
     return options, settings
 
 
+def setting_family(
+    task_config: Mapping[str, Any], setting: Setting, options: EvaluationOptions
+) -> TaskFamily:
+    """The task family of a setting: the training task (``record["task"]``) with the setting's
+    changes, ``options.problems_per_task`` problems per task."""
+    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
+    return make_task_family(config.pop("name"), **config)
+
+
 def evaluate_setting(
     learned: Mapping[str, StepOptimizer],
     task_config: Mapping[str, Any],
@@ -135,9 +145,7 @@ def evaluate_setting(
     ``setting`` and ``lstm_over_adam``.
     """
     say = progress or (lambda _: None)
-    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
-    name = config.pop("name")
-    family = make_task_family(name, **config)
+    family = setting_family(task_config, setting, options)
     test_tasks = options.test_runs // options.problems_per_task
     validation_tasks = options.validation_runs // options.problems_per_task
     results: dict[str, OptimizerResult] = {}
