@@ -1,0 +1,111 @@
+"""Benchmark: several MNIST-MLP learned optimizers side by side on the same held-out runs.
+
+For choosing between meta-training variants (e.g. the meta-loss of configs/mnist.toml) without
+touching the benchmark's own test runs: every checkpoint and Adam (at a given learning rate,
+by default the one tuned in benchmarks/results/mnist.json) train the same ``--runs`` MLPs of the
+preset's task for ``--steps`` steps, on test tasks disjoint from those of benchmarks/mnist.py
+(test seeds from 1000 on); each gets its mean final training loss and its ratio to Adam with a
+bootstrap 95% interval. Writes benchmarks/results/<name>.{json,md}. Reproduce:
+
+    python benchmarks/mnist_checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine, machine_markdown, ratio_precision  # noqa: E402
+from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve  # noqa: E402
+from l2o.config import load_config  # noqa: E402
+from l2o.evaluate import rollout, write_json  # noqa: E402
+from l2o.meta.seeds import task_seed  # noqa: E402
+from l2o.optimizers import make_baseline  # noqa: E402
+
+FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+", metavar="LABEL=CHECKPOINT")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "mnist.toml"))
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--problems-per-task", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--adam-lr", type=float, help="default: the tuned one of mnist.json")
+    parser.add_argument("--name", default="mnist-checkpoints")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    pairs = [text.split("=", 1) for text in args.checkpoints]
+    if any(len(p) != 2 for p in pairs):
+        parser.error("each checkpoint is LABEL=CHECKPOINT")
+    if args.adam_lr is None:
+        report = json.loads((ROOT / "benchmarks" / "results" / "mnist.json").read_text())
+        setting = report["datasets"]["fashion-mnist"]["settings"]["100-steps"]
+        args.adam_lr = setting["optimizers"]["adam"]["lr"]
+
+    family = dataclasses.replace(load_config(args.config).task, num_problems=args.problems_per_task)
+    tasks = [
+        family.sample(task_seed("test", FIRST_TEST_TASK + i))
+        for i in range(-(-args.runs // args.problems_per_task))
+    ]
+    optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
+    optimizers["adam"] = make_baseline("adam", args.adam_lr)
+    finals = {}
+    for label, opt in optimizers.items():
+        finals[label] = torch.cat([rollout(opt, t, args.steps).losses[-1].double() for t in tasks])
+        print(f"{label}: {finals[label].mean():.4f}", flush=True)
+    rows = {
+        label: {
+            "checkpoint": dict(pairs).get(label),
+            "final_loss_mean": float(f.mean()),
+            **ratio_precision(f, finals["adam"], len(f), draws=2000),
+        }
+        for label, f in finals.items()
+    }
+    result = {
+        "runs": len(finals["adam"]),
+        "steps": args.steps,
+        "adam_lr": args.adam_lr,
+        "task": family.to_config(),
+        "optimizers": rows,
+        "note": args.note,
+        "machine": machine(),
+    }
+    out = Path(args.out)
+    write_json(out / f"{args.name}.json", result)
+    lines = [
+        f"# MNIST learned optimizers side by side: {args.name}",
+        "",
+        f"Mean training (minibatch) loss at step {args.steps} over the same {result['runs']} "
+        f"held-out runs of MLP({', '.join(map(str, family.hidden_sizes))}, {family.activation}) "
+        f"on {family.dataset} (test tasks {FIRST_TEST_TASK} on, disjoint from "
+        f"benchmarks/mnist.py's), and the ratio to Adam at lr {args.adam_lr:.3g} with a "
+        "bootstrap 95% interval.",
+        "",
+        "| optimizer | checkpoint | mean final loss | / Adam (95% interval) |",
+        "|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        low, high = r["ratio_95_interval"]
+        lines.append(
+            f"| {label} | {r['checkpoint'] or '-'} | {r['final_loss_mean']:.4f} "
+            f"| {r['ratio']:.3f} ({low:.3f}-{high:.3f}) |"
+        )
+    lines += ["", args.note, "", machine_markdown(result["machine"])]
+    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
+    print((out / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
