@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from l2o.errors import MetaTrainingDiverged
+from l2o.errors import CheckpointError, MetaTrainingDiverged
 from l2o.evaluate import rollout
 from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, init_unroll, unroll, validate
 from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig
@@ -111,6 +111,8 @@ def test_loss_weights():
         ({"loss_weights": "max"}, "Invalid loss_weights: 'max' (valid: sum, mean, last)"),
         ({"epochs": 0}, "Invalid epochs: 0"),
         ({"device": "gpu7"}, "Invalid device: 'gpu7'"),
+        ({"ema_decay": 1.0}, "Invalid ema_decay: 1.0 (must be in [0, 1)"),
+        ({"ema_decay": -0.1}, "Invalid ema_decay: -0.1"),
     ],
 )
 def test_invalid_meta_config_names_the_value(kwargs, message):
@@ -219,3 +221,71 @@ def test_cosine_meta_lr_schedule():
     assert cfg.meta_lr_at(5) == pytest.approx(0.005)
     assert cfg.meta_lr_at(9) < 0.0003
     assert MetaTrainConfig(meta_lr=0.01).meta_lr_at(9) == 0.01
+
+
+def _phi_after_each_meta_update(trainer):
+    """Run ``trainer`` and return phi (cloned) after each of its meta-updates."""
+    seen, step = [], trainer.meta_opt.step
+
+    def record(*args, **kwargs):
+        out = step(*args, **kwargs)
+        seen.append([p.detach().clone() for p in trainer.optimizer.parameters()])
+        return out
+
+    trainer.meta_opt.step = record
+    trainer.run()
+    return seen
+
+
+def test_ema_averages_phi_without_changing_its_trajectory(tmp_path):
+    plain = _trainer(tmp_path / "plain", 4, validate_every=4)
+    iterates = _phi_after_each_meta_update(plain)
+    assert plain.average is None
+    averaged = _trainer(tmp_path / "ema", 4, validate_every=4, ema_decay=0.6)
+    initial = [p.detach().clone() for p in averaged.optimizer.parameters()]
+    averaged.run()
+    # The raw phi follows exactly the same path as without averaging.
+    for a, b in zip(plain.optimizer.parameters(), averaged.optimizer.parameters()):
+        assert torch.equal(a, b)
+    # The average is the EMA of the iterates, with the (1 + n) / (10 + n) warm-up.
+    expected = initial
+    for n, phi in enumerate(iterates):
+        d = min(0.6, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * p for e, p in zip(expected, phi)]
+    assert averaged.state.meta_updates == len(iterates) == 8
+    for e, a in zip(expected, averaged.average.parameters()):
+        torch.testing.assert_close(a, e)
+    # Validation scored the average: "best" holds it, "last" holds the raw phi (and the average).
+    from l2o.checkpoint import load_checkpoint
+
+    best, _ = load_checkpoint(tmp_path / "ema" / "checkpoints" / "best")
+    last, _ = load_checkpoint(tmp_path / "ema" / "checkpoints" / "last")
+    score = validate(averaged.average, averaged.family, averaged.config)["final_loss"]
+    assert averaged.state.best_validation == score
+    raw = validate(averaged.optimizer, averaged.family, averaged.config)["final_loss"]
+    assert raw != score
+    import json
+
+    lines = (tmp_path / "ema" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["validation_final_loss_raw"] == raw
+    for a, b in zip(best.parameters(), averaged.average.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(last.parameters(), averaged.optimizer.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_with_ema_equals_uninterrupted(tmp_path):
+    straight = _trainer(tmp_path / "a", 6, ema_decay=0.9)
+    straight.run()
+    first = _trainer(tmp_path / "b", 3, ema_decay=0.9)
+    first.run()
+    resumed = _trainer(tmp_path / "b", 6, ema_decay=0.9)
+    resumed.resume()
+    resumed.run()
+    for a, b in zip(straight.average.parameters(), resumed.average.parameters()):
+        assert torch.equal(a, b)
+    assert straight.state.best_validation == resumed.state.best_validation
+    # A run saved without averaging cannot silently resume with it.
+    _trainer(tmp_path / "c", 3).run()
+    with pytest.raises(CheckpointError, match="holds no averaged phi"):
+        _trainer(tmp_path / "c", 6, ema_decay=0.9).resume()

@@ -9,10 +9,16 @@ and the best one is kept. The run directory holds::
     metrics.jsonl                one JSON line per epoch and per validation
     checkpoints/best.*           best validation score so far (what ``l2o.load(run_dir)`` loads)
     checkpoints/last.*           latest state, meta-optimizer included, for ``--resume``
+
+With ``ema_decay`` > 0 (Polyak averaging), an exponential moving average of phi over the
+meta-updates is what gets validated and saved as ``best``: meta-gradients from one sampled task
+are noisy, and the average of the recent iterates is usually better than the last one. The
+meta-optimizer still steps the raw phi (in ``last``, with the average, for resuming).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -65,6 +71,9 @@ class MetaTrainConfig:
     # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * epoch / epochs)) / 2.
     meta_lr_schedule: str = "constant"
     clip_grad_norm: float = 0.0  # clip the meta-gradient's global norm; 0 = no clipping
+    # Polyak averaging: validate / keep an EMA of phi, phi_avg <- d phi_avg + (1 - d) phi after
+    # each meta-update, d = min(ema_decay, (1 + n) / (10 + n)) at update n; 0 = off.
+    ema_decay: float = 0.0
     validate_every: int = 100  # epochs between validations (and checkpoints)
     validation_tasks: int = 2  # tasks drawn from the validation seed stream
     seed: int = 0
@@ -114,6 +123,10 @@ class MetaTrainConfig:
             raise ValueError(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
         if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0):
             raise ValueError(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
+        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+            raise ValueError(
+                f"Invalid ema_decay: {self.ema_decay!r} (must be in [0, 1); 0 = no averaging)"
+            )
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
         try:
@@ -175,6 +188,7 @@ class TrainingState:
     nonfinite_total: int = 0
     nonfinite_in_a_row: int = 0
     seconds: float = 0.0  # meta-training wall-clock so far
+    meta_updates: int = 0  # meta-optimizer steps taken (the EMA's warm-up counts them)
 
 
 def meta_optimizer_tensors(meta_opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -190,12 +204,15 @@ def meta_optimizer_tensors(meta_opt: torch.optim.Optimizer) -> tuple[dict[str, T
     return tensors, rest
 
 
+EMA_PREFIX = f"{RESUME_PREFIX}ema/"  # the averaged phi, in ``last`` checkpoints
+
+
 def restore_meta_optimizer(
     meta_opt: torch.optim.Optimizer, tensors: dict[str, Tensor], rest: dict
 ) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
-        if name.startswith(RESUME_PREFIX):
+        if name.startswith(RESUME_PREFIX) and not name.startswith(EMA_PREFIX):
             index, key = name[len(RESUME_PREFIX) :].split("/", 1)
             state.setdefault(int(index), {})[key] = value
     for index, entries in rest["state"].items():
@@ -232,6 +249,27 @@ class MetaTrainer:
             config.meta_optimizer, list(self.optimizer.parameters()), config.meta_lr
         )
         self.state = TrainingState()
+        # The averaged phi (ema_decay > 0), validated and saved as "best" instead of phi.
+        self.average = None
+        if config.ema_decay > 0:
+            self.average = copy.deepcopy(self.optimizer).requires_grad_(False)
+
+    @property
+    def evaluated(self) -> StepOptimizer:
+        """The optimizer that validation scores and ``best`` keeps: phi, or its average."""
+        return self.optimizer if self.average is None else self.average
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """phi_avg <- d phi_avg + (1 - d) phi, with the warm-up d = min(decay, (1+n)/(10+n))."""
+        if self.average is None:
+            return
+        n = self.state.meta_updates
+        decay = min(self.config.ema_decay, (1 + n) / (10 + n))
+        for avg, p in zip(self.average.parameters(), self.optimizer.parameters()):
+            avg.lerp_(p, 1 - decay)
+        for avg, b in zip(self.average.buffers(), self.optimizer.buffers()):
+            avg.copy_(b)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _record(self, kind: str) -> dict[str, Any]:
@@ -258,8 +296,11 @@ class MetaTrainer:
         extra: dict[str, Tensor] = {}
         if kind == "last":
             extra, rest = meta_optimizer_tensors(self.meta_opt)
+            if self.average is not None:
+                extra.update({EMA_PREFIX + k: v for k, v in self.average.state_dict().items()})
             record["resume"] = {"meta_optimizer": rest, "training_state": asdict(self.state)}
-        save_checkpoint(self.run_dir / "checkpoints" / kind, self.optimizer, record, extra)
+        saved = self.optimizer if kind == "last" else self.evaluated
+        save_checkpoint(self.run_dir / "checkpoints" / kind, saved, record, extra)
 
     def resume(self) -> None:
         """Continue from ``checkpoints/last``: phi, meta-optimizer state, epoch, counters."""
@@ -275,6 +316,13 @@ class MetaTrainer:
                 f"cannot resume {path}: its task/seed differ from this run's configuration"
             )
         load_weights(self.optimizer, tensors, str(path))
+        if self.average is not None:
+            averaged = {
+                k[len(EMA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)
+            }
+            if not averaged:
+                raise CheckpointError(f"cannot resume {path}: it holds no averaged phi (ema_decay)")
+            load_weights(self.average, averaged, str(path))
         restore_meta_optimizer(self.meta_opt, tensors, record["resume"]["meta_optimizer"])
         self.state = TrainingState(**record["resume"]["training_state"])
 
@@ -317,6 +365,8 @@ class MetaTrainer:
             )
             self.meta_opt.step()
             self.meta_opt.zero_grad(set_to_none=True)
+            self.update_average()
+            self.state.meta_updates += 1
             meta_losses.append(result.meta_loss)
             grad_norms.append(float(norm))
             state = result.state
@@ -366,13 +416,16 @@ class MetaTrainer:
         )  # fmt: skip
 
     def validate_and_save(self, entry: dict[str, Any]) -> None:
-        scores = validate(self.optimizer, self.family, self.config)
+        scores = validate(self.evaluated, self.family, self.config)
         entry["validation_final_loss"] = scores["final_loss"]
         entry["validation_summed_loss"] = scores["summed_loss"]
         entry["validation_curve"] = scores["curve"]
+        if self.average is not None:  # the raw phi too, to see what averaging gains
+            raw = validate(self.optimizer, self.family, self.config)
+            entry["validation_final_loss_raw"] = raw["final_loss"]
         if self.monitor is not None:
             task = self.family.sample(task_seed("validation", 0), device=self.config.device)
-            histograms = state_histograms(self.optimizer, task, self.config.horizon)
+            histograms = state_histograms(self.evaluated, task, self.config.horizon)
             self.monitor.validation(self.state.epoch - 1, scores, histograms, self.family.name)
         if scores["final_loss"] < self.state.best_validation:
             self.state.best_validation = scores["final_loss"]
