@@ -279,6 +279,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "optimizer.preprocess=none",
             "optimizer.output_scale=0.1",
             "meta.meta_loss=relative",
+            "meta.second_order=true",
             "meta.clip_grad_norm=1.0",
             "meta.meta_lr=0.002",
             "meta.meta_lr_schedule=cosine",
