@@ -18,6 +18,7 @@ SMALL = [
     "meta.truncation=5",
     "meta.validate_every=2",
     "meta.validation_tasks=1",
+    "meta.ema_decay=0.5",  # validation/final_loss scores the average, .._raw the last phi
 ]
 
 
@@ -37,6 +38,7 @@ def test_event_files_hold_scalars_histograms_images_and_graph(run_dir):
         assert tag in tags["scalars"], tag
     assert [e.step for e in events.Scalars("meta/loss")] == [1, 2, 3, 4]
     assert [e.step for e in events.Scalars("validation/final_loss")] == [2, 4]
+    assert [e.step for e in events.Scalars("validation/final_loss_raw")] == [2, 4]
     assert events.Scalars("meta/lr")[0].value == pytest.approx(1e-3)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert events.Scalars("meta/loss")[2].value == pytest.approx(metrics[2]["meta_loss"], rel=1e-6)

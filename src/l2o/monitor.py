@@ -122,6 +122,8 @@ class Monitor:
                 ("meta/lr", "meta_lr"),
                 ("meta/coordinate_steps_per_s", "coordinate_steps_per_s"),
                 ("train/final_loss", "train_final_loss"),
+                # With meta.ema_decay, validation/final_loss scores the average of phi.
+                ("validation/final_loss_raw", "validation_final_loss_raw"),
             ]:
                 if key in metrics and math.isfinite(metrics[key]):
                     w.add_scalar(tag, metrics[key], step)
