@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 import l2o
+from l2o.evaluate import rollout
 
 
 def machine() -> dict[str, Any]:
@@ -69,4 +70,13 @@ def ratio_precision(
             float(learned[i : i + block].mean() / baseline[i : i + block].mean())
             for i in range(0, len(learned), block)
         ],
+    }
+
+
+def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
+    """f(theta_steps) of every problem of ``tasks`` (concatenated, float64) for each optimizer,
+    each run from a fresh state on the same tasks."""
+    return {
+        label: torch.cat([rollout(opt, task, steps).losses[-1].double() for task in tasks])
+        for label, opt in optimizers.items()
     }

@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine, machine_markdown, ratio_precision  # noqa: E402
+from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
 from l2o.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.data import DatasetError, find_dataset  # noqa: E402
@@ -47,7 +47,6 @@ from l2o.evaluate.figures import (  # noqa: E402
     setting_family,
 )
 from l2o.evaluate.report import json_safe  # noqa: E402
-from l2o.evaluate.rollout import rollout  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
 from l2o.runs import train  # noqa: E402
@@ -190,13 +189,13 @@ def precision(optimizer, task_config: dict, setting, options, runs: int, adam_lr
     test tasks, rolled out again, so the first block reproduces the table's ratio); the ratio
     over all, a bootstrap 95% interval and the ratio of each block of the table's size."""
     family = setting_family(task_config, setting, options)
-    adam = make_baseline("adam", adam_lr)
-    finals: dict[str, list[torch.Tensor]] = {"lstm": [], "adam": []}
-    for i in range(-(-runs // options.problems_per_task)):
-        task = family.sample(task_seed("test", i))
-        for label, opt in (("lstm", optimizer), ("adam", adam)):
-            finals[label].append(rollout(opt, task, setting.steps).losses[-1].double())
-    lstm, adam_final = torch.cat(finals["lstm"]), torch.cat(finals["adam"])
+    tasks = [
+        family.sample(task_seed("test", i)) for i in range(-(-runs // options.problems_per_task))
+    ]
+    finals = final_losses(
+        {"lstm": optimizer, "adam": make_baseline("adam", adam_lr)}, tasks, setting.steps
+    )
+    lstm, adam_final = finals["lstm"], finals["adam"]
     return {
         "setting": setting.name,
         "steps": setting.steps,

@@ -18,15 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine, machine_markdown, ratio_precision  # noqa: E402
+from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
 from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve  # noqa: E402
 from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import rollout, write_json  # noqa: E402
+from l2o.evaluate import write_json  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
 
@@ -60,10 +58,7 @@ def main() -> int:
     ]
     optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
     optimizers["adam"] = make_baseline("adam", args.adam_lr)
-    finals = {}
-    for label, opt in optimizers.items():
-        finals[label] = torch.cat([rollout(opt, t, args.steps).losses[-1].double() for t in tasks])
-        print(f"{label}: {finals[label].mean():.4f}", flush=True)
+    finals = final_losses(optimizers, tasks, args.steps)
     rows = {
         label: {
             "checkpoint": dict(pairs).get(label),

@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from common import machine, machine_markdown, ratio_precision  # noqa: E402
+from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
 from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import compare, format_table, plot_loss_curves, rollout, write_json  # noqa: E402
+from l2o.evaluate import compare, format_table, plot_loss_curves, write_json  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.meta.train import TrainingState  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
@@ -172,12 +172,13 @@ def precision(optimizer, family, comparison, steps: int, seed: int = 0) -> dict:
     adam = make_baseline("adam", comparison.results["adam"].lr)
     per_block = family.num_problems * comparison.num_test_tasks  # 1000
     # The first block is the comparison's test tasks: reuse its runs, roll out the other nine.
-    finals = {name: [comparison.results[name].losses[-1].double()] for name in ("lstm", "adam")}
-    for i in range(comparison.num_test_tasks, PRECISION_BLOCKS * comparison.num_test_tasks):
-        task = family.sample(task_seed("test", i))
-        for name, opt in (("lstm", optimizer), ("adam", adam)):
-            finals[name].append(rollout(opt, task, steps).losses[-1].double())
-    lstm, adam_final = torch.cat(finals["lstm"]), torch.cat(finals["adam"])
+    n = comparison.num_test_tasks
+    tasks = [family.sample(task_seed("test", i)) for i in range(n, PRECISION_BLOCKS * n)]
+    more = final_losses({"lstm": optimizer, "adam": adam}, tasks, steps)
+    lstm, adam_final = (
+        torch.cat([comparison.results[name].losses[-1].double(), more[name]])
+        for name in ("lstm", "adam")
+    )
     p = ratio_precision(lstm, adam_final, per_block, draws=1000, seed=seed)
     return {
         "functions": len(lstm),

@@ -1,10 +1,13 @@
 """The l2o command: end to end, and one-line errors with a non-zero exit for bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from l2o.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FAST = [
     "--set", "task.num_problems=8",
@@ -131,6 +134,19 @@ def test_demo_meta_trains_and_compares(tmp_path, capsys):
     assert (out / "run" / "checkpoints" / "best.safetensors").is_file()
     assert "LSTM / tuned Adam final loss" in capsys.readouterr().out
     assert "exists and is not empty" in _error(capsys, ["demo", "--epochs", "2", "--out", str(out)])
+
+
+def test_demo_runs_the_shipped_quadratic_preset_shortened():
+    # The demo takes its recipe from the shipped quadratic-lstm's record, which must be what
+    # configs/quadratic.toml says: a preset changed without reshipping fails here.
+    from l2o.cli import demo_config
+    from l2o.config import load_config
+
+    preset = load_config(
+        ROOT / "configs" / "quadratic.toml",
+        ["meta.epochs=40", "meta.validate_every=10", "meta.validation_tasks=4"],
+    )
+    assert demo_config(40).to_dict() == preset.to_dict()
 
 
 FIGURE = """

@@ -1,10 +1,12 @@
 """The unroll, truncated BPTT and the meta-training loop."""
 
+import json
 import math
 
 import pytest
 import torch
 
+from l2o.checkpoint import load_checkpoint
 from l2o.errors import CheckpointError, MetaTrainingDiverged
 from l2o.evaluate import rollout
 from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, init_unroll, unroll, validate
@@ -196,8 +198,6 @@ def test_too_many_nonfinite_in_a_row_stops_with_a_clear_message(tmp_path):
     with pytest.raises(MetaTrainingDiverged, match=r"3 non-finite .* in a row at epoch 5"):
         trainer.run()
     # The checkpoint of epoch 3 is intact and finite.
-    from l2o.checkpoint import load_checkpoint
-
     optimizer, record = load_checkpoint(tmp_path / "checkpoints" / "last")
     assert record["epoch"] == 3
     assert all(torch.isfinite(p).all() for p in optimizer.parameters())
@@ -256,16 +256,12 @@ def test_ema_averages_phi_without_changing_its_trajectory(tmp_path):
     for e, a in zip(expected, averaged.average.parameters()):
         torch.testing.assert_close(a, e)
     # Validation scored the average: "best" holds it, "last" holds the raw phi (and the average).
-    from l2o.checkpoint import load_checkpoint
-
     best, _ = load_checkpoint(tmp_path / "ema" / "checkpoints" / "best")
     last, _ = load_checkpoint(tmp_path / "ema" / "checkpoints" / "last")
     score = validate(averaged.average, averaged.family, averaged.config)["final_loss"]
     assert averaged.state.best_validation == score
     raw = validate(averaged.optimizer, averaged.family, averaged.config)["final_loss"]
     assert raw != score
-    import json
-
     lines = (tmp_path / "ema" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["validation_final_loss_raw"] == raw
     for a, b in zip(best.parameters(), averaged.average.parameters()):

@@ -265,30 +265,34 @@ def _task_config(record: dict[str, Any], task_name: str | None, overrides: list[
     return apply_overrides({"task": task_cfg}, overrides)["task"]
 
 
+def demo_config(epochs: int, device: str = "cpu"):
+    """The shipped ``quadratic-lstm``'s own recipe (its record: task, architecture, meta-training
+    config, i.e. configs/quadratic.toml), shortened to ``epochs`` with 4 validation tasks."""
+    from l2o import pretrained
+    from l2o.config import config_from_dict
+
+    record = pretrained.info("quadratic-lstm")
+    return config_from_dict(
+        {
+            "task": record["trained_on"],
+            "optimizer": {k: v for k, v in record["optimizer"].items() if k != "kind"},
+            "meta": {
+                **record["training"],
+                "epochs": epochs,
+                "validate_every": max(epochs // 4, 1),
+                "validation_tasks": 4,
+                "device": device,
+            },
+        }
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from l2o.config import load_config
     from l2o.runs import prepare_directory, train
 
     _check_positive("--epochs", args.epochs)
     out = prepare_directory(args.out, args.force)
-    config = load_config(
-        None,
-        [
-            # configs/quadratic.toml (the shipped preset), shortened.
-            "task.name=quadratic",
-            "optimizer.preprocess=none",
-            "optimizer.output_scale=0.1",
-            "meta.meta_loss=relative",
-            "meta.second_order=true",
-            "meta.clip_grad_norm=1.0",
-            "meta.meta_lr=0.002",
-            "meta.meta_lr_schedule=cosine",
-            "meta.validation_tasks=4",
-            f"meta.epochs={args.epochs}",
-            f"meta.validate_every={max(args.epochs // 4, 1)}",
-            f"meta.device={args.device}",
-        ],
-    )
+    config = demo_config(args.epochs, args.device)
     start = time.perf_counter()
     print(f"[1/2] meta-training the paper's 2x20 LSTM on 10-d quadratics for {args.epochs} epochs")
     train(config, out / "run", quiet=args.quiet)

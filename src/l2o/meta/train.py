@@ -268,8 +268,6 @@ class MetaTrainer:
         decay = min(self.config.ema_decay, (1 + n) / (10 + n))
         for avg, p in zip(self.average.parameters(), self.optimizer.parameters()):
             avg.lerp_(p, 1 - decay)
-        for avg, b in zip(self.average.buffers(), self.optimizer.buffers()):
-            avg.copy_(b)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _record(self, kind: str) -> dict[str, Any]:
