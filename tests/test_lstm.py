@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig, log_sign_preprocess
-from l2o.optimizers.lstm import tanh
+from l2o.optimizers.lstm import LSTMLayer, tanh_
 
 
 def _appendix_a(g: float, p: float) -> tuple[float, float]:
@@ -123,22 +123,37 @@ def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess):
     for k in range(num_layers):
         torch.testing.assert_close(state["h"][k], h[k], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(state["c"][k], c[k], rtol=1e-10, atol=1e-12)
-    # and the same gradient with respect to phi
-    mine = torch.autograd.grad(total, opt.cells[0].weight)[0]
-    n_in = config.input_size
-    theirs = torch.autograd.grad(ref_total, [ref.weight_ih_l0, ref.weight_hh_l0])
-    torch.testing.assert_close(mine, torch.cat(theirs, 1), rtol=1e-9, atol=1e-12)
-    assert mine[:, :n_in].abs().sum() > 0
+    # and the same gradient with respect to all of phi
+    mine = torch.autograd.grad(total, list(opt.parameters()))
+    theirs = torch.autograd.grad(ref_total, list(ref.parameters()) + list(opt.output.parameters()))
+    for k in range(num_layers):
+        w_ih, w_hh, b_ih, _ = theirs[4 * k : 4 * k + 4]
+        torch.testing.assert_close(mine[2 * k], torch.cat([w_ih, w_hh], 1), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(mine[2 * k + 1], b_ih, rtol=1e-9, atol=1e-12)
+    for m, t in zip(mine[-2:], theirs[-2:]):
+        torch.testing.assert_close(m, t, rtol=1e-9, atol=1e-12)
+    assert mine[0][:, : config.input_size].abs().sum() > 0
 
 
-def test_lstm_tanh_is_tanh_with_its_gradient():
-    x = torch.linspace(-30, 30, 20001, requires_grad=True)
-    y = tanh(x)
-    torch.testing.assert_close(y, torch.tanh(x), rtol=0, atol=2e-7)
-    (grad,) = torch.autograd.grad(y.sum(), x)
-    torch.testing.assert_close(grad, 1 - torch.tanh(x.detach()) ** 2, rtol=0, atol=5e-7)
-    x64 = torch.randn(50, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(tanh, (x64,))
+def test_lstm_tanh_is_tanh():
+    x = torch.linspace(-30, 30, 20001)
+    torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), rtol=0, atol=2e-7)
+
+
+@pytest.mark.parametrize("needs", [(True, True, True, True, True), (False, True, True, True, True)])
+def test_lstm_layer_backward_passes_gradcheck(needs):
+    """The hand-written backward against finite differences, with respect to every input: the
+    LSTM input x too (second-order meta-training differentiates through it)."""
+    torch.manual_seed(0)
+    shapes = [(3, 5), (4, 5), (4, 5), (16, 7), (16,)]
+    inputs = [
+        torch.randn(*shape, dtype=torch.float64, requires_grad=need)
+        for shape, need in zip(shapes, needs)
+    ]
+    assert torch.autograd.gradcheck(LSTMLayer.apply, inputs)
+    # only h' used, then only c' used: the other output's gradient is None
+    assert torch.autograd.gradcheck(lambda *t: LSTMLayer.apply(*t)[0], inputs)
+    assert torch.autograd.gradcheck(lambda *t: LSTMLayer.apply(*t)[1], inputs)
 
 
 def test_a_step_without_autograd_goes_in_chunks_with_the_same_result():
