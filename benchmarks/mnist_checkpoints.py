@@ -8,6 +8,9 @@ preset's task for ``--steps`` steps, on test tasks disjoint from those of benchm
 bootstrap 95% interval. Writes benchmarks/results/<name>.{json,md}. Reproduce:
 
     python benchmarks/mnist_checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
+
+Other settings of the task family with --set (and --steps), e.g. the 2-layer net of Fig. 4:
+--set 'task.hidden_sizes=[20, 20]' --adam-lr LR (LR: Adam's tuned lr for it in mnist.json).
 """
 
 from __future__ import annotations
@@ -38,7 +41,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--problems-per-task", type=int, default=100)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--adam-lr", type=float, help="default: the tuned one of mnist.json")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="task override, e.g. 'task.hidden_sizes=[20, 20]'",
+    )
+    parser.add_argument(
+        "--adam-lr",
+        type=float,
+        help="default: the one mnist.json tuned for 100 steps of the preset",
+    )
     parser.add_argument("--name", default="mnist-checkpoints")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--note", default="")
@@ -51,7 +64,9 @@ def main() -> int:
         setting = report["datasets"]["fashion-mnist"]["settings"]["100-steps"]
         args.adam_lr = setting["optimizers"]["adam"]["lr"]
 
-    family = dataclasses.replace(load_config(args.config).task, num_problems=args.problems_per_task)
+    family = dataclasses.replace(
+        load_config(args.config, args.set).task, num_problems=args.problems_per_task
+    )
     tasks = [
         family.sample(task_seed("test", FIRST_TEST_TASK + i))
         for i in range(-(-args.runs // args.problems_per_task))
