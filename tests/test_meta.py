@@ -1,5 +1,6 @@
 """The unroll, truncated BPTT and the meta-training loop."""
 
+import itertools
 import json
 import math
 
@@ -221,6 +222,22 @@ def test_cosine_meta_lr_schedule():
     assert cfg.meta_lr_at(5) == pytest.approx(0.005)
     assert cfg.meta_lr_at(9) < 0.0003
     assert MetaTrainConfig(meta_lr=0.01).meta_lr_at(9) == 0.01
+
+
+def test_cosine_meta_lr_schedule_with_a_constant_start():
+    cfg = MetaTrainConfig(
+        epochs=100, meta_lr=0.01, meta_lr_schedule="cosine", meta_lr_decay_from=0.6
+    )
+    assert [cfg.meta_lr_at(e) for e in (0, 30, 60)] == [0.01, 0.01, 0.01]
+    assert cfg.meta_lr_at(80) == pytest.approx(0.005)  # halfway through the decay
+    assert cfg.meta_lr_at(99) < 0.0002
+    lrs = [cfg.meta_lr_at(e) for e in range(60, 100)]
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    for bad in (1.0, -0.1, "0.5"):
+        with pytest.raises(
+            ValueError, match=r"Invalid meta_lr_decay_from: .* \(must be in \[0, 1\)"
+        ):
+            MetaTrainConfig(meta_lr_decay_from=bad)
 
 
 def _phi_after_each_meta_update(trainer):

@@ -70,6 +70,9 @@ class MetaTrainConfig:
     meta_lr: float = 1e-3
     # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * epoch / epochs)) / 2.
     meta_lr_schedule: str = "constant"
+    # With "cosine": the fraction of the epochs run at meta_lr before the cosine decay to 0
+    # starts (0 = decay all along; 0.7 = constant for 70%, annealed over the last 30%).
+    meta_lr_decay_from: float = 0.0
     clip_grad_norm: float = 0.0  # clip the meta-gradient's global norm; 0 = no clipping
     # Polyak averaging: validate / keep an EMA of phi, phi_avg <- d phi_avg + (1 - d) phi after
     # each meta-update, d = min(ema_decay, (1 + n) / (10 + n)) at update n; 0 = off.
@@ -110,6 +113,13 @@ class MetaTrainConfig:
                 f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r} "
                 f"(valid: {', '.join(LR_SCHEDULES)})"
             )
+        if not (
+            isinstance(self.meta_lr_decay_from, (int, float)) and 0 <= self.meta_lr_decay_from < 1
+        ):
+            raise ValueError(
+                f"Invalid meta_lr_decay_from: {self.meta_lr_decay_from!r} (must be in [0, 1): "
+                f"the fraction of the epochs before the cosine decay starts)"
+            )
         if self.meta_optimizer not in META_OPTIMIZERS:
             raise ValueError(
                 f"Invalid meta_optimizer: {self.meta_optimizer!r} "
@@ -137,7 +147,11 @@ class MetaTrainConfig:
     def meta_lr_at(self, epoch: int) -> float:
         """The meta-learning rate used during ``epoch`` (0-based)."""
         if self.meta_lr_schedule == "cosine":
-            return self.meta_lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+            start = self.meta_lr_decay_from * self.epochs
+            if epoch <= start:
+                return self.meta_lr
+            progress = (epoch - start) / (self.epochs - start)
+            return self.meta_lr * 0.5 * (1 + math.cos(math.pi * progress))
         return self.meta_lr
 
     def truncation_weights(self) -> list[list[float]]:
