@@ -10,7 +10,8 @@ bootstrap 95% interval. Writes benchmarks/results/<name>.{json,md}. Reproduce:
     python benchmarks/mnist_checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
 
 Other settings of the task family with --set (and --steps), e.g. the 2-layer net of Fig. 4:
---set 'task.hidden_sizes=[20, 20]' --adam-lr LR (LR: Adam's tuned lr for it in mnist.json).
+--set 'task.hidden_sizes=[20, 20]'; Adam's lr is then the one mnist.json tuned for that setting
+(an error when it tuned none: give --adam-lr).
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ from l2o.optimizers import make_baseline  # noqa: E402
 FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49
 
 
+def tuned_adam_lr(task: dict, steps: int) -> float | None:
+    """Adam's lr tuned by benchmarks/mnist.py for the setting with this task and steps, if any."""
+    path = ROOT / "benchmarks" / "results" / "mnist.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    same = {**task, "num_problems": None}
+    for setting in report["datasets"].get(task["dataset"], {}).get("settings", {}).values():
+        if setting["steps"] == steps and {**setting["task"], "num_problems": None} == same:
+            return setting["optimizers"]["adam"]["lr"]
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", metavar="LABEL=CHECKPOINT")
@@ -50,7 +64,7 @@ def main() -> int:
     parser.add_argument(
         "--adam-lr",
         type=float,
-        help="default: the one mnist.json tuned for 100 steps of the preset",
+        help="default: the one mnist.json tuned for this task and number of steps",
     )
     parser.add_argument("--name", default="mnist-checkpoints")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -59,14 +73,16 @@ def main() -> int:
     pairs = [text.split("=", 1) for text in args.checkpoints]
     if any(len(p) != 2 for p in pairs):
         parser.error("each checkpoint is LABEL=CHECKPOINT")
-    if args.adam_lr is None:
-        report = json.loads((ROOT / "benchmarks" / "results" / "mnist.json").read_text())
-        setting = report["datasets"]["fashion-mnist"]["settings"]["100-steps"]
-        args.adam_lr = setting["optimizers"]["adam"]["lr"]
-
     family = dataclasses.replace(
         load_config(args.config, args.set).task, num_problems=args.problems_per_task
     )
+    if args.adam_lr is None:
+        args.adam_lr = tuned_adam_lr(family.to_config(), args.steps)
+        if args.adam_lr is None:
+            parser.error(
+                f"benchmarks/results/mnist.json tuned Adam for no setting with this task and "
+                f"{args.steps} steps; give --adam-lr"
+            )
     tasks = [
         family.sample(task_seed("test", FIRST_TEST_TASK + i))
         for i in range(-(-args.runs // args.problems_per_task))
