@@ -43,8 +43,9 @@ def tuned_adam_lr(task: dict, steps: int) -> float | None:
     report = json.loads(path.read_text())
     same = {**task, "num_problems": None}
     for setting in report["datasets"].get(task["dataset"], {}).get("settings", {}).values():
-        if setting["steps"] == steps and {**setting["task"], "num_problems": None} == same:
-            return setting["optimizers"]["adam"]["lr"]
+        adam = setting["optimizers"].get("adam")
+        if adam and setting["steps"] == steps and {**setting["task"], "num_problems": None} == same:
+            return adam["lr"]
     return None
 
 

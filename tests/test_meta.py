@@ -233,11 +233,13 @@ def test_cosine_meta_lr_schedule_with_a_constant_start():
     assert cfg.meta_lr_at(99) < 0.0002
     lrs = [cfg.meta_lr_at(e) for e in range(60, 100)]
     assert all(a > b for a, b in itertools.pairwise(lrs))
-    for bad in (1.0, -0.1, "0.5"):
+    for bad in (1.0, -0.1, "0.5", True):
         with pytest.raises(
             ValueError, match=r"Invalid meta_lr_decay_from: .* \(must be in \[0, 1\)"
         ):
-            MetaTrainConfig(meta_lr_decay_from=bad)
+            MetaTrainConfig(meta_lr_schedule="cosine", meta_lr_decay_from=bad)
+    with pytest.raises(ValueError, match=r"it needs meta_lr_schedule = 'cosine'"):
+        MetaTrainConfig(meta_lr_decay_from=0.5)  # the constant schedule has no decay
 
 
 def _phi_after_each_meta_update(trainer):

@@ -113,12 +113,20 @@ class MetaTrainConfig:
                 f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r} "
                 f"(valid: {', '.join(LR_SCHEDULES)})"
             )
+        decay_from = self.meta_lr_decay_from
         if not (
-            isinstance(self.meta_lr_decay_from, (int, float)) and 0 <= self.meta_lr_decay_from < 1
+            isinstance(decay_from, (int, float))
+            and not isinstance(decay_from, bool)
+            and 0 <= decay_from < 1
         ):
             raise ValueError(
-                f"Invalid meta_lr_decay_from: {self.meta_lr_decay_from!r} (must be in [0, 1): "
+                f"Invalid meta_lr_decay_from: {decay_from!r} (must be in [0, 1): "
                 f"the fraction of the epochs before the cosine decay starts)"
+            )
+        if decay_from > 0 and self.meta_lr_schedule != "cosine":
+            raise ValueError(
+                f"Invalid meta_lr_decay_from: {decay_from!r} with meta_lr_schedule = "
+                f"{self.meta_lr_schedule!r} (it needs meta_lr_schedule = 'cosine', or 0)"
             )
         if self.meta_optimizer not in META_OPTIMIZERS:
             raise ValueError(
