@@ -41,10 +41,11 @@ def tuned_adam_lr(task: dict, steps: int) -> float | None:
     if not path.exists():
         return None
     report = json.loads(path.read_text())
-    same = {**task, "num_problems": None}
     for setting in report["datasets"].get(task["dataset"], {}).get("settings", {}).values():
         adam = setting["optimizers"].get("adam")
-        if adam and setting["steps"] == steps and {**setting["task"], "num_problems": None} == same:
+        # The same task up to how many problems it batches.
+        same_task = {**setting["task"], "num_problems": task["num_problems"]} == task
+        if adam and setting["steps"] == steps and same_task:
             return adam["lr"]
     return None
 

@@ -68,10 +68,10 @@ class MetaTrainConfig:
     second_order: bool = False  # keep d grad_t / d phi (the paper drops it)
     meta_optimizer: str = "adam"
     meta_lr: float = 1e-3
-    # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * epoch / epochs)) / 2.
+    # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * progress)) / 2, progress going
+    # from 0 to 1 over the epochs after the first meta_lr_decay_from of them (0 = all along;
+    # 0.7 = constant for 70% of the epochs, annealed to 0 over the last 30%).
     meta_lr_schedule: str = "constant"
-    # With "cosine": the fraction of the epochs run at meta_lr before the cosine decay to 0
-    # starts (0 = decay all along; 0.7 = constant for 70%, annealed over the last 30%).
     meta_lr_decay_from: float = 0.0
     clip_grad_norm: float = 0.0  # clip the meta-gradient's global norm; 0 = no clipping
     # Polyak averaging: validate / keep an EMA of phi, phi_avg <- d phi_avg + (1 - d) phi after
@@ -156,9 +156,7 @@ class MetaTrainConfig:
         """The meta-learning rate used during ``epoch`` (0-based)."""
         if self.meta_lr_schedule == "cosine":
             start = self.meta_lr_decay_from * self.epochs
-            if epoch <= start:
-                return self.meta_lr
-            progress = (epoch - start) / (self.epochs - start)
+            progress = max(0.0, epoch - start) / (self.epochs - start)
             return self.meta_lr * 0.5 * (1 + math.cos(math.pi * progress))
         return self.meta_lr
 
