@@ -156,15 +156,19 @@ class ConvTask(Task):
                 x, mean.reshape(-1), var.reshape(-1), gamma.reshape(-1), beta.reshape(-1),
                 False, 0.0, f.bn_eps,
             )  # fmt: skip
-        y = F.batch_norm(x, None, None, gamma.reshape(-1), beta.reshape(-1), True, 0.0, f.bn_eps)
-        if stats is not None:
-            # Not meta-trained: the statistics are detached from theta.
-            dims = [0, *range(2, x.dim())]
-            detached = x.detach()
-            batch_mean = detached.mean(dims).view_as(stats[0])
-            batch_var = detached.var(dims, correction=1).view_as(stats[1])
-            m = f.bn_momentum
-            new_stats += [(1 - m) * stats[0] + m * batch_mean, (1 - m) * stats[1] + m * batch_var]
+        if stats is None:
+            return F.batch_norm(
+                x, None, None, gamma.reshape(-1), beta.reshape(-1), True, 0.0, f.bn_eps
+            )
+        # torch's kernel updates running statistics in place (the rule in the module doc) from the
+        # statistics it computes anyway: on copies, which are the new buffers. Not meta-trained:
+        # the buffers carry no graph (x's statistics reach them, not its history).
+        mean, var = (s.detach().clone() for s in stats)
+        y = F.batch_norm(
+            x, mean.view(-1), var.view(-1), gamma.reshape(-1), beta.reshape(-1),
+            True, f.bn_momentum, f.bn_eps,
+        )  # fmt: skip
+        new_stats += [mean, var]
         return y
 
     def _forward(
