@@ -74,6 +74,9 @@ def main() -> int:
         "--skip-training", action="store_true", help="evaluate the run directories as they are"
     )
     parser.add_argument("--set", action="append", default=[], help="config override (all variants)")
+    parser.add_argument(
+        "--note", default="", help="written under the title: e.g. how --skip-training's runs ran"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -83,6 +86,8 @@ def main() -> int:
         "machine": machine(),
         "target": TARGET,
         "skip_training": args.skip_training,
+        "threads": args.threads,
+        "note": args.note,
     }
     for dataset in args.datasets.split(","):
         try:
@@ -115,18 +120,20 @@ def run_dataset(dataset: str, args, out: Path, report: dict) -> dict:
         _, record = load_checkpoint(run_dir / "checkpoints" / "best")
         last = json.loads((run_dir / "checkpoints" / "last.json").read_text())
         seconds = last["metrics"]["meta_training_seconds"]
+        # What the run did (with --skip-training, it may have had other overrides than these).
+        epochs = last["epoch"]
         training[variant] = {
             "meta_training_seconds": seconds,
             "meta_training_minutes": seconds / 60,
-            "seconds_per_epoch": seconds / config.meta.epochs,
-            "epochs": config.meta.epochs,
+            "seconds_per_epoch": seconds / epochs,
+            "epochs": epochs,
             "best_epoch": record["metrics"]["best_epoch"],
             "best_validation_final_loss": record["metrics"]["best_validation_final_loss"],
             # Only measured when meta-training runs here (not with --skip-training).
             "load_average_before": None if args.skip_training else load_before,
             "load_average_after": None if args.skip_training else os.getloadavg(),
             "task": record["task"],
-            "config": config.to_dict(),
+            "config": config.to_dict() if not args.skip_training else last["training"],
         }
         print(f"[{dataset}] {variant}: meta-training took {seconds / 60:.1f} min", flush=True)
     base = training["lstm"]["task"] if "lstm" in training else next(iter(training.values()))["task"]
@@ -228,14 +235,16 @@ def markdown(report: dict) -> str:
         "mode.",
         "",
     ]
+    if report.get("note"):
+        lines += [report["note"], ""]
     for dataset, result in report["datasets"].items():
         how = (
-            "run before this command (--skip-training): each variant by l2o.runs.train with the "
-            "same presets and overrides, in its own process, the three at once"
+            "run before this command (--skip-training), as the note above says"
             if report["skip_training"]
-            else "run by this command, one variant after the other"
+            else f"run by this command, one variant after the other, "
+            f"{report.get('threads', 1)} torch thread(s)"
         )
-        lines += [f"## {dataset}", "", f"Meta-training ({how}; 1 torch thread each):", ""]
+        lines += [f"## {dataset}", "", f"Meta-training ({how}):", ""]
         lines += ["| variant | trained on | epochs | minutes | s / epoch | best epoch |"]
         lines += ["|---|---|---|---|---|---|"]
         for variant, t in result["training"].items():

@@ -1,17 +1,19 @@
-"""Benchmark: several MNIST-MLP learned optimizers side by side on the same held-out runs.
+"""Benchmark: several learned optimizers side by side on the same held-out runs.
 
 For choosing between meta-training variants (e.g. the meta-loss of configs/mnist.toml) without
 touching the benchmark's own test runs: every checkpoint and Adam (at a given learning rate,
-by default the one tuned in benchmarks/results/mnist.json) train the same ``--runs`` MLPs of the
-preset's task for ``--steps`` steps, on test tasks disjoint from those of benchmarks/mnist.py
-(test seeds from 1000 on); each gets its mean final training loss and its ratio to Adam with a
-bootstrap 95% interval. Writes benchmarks/results/<name>.{json,md}. Reproduce:
+by default the one tuned in benchmarks/results/<task>.json, i.e. mnist.json or conv.json)
+train the same ``--runs`` nets of the preset's task for ``--steps`` steps, on test tasks
+disjoint from those of benchmarks/mnist.py and benchmarks/conv.py (test seeds from 1000 on);
+each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval.
+Writes benchmarks/results/<name>.{json,md}. Reproduce:
 
     python benchmarks/mnist_checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
 
 Other settings of the task family with --set (and --steps), e.g. the 2-layer net of Fig. 4:
 --set 'task.hidden_sizes=[20, 20]'; Adam's lr is then the one mnist.json tuned for that setting
-(an error when it tuned none: give --adam-lr).
+(an error when it tuned none: give --adam-lr). The conv family of configs/conv.toml:
+--config configs/conv.toml --problems-per-task 4 (its nets are far bigger to batch).
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from l2o.evaluate import write_json  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
 
-FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49
+FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49, benchmarks/conv.py 0-2
 
 
 def tuned_adam_lr(task: dict, steps: int) -> float | None:
-    """Adam's lr tuned by benchmarks/mnist.py for the setting with this task and steps, if any."""
-    path = ROOT / "benchmarks" / "results" / "mnist.json"
+    """Adam's lr tuned by benchmarks/<task>.py for the setting with this task and steps, if any."""
+    path = ROOT / "benchmarks" / "results" / f"{task['name']}.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
@@ -48,6 +50,16 @@ def tuned_adam_lr(task: dict, steps: int) -> float | None:
         if adam and setting["steps"] == steps and same_task:
             return adam["lr"]
     return None
+
+
+def describe(family) -> str:
+    """The net in a few words: MLP(20, sigmoid), conv net (16, 16, 16 channels; fc 32)."""
+    hidden = ", ".join(map(str, family.hidden_sizes))
+    if family.name == "conv":
+        channels = ", ".join(map(str, family.channels))
+        labels = f"; labels {list(family.classes)}" if family.classes else ""
+        return f"the conv net ({channels} channels; fc {hidden}{labels})"
+    return f"MLP({hidden}, {family.activation})"
 
 
 def main() -> int:
@@ -82,8 +94,8 @@ def main() -> int:
         args.adam_lr = tuned_adam_lr(family.to_config(), args.steps)
         if args.adam_lr is None:
             parser.error(
-                f"benchmarks/results/mnist.json tuned Adam for no setting with this task and "
-                f"{args.steps} steps; give --adam-lr"
+                f"benchmarks/results/{family.name}.json tuned Adam for no setting with this "
+                f"task and {args.steps} steps; give --adam-lr"
             )
     tasks = [
         family.sample(task_seed("test", FIRST_TEST_TASK + i))
@@ -112,13 +124,12 @@ def main() -> int:
     out = Path(args.out)
     write_json(out / f"{args.name}.json", result)
     lines = [
-        f"# MNIST learned optimizers side by side: {args.name}",
+        f"# Learned optimizers side by side: {args.name}",
         "",
         f"Mean training (minibatch) loss at step {args.steps} over the same {result['runs']} "
-        f"held-out runs of MLP({', '.join(map(str, family.hidden_sizes))}, {family.activation}) "
-        f"on {family.dataset} (test tasks {FIRST_TEST_TASK} on, disjoint from "
-        f"benchmarks/mnist.py's), and the ratio to Adam at lr {args.adam_lr:.3g} with a "
-        "bootstrap 95% interval.",
+        f"held-out runs of {describe(family)} on {family.dataset} (test tasks "
+        f"{FIRST_TEST_TASK} on, disjoint from benchmarks/{family.name}.py's), and the ratio to "
+        f"Adam at lr {args.adam_lr:.3g} with a bootstrap 95% interval.",
         "",
         "| optimizer | checkpoint | mean final loss | / Adam (95% interval) |",
         "|---|---|---|---|",
