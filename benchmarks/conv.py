@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from common import machine, machine_markdown  # noqa: E402
 from l2o.checkpoint import load_checkpoint  # noqa: E402
-from l2o.config import load_config  # noqa: E402
+from l2o.config import load_config, load_config_dict  # noqa: E402
 from l2o.data import DatasetError  # noqa: E402
 from l2o.data.images import locate_images  # noqa: E402
 from l2o.evaluate import plot_loss_curves, write_json  # noqa: E402
@@ -120,7 +120,7 @@ def run_dataset(dataset: str, args, out: Path, report: dict) -> dict:
         _, record = load_checkpoint(run_dir / "checkpoints" / "best")
         last = json.loads((run_dir / "checkpoints" / "last.json").read_text())
         seconds = last["metrics"]["meta_training_seconds"]
-        # What the run did (with --skip-training, it may have had other overrides than these).
+        # What the run did: with --skip-training it may have had other overrides than these.
         epochs = last["epoch"]
         training[variant] = {
             "meta_training_seconds": seconds,
@@ -133,7 +133,7 @@ def run_dataset(dataset: str, args, out: Path, report: dict) -> dict:
             "load_average_before": None if args.skip_training else load_before,
             "load_average_after": None if args.skip_training else os.getloadavg(),
             "task": record["task"],
-            "config": config.to_dict() if not args.skip_training else last["training"],
+            "config": load_config_dict(run_dir / "config.toml"),
         }
         print(f"[{dataset}] {variant}: meta-training took {seconds / 60:.1f} min", flush=True)
     base = training["lstm"]["task"] if "lstm" in training else next(iter(training.values()))["task"]
@@ -239,7 +239,7 @@ def markdown(report: dict) -> str:
         lines += [report["note"], ""]
     for dataset, result in report["datasets"].items():
         how = (
-            "run before this command (--skip-training), as the note above says"
+            "run before this command (--skip-training)"
             if report["skip_training"]
             else f"run by this command, one variant after the other, "
             f"{report.get('threads', 1)} torch thread(s)"

@@ -149,27 +149,18 @@ class ConvTask(Task):
         Train mode normalises with the batch's statistics and, if ``stats`` = (running mean,
         running var) is given, appends their updates to ``new_stats``; eval mode uses them."""
         f = self.family
-        if not training:
-            assert stats is not None, "eval mode needs the running statistics"
-            mean, var = stats
-            return F.batch_norm(
-                x, mean.reshape(-1), var.reshape(-1), gamma.reshape(-1), beta.reshape(-1),
-                False, 0.0, f.bn_eps,
-            )  # fmt: skip
-        if stats is None:
-            return F.batch_norm(
-                x, None, None, gamma.reshape(-1), beta.reshape(-1), True, 0.0, f.bn_eps
-            )
-        # torch's kernel updates running statistics in place (the rule in the module doc) from the
-        # statistics it computes anyway: on copies, which are the new buffers. Not meta-trained:
-        # the buffers carry no graph (x's statistics reach them, not its history).
-        mean, var = (s.detach().clone() for s in stats)
-        y = F.batch_norm(
-            x, mean.view(-1), var.view(-1), gamma.reshape(-1), beta.reshape(-1),
-            True, f.bn_momentum, f.bn_eps,
-        )  # fmt: skip
-        new_stats += [mean, var]
-        return y
+        assert training or stats is not None, "eval mode needs the running statistics"
+        if training and stats is not None:
+            # torch's kernel updates the running statistics in place (the rule in the module doc)
+            # from the batch statistics it computes anyway: on contiguous copies, so that the
+            # flattened views below are theirs, and the copies are the new buffers. Not meta-trained:
+            # they carry no graph.
+            stats = tuple(s.detach().clone(memory_format=torch.contiguous_format) for s in stats)
+            new_stats += stats
+        mean, var = (None, None) if stats is None else (s.reshape(-1) for s in stats)
+        return F.batch_norm(
+            x, mean, var, gamma.reshape(-1), beta.reshape(-1), training, f.bn_momentum, f.bn_eps
+        )
 
     def _forward(
         self,
