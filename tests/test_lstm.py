@@ -1,11 +1,12 @@
 """The coordinatewise LSTM optimizer: Appendix A preprocessing, coordinatewise structure, config."""
 
+import json
 import math
 
 import pytest
 import torch
 
-from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig, log_sign_preprocess
+from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig, from_spec, log_sign_preprocess
 from l2o.optimizers.lstm import LSTMLayer, tanh_
 
 
@@ -86,6 +87,13 @@ def test_forget_bias_initialises_the_forget_gate_only():
         ({"preprocess": "log"}, "Invalid preprocess: 'log' (valid: none, log_sign)"),
         ({"p": -1.0}, "Invalid p: -1.0"),
         ({"output_scale": 0.0}, "Invalid output_scale: 0.0"),
+        (
+            {"momentum": (0.9, 1.0)},
+            "Invalid momentum: (0.9, 1.0) (a list of decays, each in (0, 1)",
+        ),
+        ({"momentum": (0,)}, "Invalid momentum: (0,)"),
+        ({"momentum": 0.9}, "Invalid momentum: 0.9"),
+        ({"momentum": ["0.9"]}, "Invalid momentum: ['0.9']"),
     ],
 )
 def test_invalid_config_names_the_value(kwargs, message):
@@ -94,12 +102,18 @@ def test_invalid_config_names_the_value(kwargs, message):
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize("num_layers,preprocess", [(2, "log_sign"), (1, "none")])
-def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess):
+@pytest.mark.parametrize(
+    "num_layers,preprocess,momentum",
+    [(2, "log_sign", ()), (1, "none", ()), (2, "log_sign", (0.9, 0.5))],
+)
+def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess, momentum):
     """Each coordinate is one sequence of torch.nn.LSTM (batch = coordinates), with the same
-    weights: updates, hidden and cell states and the meta-gradient agree."""
+    weights: updates, hidden and cell states and the meta-gradient agree. With momentum inputs,
+    torch.nn.LSTM reads the gradient and its bias-corrected running averages, made by hand here."""
     torch.manual_seed(0)
-    config = LSTMConfig(num_layers=num_layers, hidden_size=6, preprocess=preprocess)
+    config = LSTMConfig(
+        num_layers=num_layers, hidden_size=6, preprocess=preprocess, momentum=momentum
+    )
     opt = CoordinatewiseLSTM(config).double()
     ref = torch.nn.LSTM(config.input_size, 6, num_layers=num_layers).double()
     with torch.no_grad():
@@ -115,7 +129,14 @@ def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess):
     for g in grads:
         (u,), state = opt.step([g], state)
         total = total + (u * torch.arange(21.0, dtype=u.dtype).view(7, 3)).sum()
-    inputs = torch.stack([opt.preprocess(g.reshape(-1)) for g in grads])  # (steps, N, in)
+    signals = [[g.reshape(-1)] for g in grads]  # per step: the gradient, then each momentum
+    for beta in momentum:
+        m = torch.zeros(21, dtype=torch.float64)
+        for t, g in enumerate(grads, start=1):
+            m = beta * m + (1 - beta) * g.reshape(-1)
+            signals[t - 1].append(m / (1 - beta**t))
+    inputs = torch.stack([torch.cat([opt.preprocess(s) for s in step], -1) for step in signals])
+    assert inputs.shape == (4, 21, config.input_size)  # (steps, N, in)
     out, (h, c) = ref(inputs)
     ref_updates = (opt.output(out).squeeze(-1) * config.output_scale).view(4, 7, 3)
     ref_total = (ref_updates * torch.arange(21.0, dtype=u.dtype).view(7, 3)).sum()
@@ -130,8 +151,8 @@ def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess):
         w_ih, w_hh, b_ih, _ = theirs[4 * k : 4 * k + 4]
         torch.testing.assert_close(mine[2 * k], torch.cat([w_ih, w_hh], 1), rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(mine[2 * k + 1], b_ih, rtol=1e-9, atol=1e-12)
-    for m, t in zip(mine[-2:], theirs[-2:]):
-        torch.testing.assert_close(m, t, rtol=1e-9, atol=1e-12)
+    for a, b in zip(mine[-2:], theirs[-2:]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert mine[0][:, : config.input_size].abs().sum() > 0
 
 
@@ -176,3 +197,18 @@ def test_a_step_without_autograd_goes_in_chunks_with_the_same_result():
         for a, b in zip(s2[key], s1[key]):
             assert a.shape == b.shape == (133, 5)
             torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_momentum_inputs_from_toml_lists_and_specs_are_tuples_and_widen_the_input():
+    config = LSTMConfig(momentum=[0.9, 0.99])  # a TOML or JSON list
+    assert config.momentum == (0.9, 0.99) and hash(config)
+    assert config.input_size == 6 and LSTMConfig(preprocess="none", momentum=[0.9]).input_size == 2
+    opt = CoordinatewiseLSTM(config)
+    assert opt.cells[0].weight.shape == (80, 6 + 20)
+    rebuilt = from_spec(json.loads(json.dumps(opt.spec())))
+    assert rebuilt.config == config
+    state = opt.init_state([torch.zeros(4, 3), torch.zeros(2)])
+    assert [m.shape for m in state["momentum"]] == [(14,), (14,)]
+    _, state = opt.step([torch.ones(4, 3), torch.ones(2)], state)
+    torch.testing.assert_close(state["momentum"][1], torch.full((14,), 0.01))
+    assert "momentum" not in CoordinatewiseLSTM().init_state([torch.zeros(3)])  # the paper's

@@ -63,8 +63,9 @@ def _assert_equal(got, want):
         assert a.dtype == b.dtype and torch.equal(a, b), (a - b).abs().max()
 
 
-def test_usual_loop_gives_the_updates_of_direct_step_calls():
-    lstm, model = _lstm(), _mlp()
+@pytest.mark.parametrize("config", [{}, {"momentum": (0.9, 0.5)}])
+def test_usual_loop_gives_the_updates_of_direct_step_calls(config):
+    lstm, model = _lstm(**config), _mlp()
     reference = copy.deepcopy(model)
     opt = LearnedOptimizer(model.parameters(), optimizer=lstm)
     x, y = _data()
@@ -229,7 +230,8 @@ def test_replaced_state_is_read_not_the_cached_batch():
     assert torch.equal(weight.detach(), before + updates[0])
 
 
-def test_state_dict_resume_is_exact():
+@pytest.mark.parametrize("config", [{}, {"momentum": (0.9,)}])
+def test_state_dict_resume_is_exact(config):
     def build(model):
         return LearnedOptimizer(
             [
@@ -247,7 +249,7 @@ def test_state_dict_resume_is_exact():
             opt.step()
             opt.zero_grad()
 
-    lstm, model = _lstm(), _mlp()
+    lstm, model = _lstm(**config), _mlp()
     uninterrupted = copy.deepcopy(model)
     opt = build(model)
     run(model, opt, 3, 0)

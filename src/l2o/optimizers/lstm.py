@@ -40,6 +40,10 @@ class LSTMConfig:
     # Initial bias of the forget gate. sigmoid(1.0) = 0.73: the cell keeps most of its memory
     # at the start of meta-training. Only the initial value; the bias is meta-trained.
     forget_bias: float = 1.0
+    # Beyond the paper: decays beta of extra inputs, running averages of the gradient (momenta)
+    # m_t = beta m_{t-1} + (1 - beta) g_t, bias-corrected as in Adam (m_t / (1 - beta^t)) and
+    # preprocessed like the gradient. () = the paper's LSTM, which reads the gradient alone.
+    momentum: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
@@ -56,10 +60,22 @@ class LSTMConfig:
             raise ValueError(f"Invalid output_scale: {self.output_scale} (must be finite and > 0)")
         if not math.isfinite(self.forget_bias):
             raise ValueError(f"Invalid forget_bias: {self.forget_bias} (must be finite)")
+        momentum = self.momentum
+        if not (
+            isinstance(momentum, (list, tuple))
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in momentum)
+            and all(0 < b < 1 for b in momentum)
+        ):
+            raise ValueError(
+                f"Invalid momentum: {momentum!r} (a list of decays, each in (0, 1), e.g. [0.9])"
+            )
+        # Lists from TOML or JSON specs become a tuple: the config stays hashable and frozen.
+        object.__setattr__(self, "momentum", tuple(float(b) for b in momentum))
 
     @property
     def input_size(self) -> int:
-        return 2 if self.preprocess == "log_sign" else 1
+        per_signal = 2 if self.preprocess == "log_sign" else 1
+        return per_signal * (1 + len(self.momentum))
 
 
 def log_sign_preprocess(grad: Tensor, p: float = 10.0) -> Tensor:
@@ -185,24 +201,39 @@ class CoordinatewiseLSTM(StepOptimizer):
         # Shape (N, hidden), stored unit-major (the transpose of a contiguous (hidden, N) tensor):
         # see ``step``.
         zeros = torch.zeros(self.config.hidden_size, n, dtype=ref.dtype, device=ref.device).t()
-        return {
+        state: OptState = {
             "step": 0,
             "h": [zeros] * self.config.num_layers,
             "c": [zeros] * self.config.num_layers,
         }
+        if self.config.momentum:
+            state["momentum"] = [ref.new_zeros(n)] * len(self.config.momentum)
+        return state
 
     def preprocess(self, grad: Tensor) -> Tensor:
-        """Flat gradient (N,) -> LSTM input (N, input_size)."""
+        """Flat gradient (N,) -> LSTM input (N, input_size / (1 + len(momentum)))."""
         if self.config.preprocess == "log_sign":
             return log_sign_preprocess(grad, self.config.p)
         return grad.unsqueeze(-1)
+
+    def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, list[Tensor]]:
+        """Flat gradient (N,) -> the LSTM's input (N, input_size) and the new momenta: the
+        preprocessed gradient, then each bias-corrected momentum preprocessed the same way."""
+        signals, momenta = [grad], []
+        t = state["step"] + 1
+        for beta, m in zip(self.config.momentum, state.get("momentum", [])):
+            m = torch.lerp(grad, m, beta)  # beta m + (1 - beta) g
+            momenta.append(m)
+            signals.append(m / (1 - beta**t))
+        return torch.cat([self.preprocess(s) for s in signals], dim=-1), momenta
 
     def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
         # The maths runs on transposes, x: (input_size, N) and h, c: (hidden, N), so that each
         # gate below is a contiguous block of memory: elementwise ops on the column slices of an
         # (N, 4 hidden) tensor are many times slower on CPU, and they dominate the step. The states
         # handed out are the (N, hidden) transposes of these contiguous tensors (no copy).
-        x = self.preprocess(flatten(grads, self.output.weight.dtype)).t()
+        x, momenta = self.inputs(flatten(grads, self.output.weight.dtype), state)
+        x = x.t()
         hs = [h.t() for h in state["h"]]
         cs = [c.t() for c in state["c"]]
         n = x.shape[1]
@@ -225,8 +256,10 @@ class CoordinatewiseLSTM(StepOptimizer):
                     new_hs[k][:, rows] = h_chunk[k]
                     new_cs[k][:, rows] = c_chunk[k]
             hs, cs = new_hs, new_cs
-        state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
-        return unflatten(update, grads), state
+        new_state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
+        if momenta:
+            new_state["momentum"] = momenta
+        return unflatten(update, grads), new_state
 
     def _lstm(
         self, x: Tensor, hs: list[Tensor], cs: list[Tensor]
