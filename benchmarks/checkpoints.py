@@ -1,0 +1,153 @@
+"""Benchmark: several learned optimizers side by side on the same held-out runs.
+
+For choosing between meta-training variants (e.g. the meta-loss of configs/mnist.toml) without
+touching the benchmark's own test runs: every checkpoint and Adam (at a given learning rate,
+by default the one tuned in benchmarks/results/<task>.json, i.e. mnist.json or conv.json)
+train the same ``--runs`` nets of the preset's task for ``--steps`` steps, on test tasks
+disjoint from those of benchmarks/mnist.py and benchmarks/conv.py (test seeds from 1000 on);
+each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval.
+Writes benchmarks/results/<name>.{json,md}. Reproduce:
+
+    python benchmarks/checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
+
+(Result files made before it was renamed record it as benchmarks/mnist_checkpoints.py, which
+still runs it.)
+
+Other settings of the task family with --set (and --steps), e.g. the 2-layer net of Fig. 4:
+--set 'task.hidden_sizes=[20, 20]'; Adam's lr is then the one mnist.json tuned for that setting
+(an error when it tuned none: give --adam-lr). The conv family of configs/conv.toml:
+--config configs/conv.toml --problems-per-task 4 (its nets are far bigger to batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
+from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve  # noqa: E402
+from l2o.config import load_config  # noqa: E402
+from l2o.evaluate import write_json  # noqa: E402
+from l2o.meta.seeds import task_seed  # noqa: E402
+from l2o.optimizers import make_baseline  # noqa: E402
+
+FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49, benchmarks/conv.py 0-2
+
+
+def tuned_adam_lr(task: dict, steps: int) -> float | None:
+    """Adam's lr tuned by benchmarks/<task>.py for the setting with this task and steps, if any."""
+    path = ROOT / "benchmarks" / "results" / f"{task['name']}.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    for setting in report["datasets"].get(task["dataset"], {}).get("settings", {}).values():
+        adam = setting["optimizers"].get("adam")
+        # The same task up to how many problems it batches.
+        same_task = {**setting["task"], "num_problems": task["num_problems"]} == task
+        if adam and setting["steps"] == steps and same_task:
+            return adam["lr"]
+    return None
+
+
+def describe(family) -> str:
+    """The net in a few words: MLP(20, sigmoid), conv net (16, 16, 16 channels; fc 32)."""
+    hidden = ", ".join(map(str, family.hidden_sizes))
+    if family.name == "conv":
+        channels = ", ".join(map(str, family.channels))
+        labels = f"; labels {list(family.classes)}" if family.classes else ""
+        return f"the conv net ({channels} channels; fc {hidden}{labels})"
+    return f"MLP({hidden}, {family.activation})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoints", nargs="+", metavar="LABEL=CHECKPOINT")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "mnist.toml"))
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--problems-per-task", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="task override, e.g. 'task.hidden_sizes=[20, 20]'",
+    )
+    parser.add_argument(
+        "--adam-lr",
+        type=float,
+        help="default: the one <task>.json tuned for this task and number of steps",
+    )
+    parser.add_argument("--name", default="checkpoints")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    pairs = [text.split("=", 1) for text in args.checkpoints]
+    if any(len(p) != 2 for p in pairs):
+        parser.error("each checkpoint is LABEL=CHECKPOINT")
+    family = dataclasses.replace(
+        load_config(args.config, args.set).task, num_problems=args.problems_per_task
+    )
+    if args.adam_lr is None:
+        args.adam_lr = tuned_adam_lr(family.to_config(), args.steps)
+        if args.adam_lr is None:
+            parser.error(
+                f"benchmarks/results/{family.name}.json tuned Adam for no setting with this "
+                f"task and {args.steps} steps; give --adam-lr"
+            )
+    tasks = [
+        family.sample(task_seed("test", FIRST_TEST_TASK + i))
+        for i in range(-(-args.runs // args.problems_per_task))
+    ]
+    optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
+    optimizers["adam"] = make_baseline("adam", args.adam_lr)
+    finals = final_losses(optimizers, tasks, args.steps)
+    rows = {
+        label: {
+            "checkpoint": dict(pairs).get(label),
+            "final_loss_mean": float(f.mean()),
+            **ratio_precision(f, finals["adam"], len(f), draws=2000),
+        }
+        for label, f in finals.items()
+    }
+    result = {
+        "runs": len(finals["adam"]),
+        "steps": args.steps,
+        "adam_lr": args.adam_lr,
+        "task": family.to_config(),
+        "optimizers": rows,
+        "note": args.note,
+        "machine": machine(),
+    }
+    out = Path(args.out)
+    write_json(out / f"{args.name}.json", result)
+    lines = [
+        f"# Learned optimizers side by side: {args.name}",
+        "",
+        f"Mean training (minibatch) loss at step {args.steps} over the same {result['runs']} "
+        f"held-out runs of {describe(family)} on {family.dataset} (test tasks "
+        f"{FIRST_TEST_TASK} on, disjoint from benchmarks/{family.name}.py's), and the ratio to "
+        f"Adam at lr {args.adam_lr:.3g} with a bootstrap 95% interval.",
+        "",
+        "| optimizer | checkpoint | mean final loss | / Adam (95% interval) |",
+        "|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        low, high = r["ratio_95_interval"]
+        lines.append(
+            f"| {label} | {r['checkpoint'] or '-'} | {r['final_loss_mean']:.4f} "
+            f"| {r['ratio']:.3f} ({low:.3f}-{high:.3f}) |"
+        )
+    lines += ["", args.note, "", machine_markdown(result["machine"])]
+    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
+    print((out / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
