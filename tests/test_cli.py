@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import l2o
 from l2o.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,16 +50,17 @@ def test_train_then_evaluate_end_to_end(tmp_path, capsys):
     assert f"evaluating {total}/{total}" in table and "tuning adam over 7 learning rates" in table
 
 
-def test_resume_continues_a_run(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--set", "optimizer.momentum=[0.9, 0.99]"]])
+def test_resume_continues_a_run(tmp_path, capsys, extra):
     run = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run), *FAST]) == 0
-    assert main(["train", "--run-dir", str(run), "--resume", *FAST, "--set", "meta.epochs=6"]) == 0
+    assert main(["train", "--run-dir", str(run), *FAST, *extra]) == 0
+    resume = ["train", "--run-dir", str(run), "--resume", *FAST, *extra]
+    assert main([*resume, "--set", "meta.epochs=6"]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [0, 1, 2, 3, 4, 5]
-    message = _error(
-        capsys, ["train", "--run-dir", str(run), "--resume", *FAST, "--set", "task.dim=3"]
-    )
-    assert "configuration differs" in message
+    assert "configuration differs" in _error(capsys, [*resume, "--set", "task.dim=3"])
+    # the learned optimizer comes back with the architecture it was trained with
+    assert l2o.load(run).config.momentum == ((0.9, 0.99) if extra else ())
 
 
 def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):

@@ -175,3 +175,19 @@ def test_result_curves_are_written_one_list_per_line(tmp_path):
     assert '"curve": [0.5, 1e-07, -2.0, null, 3]' in text
     assert '"m": [1, 2]' in text
     assert json.loads(text) == {**data, "curve": [0.5, 1e-07, -2.0, None, 3]}
+
+
+@pytest.mark.parametrize("momentum", [(), (0.9, 0.99)])
+def test_graph_shows_the_lstm_inputs(momentum):
+    from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig
+    from l2o.unroll_graph import GraphSpec, build_graph
+
+    lstm = CoordinatewiseLSTM(LSTMConfig(momentum=momentum))
+    graph = build_graph(GraphSpec(lstm, "quadratic", "adam", 1e-3, 20, False))
+    nodes = {n.name: n for n in graph.node}
+    inputs = list(nodes["optimizer/preprocess"].input)
+    if momentum:
+        assert inputs == ["optimizee/gradient", "optimizer/momentum"]
+        assert "0.99" in nodes["optimizer/momentum"].attr["description"].s.decode()
+    else:
+        assert inputs == ["optimizee/gradient"] and "optimizer/momentum" not in nodes

@@ -63,11 +63,23 @@ def build_graph(spec: GraphSpec) -> GraphDef:
         nodes.append(_node(node_name, "Variable", [], shape=str(tuple(p.shape))))
     if isinstance(opt, CoordinatewiseLSTM):
         c = opt.config
+        signals = ["optimizee/gradient"]
+        if c.momentum:
+            nodes.append(_node("optimizer/state/momentum", "Placeholder", [], description="m_t"))
+            nodes.append(
+                _node(
+                    "optimizer/momentum",
+                    "Momentum",
+                    ["optimizee/gradient", "optimizer/state/momentum"],
+                    description=f"bias-corrected running averages, decays {list(c.momentum)}",
+                )
+            )
+            signals.append("optimizer/momentum")
         nodes.append(
             _node(
                 "optimizer/preprocess",
                 "LogSign" if c.preprocess == "log_sign" else "Identity",
-                ["optimizee/gradient"],
+                signals,
                 description=f"Appendix A, p = {c.p}" if c.preprocess == "log_sign" else "none",
             )
         )
