@@ -6,6 +6,8 @@ its files are found, see l2o.data.cifar), meta-trains
     lstm          configs/conv.toml         one LSTM for the conv weights, one for the rest (paper)
     lstm-shared   configs/conv-shared.toml  one LSTM shared by all parameters (ablation)
     lstm-sub      configs/conv-sub.toml     the conv/fc LSTMs, trained on labels 5-9 only
+    lstm-momentum configs/conv-momentum.toml  the conv/fc LSTMs reading momenta too (beyond
+                                            the paper)
 
 then compares them with SGD, NAG, RMSprop and Adam, whose learning rates are tuned per setting
 on validation runs, on the same held-out runs (other theta_0 and minibatches) of every setting
@@ -56,6 +58,7 @@ VARIANTS = {
     "lstm": "conv.toml",
     "lstm-shared": "conv-shared.toml",
     "lstm-sub": "conv-sub.toml",
+    "lstm-momentum": "conv-momentum.toml",
 }
 TARGET = 0.85  # LSTM (conv/fc groups) / tuned Adam, mean training loss at step 100, all labels
 
@@ -227,7 +230,9 @@ def markdown(report: dict) -> str:
         "p = 10, output x 0.1, meta-trained with Adam by truncated BPTT, 5 truncations of 20): "
         "**lstm** = separate LSTMs for the conv weights and for all other parameters (the "
         "paper's), **lstm-shared** = one LSTM for all, **lstm-sub** = the conv/fc LSTMs "
-        "meta-trained on labels 5-9 only. Baselines SGD, NAG, RMSprop and Adam have their "
+        "meta-trained on labels 5-9 only, **lstm-momentum** (beyond the paper) = the conv/fc "
+        "LSTMs reading bias-corrected running averages of the gradient (decays 0.5, 0.9, 0.99, "
+        "0.999) besides the gradient. Baselines SGD, NAG, RMSprop and Adam have their "
         "learning rate tuned per setting on separate validation runs. Numbers are the mean "
         "training (minibatch) loss at step 100 over held-out runs (other theta_0 and "
         "minibatches), as in the paper's figure; test accuracy is of each run's final "

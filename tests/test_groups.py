@@ -1,7 +1,9 @@
 """Parameter groups: assignment by glob (also through the TOML config and the CLI), one
 optimizer per group, per-group checkpoints and errors that name the groups that differ."""
 
+import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +259,14 @@ def test_meta_gradient_reaches_every_learned_group(cifar_dir):
         result.meta_loss, list(opt.parameters()))))  # fmt: skip
     for group in ("conv", "fc"):
         assert float(grads[f"groups.{group}.output.weight"].abs().sum()) > 0, group
+
+
+def test_momentum_preset_is_the_conv_preset_with_momentum_inputs_in_both_groups():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    paper, momentum = load_config(root / "conv.toml"), load_config(root / "conv-momentum.toml")
+    decays = (0.5, 0.9, 0.99, 0.999)
+    assert momentum.task == paper.task and momentum.meta == paper.meta
+    assert momentum.optimizer == dataclasses.replace(paper.optimizer, momentum=decays)
+    for name, group in momentum.groups.items():
+        assert group.params == paper.groups[name].params
+        assert group.lstm == dataclasses.replace(paper.groups[name].lstm, momentum=decays)
