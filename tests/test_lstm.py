@@ -205,8 +205,11 @@ def test_momentum_inputs_from_toml_lists_and_specs_are_tuples_and_widen_the_inpu
     assert config.input_size == 6 and LSTMConfig(preprocess="none", momentum=[0.9]).input_size == 2
     opt = CoordinatewiseLSTM(config)
     assert opt.cells[0].weight.shape == (80, 6 + 20)
+    assert opt.spec() == json.loads(json.dumps(opt.spec()))  # JSON-ready: a list, not a tuple
     rebuilt = from_spec(json.loads(json.dumps(opt.spec())))
     assert rebuilt.config == config
+    # The paper's LSTM has the spec it had before momentum inputs (shipped records compare it).
+    assert "momentum" not in CoordinatewiseLSTM().spec()
     state = opt.init_state([torch.zeros(4, 3), torch.zeros(2)])
     assert [m.shape for m in state["momentum"]] == [(14,), (14,)]
     _, state = opt.step([torch.ones(4, 3), torch.ones(2)], state)

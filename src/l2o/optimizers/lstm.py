@@ -278,7 +278,13 @@ class CoordinatewiseLSTM(StepOptimizer):
         return update * self.config.output_scale, new_hs, new_cs
 
     def spec(self) -> dict:
-        return {"kind": "lstm", **asdict(self.config)}
+        spec = {"kind": "lstm", **asdict(self.config)}
+        # JSON-ready, and the paper's LSTM keeps the spec it had before momentum inputs existed
+        # (records of shipped checkpoints and saved torch.optim states compare specs).
+        spec["momentum"] = list(self.config.momentum)
+        if not spec["momentum"]:
+            del spec["momentum"]
+        return spec
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
