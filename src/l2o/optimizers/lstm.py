@@ -7,6 +7,10 @@ m is a small multi-layer LSTM applied to every coordinate of theta independently
 are shared by all coordinates, each coordinate keeps its own hidden and cell state. All
 coordinates of all parameter tensors are flattened into one batch of N rows, so a step is one
 matmul per LSTM layer whatever the number or shape of the tensors.
+
+Beyond the paper, ``LSTMConfig.momentum`` lets the LSTM read running averages of the gradient
+(momenta, bias-corrected as in Adam) besides the gradient itself; by default it reads the
+gradient alone, as in the paper.
 """
 
 from __future__ import annotations
@@ -221,7 +225,8 @@ class CoordinatewiseLSTM(StepOptimizer):
         preprocessed gradient, then each bias-corrected momentum preprocessed the same way."""
         signals, momenta = [grad], []
         t = state["step"] + 1
-        for beta, m in zip(self.config.momentum, state.get("momentum", [])):
+        previous = state["momentum"] if self.config.momentum else []
+        for beta, m in zip(self.config.momentum, previous):
             m = torch.lerp(grad, m, beta)  # beta m + (1 - beta) g
             momenta.append(m)
             signals.append(m / (1 - beta**t))
