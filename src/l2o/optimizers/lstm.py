@@ -214,23 +214,23 @@ class CoordinatewiseLSTM(StepOptimizer):
             state["momentum"] = [ref.new_zeros(n)] * len(self.config.momentum)
         return state
 
-    def preprocess(self, grad: Tensor) -> Tensor:
-        """Flat gradient (N,) -> LSTM input (N, input_size / (1 + len(momentum)))."""
+    def preprocess(self, signal: Tensor) -> Tensor:
+        """Signal of any shape (..., e.g. the flat gradient (N,)) -> shape (..., 2) for log_sign
+        (Appendix A), (..., 1) for none."""
         if self.config.preprocess == "log_sign":
-            return log_sign_preprocess(grad, self.config.p)
-        return grad.unsqueeze(-1)
+            return log_sign_preprocess(signal, self.config.p)
+        return signal.unsqueeze(-1)
 
     def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, list[Tensor]]:
         """Flat gradient (N,) -> the LSTM's input (N, input_size) and the new momenta: the
         preprocessed gradient, then each bias-corrected momentum preprocessed the same way."""
-        signals, momenta = [grad], []
+        if not self.config.momentum:  # the paper's LSTM: the gradient alone
+            return self.preprocess(grad), []
         t = state["step"] + 1
-        previous = state["momentum"] if self.config.momentum else []
-        for beta, m in zip(self.config.momentum, previous):
-            m = torch.lerp(grad, m, beta)  # beta m + (1 - beta) g
-            momenta.append(m)
-            signals.append(m / (1 - beta**t))
-        return torch.cat([self.preprocess(s) for s in signals], dim=-1), momenta
+        momenta = [torch.lerp(grad, m, b) for b, m in zip(self.config.momentum, state["momentum"])]
+        corrected = [m / (1 - b**t) for b, m in zip(self.config.momentum, momenta)]
+        signals = torch.stack([grad, *corrected], dim=-1)  # (N, 1 + len(momentum))
+        return self.preprocess(signals).flatten(1), momenta
 
     def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
         # The maths runs on transposes, x: (input_size, N) and h, c: (hidden, N), so that each
@@ -283,11 +283,10 @@ class CoordinatewiseLSTM(StepOptimizer):
         return update * self.config.output_scale, new_hs, new_cs
 
     def spec(self) -> dict:
-        spec = {"kind": "lstm", **asdict(self.config)}
-        # JSON-ready, and the paper's LSTM keeps the spec it had before momentum inputs existed
-        # (records of shipped checkpoints and saved torch.optim states compare specs).
-        spec["momentum"] = list(self.config.momentum)
-        if not spec["momentum"]:
+        # JSON-ready (a list, not a tuple); the paper's LSTM keeps the spec it had before momentum
+        # inputs existed (records of shipped checkpoints and saved torch.optim states compare it).
+        spec = {"kind": "lstm", **asdict(self.config), "momentum": list(self.config.momentum)}
+        if not self.config.momentum:
             del spec["momentum"]
         return spec
 
