@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--name", default="checkpoints")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--note", default="")
+    parser.add_argument("--device", default="cpu", help="where the runs train, e.g. cuda")
     args = parser.parse_args()
     pairs = [text.split("=", 1) for text in args.checkpoints]
     if any(len(p) != 2 for p in pairs):
@@ -101,11 +102,12 @@ def main() -> int:
                 f"task and {args.steps} steps; give --adam-lr"
             )
     tasks = [
-        family.sample(task_seed("test", FIRST_TEST_TASK + i))
+        family.sample(task_seed("test", FIRST_TEST_TASK + i), device=args.device)
         for i in range(-(-args.runs // args.problems_per_task))
     ]
     optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
     optimizers["adam"] = make_baseline("adam", args.adam_lr)
+    optimizers = {label: opt.to(args.device) for label, opt in optimizers.items()}
     finals = final_losses(optimizers, tasks, args.steps)
     rows = {
         label: {

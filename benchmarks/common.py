@@ -77,6 +77,6 @@ def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[st
     """f(theta_steps) of every problem of ``tasks`` (concatenated, float64) for each optimizer,
     each run from a fresh state on the same tasks."""
     return {
-        label: torch.cat([rollout(opt, task, steps).losses[-1].double() for task in tasks])
+        label: torch.cat([rollout(opt, task, steps).losses[-1].double().cpu() for task in tasks])
         for label, opt in optimizers.items()
     }

@@ -50,7 +50,10 @@ def test_train_then_evaluate_end_to_end(tmp_path, capsys):
     assert f"evaluating {total}/{total}" in table and "tuning adam over 7 learning rates" in table
 
 
-@pytest.mark.parametrize("extra", [[], ["--set", "optimizer.momentum=[0.9, 0.99]"]])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--set", "optimizer.momentum=[0.9, 0.99]", "--set", "optimizer.rms_decay=0.999"]],
+)
 def test_resume_continues_a_run(tmp_path, capsys, extra):
     run = tmp_path / "run"
     assert main(["train", "--run-dir", str(run), *FAST, *extra]) == 0
@@ -60,7 +63,8 @@ def test_resume_continues_a_run(tmp_path, capsys, extra):
     assert [json.loads(x)["epoch"] for x in lines] == [0, 1, 2, 3, 4, 5]
     assert "configuration differs" in _error(capsys, [*resume, "--set", "task.dim=3"])
     # the learned optimizer comes back with the architecture it was trained with
-    assert l2o.load(run).config.momentum == ((0.9, 0.99) if extra else ())
+    config = l2o.load(run).config
+    assert (config.momentum, config.rms_decay) == (((0.9, 0.99), 0.999) if extra else ((), 0.0))
 
 
 def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):

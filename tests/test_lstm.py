@@ -94,6 +94,9 @@ def test_forget_bias_initialises_the_forget_gate_only():
         ({"momentum": (0,)}, "Invalid momentum: (0,)"),
         ({"momentum": 0.9}, "Invalid momentum: 0.9"),
         ({"momentum": ["0.9"]}, "Invalid momentum: ['0.9']"),
+        ({"rms_decay": 1.0}, "Invalid rms_decay: 1.0 (a decay in (0, 1), e.g. 0.999, or 0"),
+        ({"rms_decay": -0.5}, "Invalid rms_decay: -0.5"),
+        ({"rms_decay": "0.9"}, "Invalid rms_decay: '0.9'"),
     ],
 )
 def test_invalid_config_names_the_value(kwargs, message):
@@ -103,16 +106,27 @@ def test_invalid_config_names_the_value(kwargs, message):
 
 
 @pytest.mark.parametrize(
-    "num_layers,preprocess,momentum",
-    [(2, "log_sign", ()), (1, "none", ()), (2, "log_sign", (0.9, 0.5))],
+    "num_layers,preprocess,momentum,rms_decay",
+    [
+        (2, "log_sign", (), 0.0),
+        (1, "none", (), 0.0),
+        (2, "log_sign", (0.9, 0.5), 0.0),
+        (2, "log_sign", (), 0.99),
+        (1, "log_sign", (0.9, 0.5), 0.8),
+    ],
 )
-def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess, momentum):
+def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess, momentum, rms_decay):
     """Each coordinate is one sequence of torch.nn.LSTM (batch = coordinates), with the same
-    weights: updates, hidden and cell states and the meta-gradient agree. With momentum inputs,
-    torch.nn.LSTM reads the gradient and its bias-corrected running averages, made by hand here."""
+    weights: updates, hidden and cell states and the meta-gradient agree. With momentum and RMS
+    inputs, torch.nn.LSTM reads the gradient, its bias-corrected running averages and (RMS) these
+    divided by the bias-corrected RMS of the gradient, all made by hand here."""
     torch.manual_seed(0)
     config = LSTMConfig(
-        num_layers=num_layers, hidden_size=6, preprocess=preprocess, momentum=momentum
+        num_layers=num_layers,
+        hidden_size=6,
+        preprocess=preprocess,
+        momentum=momentum,
+        rms_decay=rms_decay,
     )
     opt = CoordinatewiseLSTM(config).double()
     ref = torch.nn.LSTM(config.input_size, 6, num_layers=num_layers).double()
@@ -135,7 +149,18 @@ def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess, mo
         for t, g in enumerate(grads, start=1):
             m = beta * m + (1 - beta) * g.reshape(-1)
             signals[t - 1].append(m / (1 - beta**t))
-    inputs = torch.stack([torch.cat([opt.preprocess(s) for s in step], -1) for step in signals])
+    inputs = [torch.cat([opt.preprocess(s) for s in step], -1) for step in signals]
+    if rms_decay:
+        v = torch.zeros(21, dtype=torch.float64)
+        for t, g in enumerate(grads, start=1):
+            v = rms_decay * v + (1 - rms_decay) * g.reshape(-1) ** 2
+            rms = (v / (1 - rms_decay**t)).sqrt() + 1e-8
+            inputs[t - 1] = torch.cat(
+                [inputs[t - 1], *(s.unsqueeze(-1) / rms[:, None] for s in signals[t - 1])], -1
+            )
+        assert state["rms"][0].shape == (21,)
+        torch.testing.assert_close(state["rms"][0], v, rtol=1e-12, atol=0)
+    inputs = torch.stack(inputs)
     assert inputs.shape == (4, 21, config.input_size)  # (steps, N, in)
     out, (h, c) = ref(inputs)
     ref_updates = (opt.output(out).squeeze(-1) * config.output_scale).view(4, 7, 3)
@@ -215,3 +240,25 @@ def test_momentum_inputs_from_toml_lists_and_specs_are_tuples_and_widen_the_inpu
     _, state = opt.step([torch.ones(4, 3), torch.ones(2)], state)
     torch.testing.assert_close(state["momentum"][1], torch.full((14,), 0.01))
     assert "momentum" not in CoordinatewiseLSTM().init_state([torch.zeros(3)])  # the paper's
+
+
+def test_rms_inputs_widen_the_input_are_in_the_spec_and_normalise_the_signals():
+    config = LSTMConfig(momentum=[0.9], rms_decay=0.99)
+    # log_sign gives 2 inputs per signal, the RMS-scaled copy 1 more: (gradient, momentum) x 3
+    assert config.input_size == 6 and LSTMConfig(rms_decay=0.9).input_size == 3
+    assert LSTMConfig(preprocess="none", rms_decay=0.9).input_size == 2
+    opt = CoordinatewiseLSTM(config)
+    assert from_spec(json.loads(json.dumps(opt.spec()))).config == config
+    assert "rms_decay" not in CoordinatewiseLSTM().spec()
+    assert "rms" not in CoordinatewiseLSTM().init_state([torch.zeros(3)])
+    grads = [torch.tensor([3.0, -1e-2, 0.0])]
+    state = opt.init_state(grads)
+    assert [v.shape for v in state["rms"]] == [(3,)]
+    x, averages = opt.inputs(grads[0], state)
+    # First step: the bias-corrected RMS is |g|, so g / rms and m / rms are the signs of g
+    # (0 for g = 0: the 1e-8 keeps it finite).
+    torch.testing.assert_close(x[:, 4:], torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(averages["rms"][0], 0.01 * grads[0] ** 2)
+    # Scale-free: gradients 1000 times larger give the same RMS inputs.
+    big, _ = opt.inputs(1000 * grads[0], state)
+    torch.testing.assert_close(big[:, 4:], x[:, 4:])

@@ -191,3 +191,21 @@ def test_graph_shows_the_lstm_inputs(momentum):
         assert "0.99" in nodes["optimizer/momentum"].attr["description"].s.decode()
     else:
         assert inputs == ["optimizee/gradient"] and "optimizer/momentum" not in nodes
+    assert nodes["optimizer/lstm/layer_0"].input[0] == "optimizer/preprocess"
+    assert "optimizer/rms" not in nodes
+
+
+def test_graph_shows_the_rms_scaled_inputs():
+    from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig
+    from l2o.unroll_graph import GraphSpec, build_graph
+
+    lstm = CoordinatewiseLSTM(LSTMConfig(momentum=(0.9,), rms_decay=0.999))
+    graph = build_graph(GraphSpec(lstm, "quadratic", "adam", 1e-3, 20, False))
+    nodes = {n.name: n for n in graph.node}
+    assert list(nodes["optimizer/rms"].input) == ["optimizee/gradient", "optimizer/state/rms"]
+    assert "0.999" in nodes["optimizer/rms"].attr["description"].s.decode()
+    scaled = ["optimizee/gradient", "optimizer/momentum", "optimizer/rms"]
+    assert list(nodes["optimizer/rms_scaled"].input) == scaled
+    layer = list(nodes["optimizer/lstm/layer_0"].input)
+    assert layer[:2] == ["optimizer/preprocess", "optimizer/rms_scaled"]
+    assert nodes["optimizer/lstm/layer_1"].input[0] == "optimizer/lstm/layer_0"

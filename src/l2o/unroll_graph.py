@@ -83,7 +83,26 @@ def build_graph(spec: GraphSpec) -> GraphDef:
                 description=f"Appendix A, p = {c.p}" if c.preprocess == "log_sign" else "none",
             )
         )
-        previous = "optimizer/preprocess"
+        previous = ["optimizer/preprocess"]
+        if c.rms_decay:
+            nodes.append(_node("optimizer/state/rms", "Placeholder", [], description="v_t"))
+            nodes.append(
+                _node(
+                    "optimizer/rms",
+                    "RMS",
+                    ["optimizee/gradient", "optimizer/state/rms"],
+                    description=f"bias-corrected RMS of the gradient, decay {c.rms_decay}",
+                )
+            )
+            nodes.append(
+                _node(
+                    "optimizer/rms_scaled",
+                    "Div",
+                    [*signals, "optimizer/rms"],
+                    description="the signals divided by the RMS (as in Adam's m / sqrt(v))",
+                )
+            )
+            previous.append("optimizer/rms_scaled")
         for k in range(c.num_layers):
             nodes.append(_node(f"optimizer/state/h_{k}", "Placeholder", [], description="h_t"))
             nodes.append(_node(f"optimizer/state/c_{k}", "Placeholder", [], description="c_t"))
@@ -92,17 +111,17 @@ def build_graph(spec: GraphSpec) -> GraphDef:
                 _node(
                     f"optimizer/lstm/layer_{k}",
                     "LSTMCell",
-                    [previous, f"optimizer/state/h_{k}", f"optimizer/state/c_{k}", *weights],
+                    [*previous, f"optimizer/state/h_{k}", f"optimizer/state/c_{k}", *weights],
                     hidden_size=str(c.hidden_size),
                 )
             )
-            previous = f"optimizer/lstm/layer_{k}"
+            previous = [f"optimizer/lstm/layer_{k}"]
         output_weights = [n for n in phi if n.startswith("optimizer/phi/output_")]
         nodes.append(
             _node(
                 "optimizer/output",
                 "Linear",
-                [previous, *output_weights],
+                [*previous, *output_weights],
                 description=f"g_t = {c.output_scale} * W h_t + b",
             )
         )

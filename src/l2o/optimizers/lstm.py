@@ -9,8 +9,10 @@ coordinates of all parameter tensors are flattened into one batch of N rows, so 
 matmul per LSTM layer whatever the number or shape of the tensors.
 
 Beyond the paper, ``LSTMConfig.momentum`` lets the LSTM read running averages of the gradient
-(momenta, bias-corrected as in Adam) besides the gradient itself; by default it reads the
-gradient alone, as in the paper.
+(momenta, bias-corrected as in Adam) besides the gradient itself, and ``LSTMConfig.rms_decay``
+adds the gradient and each momentum divided by the running RMS of the gradient (Adam's
+m / sqrt(v); the scaled inputs of Wichrowska et al., 2017). By default it reads the gradient
+alone, as in the paper.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class LSTMConfig:
     # m_t = beta m_{t-1} + (1 - beta) g_t, bias-corrected as in Adam (m_t / (1 - beta^t)) and
     # preprocessed like the gradient. () = the paper's LSTM, which reads the gradient alone.
     momentum: tuple[float, ...] = ()
+    # Beyond the paper: decay beta of a running average of the squared gradient,
+    # v_t = beta v_{t-1} + (1 - beta) g_t^2. With beta > 0 the LSTM also reads the gradient and
+    # each momentum divided by sqrt(v_t / (1 - beta^t)) + 1e-8, as they are (no preprocessing:
+    # they are scale-free, as in Adam's update m / sqrt(v)). 0 = off (the paper).
+    rms_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
@@ -75,10 +82,16 @@ class LSTMConfig:
             )
         # Lists from TOML or JSON specs become a tuple: the config stays hashable and frozen.
         object.__setattr__(self, "momentum", tuple(float(b) for b in momentum))
+        rms = self.rms_decay
+        if not (isinstance(rms, (int, float)) and not isinstance(rms, bool) and 0 <= rms < 1):
+            raise ValueError(
+                f"Invalid rms_decay: {rms!r} (a decay in (0, 1), e.g. 0.999, or 0 for none)"
+            )
+        object.__setattr__(self, "rms_decay", float(rms))
 
     @property
     def input_size(self) -> int:
-        per_signal = 2 if self.preprocess == "log_sign" else 1
+        per_signal = (2 if self.preprocess == "log_sign" else 1) + (self.rms_decay > 0)
         return per_signal * (1 + len(self.momentum))
 
 
@@ -212,6 +225,8 @@ class CoordinatewiseLSTM(StepOptimizer):
         }
         if self.config.momentum:
             state["momentum"] = [ref.new_zeros(n)] * len(self.config.momentum)
+        if self.config.rms_decay:
+            state["rms"] = [ref.new_zeros(n)]
         return state
 
     def preprocess(self, signal: Tensor) -> Tensor:
@@ -221,23 +236,37 @@ class CoordinatewiseLSTM(StepOptimizer):
             return log_sign_preprocess(signal, self.config.p)
         return signal.unsqueeze(-1)
 
-    def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, list[Tensor]]:
-        """Flat gradient (N,) -> the LSTM's input (N, input_size) and the new momenta: the
-        preprocessed gradient, then each bias-corrected momentum preprocessed the same way."""
-        if not self.config.momentum:  # the paper's LSTM: the gradient alone
-            return self.preprocess(grad), []
+    def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, OptState]:
+        """Flat gradient (N,) -> the LSTM's input (N, input_size) and the new running averages
+        (the state's "momentum" and "rms" entries, when it keeps them): the preprocessed
+        gradient, then each bias-corrected momentum preprocessed the same way, then (rms_decay)
+        the gradient and each momentum divided by the gradient's bias-corrected RMS."""
+        c = self.config
+        if not (c.momentum or c.rms_decay):  # the paper's LSTM: the gradient alone
+            return self.preprocess(grad), {}
         t = state["step"] + 1
-        momenta = [torch.lerp(grad, m, b) for b, m in zip(self.config.momentum, state["momentum"])]
-        corrected = [m / (1 - b**t) for b, m in zip(self.config.momentum, momenta)]
-        signals = torch.stack([grad, *corrected], dim=-1)  # (N, 1 + len(momentum))
-        return self.preprocess(signals).flatten(1), momenta
+        averages: OptState = {}
+        signals = [grad]
+        if c.momentum:
+            averages["momentum"] = [
+                torch.lerp(grad, m, b) for b, m in zip(c.momentum, state["momentum"])
+            ]
+            signals += [m / (1 - b**t) for b, m in zip(c.momentum, averages["momentum"])]
+        stacked = torch.stack(signals, dim=-1)  # (N, 1 + len(momentum))
+        x = self.preprocess(stacked).flatten(1)
+        if c.rms_decay:
+            v = torch.lerp(grad * grad, state["rms"][0], c.rms_decay)
+            averages["rms"] = [v]
+            rms = (v / (1 - c.rms_decay**t)).sqrt() + 1e-8
+            x = torch.cat([x, stacked / rms.unsqueeze(-1)], dim=-1)
+        return x, averages
 
     def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
         # The maths runs on transposes, x: (input_size, N) and h, c: (hidden, N), so that each
         # gate below is a contiguous block of memory: elementwise ops on the column slices of an
         # (N, 4 hidden) tensor are many times slower on CPU, and they dominate the step. The states
         # handed out are the (N, hidden) transposes of these contiguous tensors (no copy).
-        x, momenta = self.inputs(flatten(grads, self.output.weight.dtype), state)
+        x, averages = self.inputs(flatten(grads, self.output.weight.dtype), state)
         x = x.t()
         hs = [h.t() for h in state["h"]]
         cs = [c.t() for c in state["c"]]
@@ -262,8 +291,7 @@ class CoordinatewiseLSTM(StepOptimizer):
                     new_cs[k][:, rows] = c_chunk[k]
             hs, cs = new_hs, new_cs
         new_state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
-        if momenta:
-            new_state["momentum"] = momenta
+        new_state.update(averages)
         return unflatten(update, grads), new_state
 
     def _lstm(
@@ -284,10 +312,12 @@ class CoordinatewiseLSTM(StepOptimizer):
 
     def spec(self) -> dict:
         # JSON-ready (a list, not a tuple); the paper's LSTM keeps the spec it had before momentum
-        # inputs existed (records of shipped checkpoints and saved torch.optim states compare it).
+        # and RMS inputs existed (records of shipped checkpoints and saved torch.optim states
+        # compare it).
         spec = {"kind": "lstm", **asdict(self.config), "momentum": list(self.config.momentum)}
-        if not self.config.momentum:
-            del spec["momentum"]
+        for name in ("momentum", "rms_decay"):
+            if not spec[name]:
+                del spec[name]
         return spec
 
     def extra_repr(self) -> str:
