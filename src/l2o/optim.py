@@ -16,11 +16,11 @@ unroll (``l2o.meta.unroll``) and the evaluation loop (``l2o.evaluate.rollout``) 
 
 **State per parameter, steps in batches.** As in torch.optim, ``self.state[p]`` is the state of
 parameter ``p`` alone: the dict ``init_state([p])`` returns, e.g. ``{"step", "h", "c"}`` for the
-LSTM, with ``h`` and ``c`` rows of shape (p.numel(), hidden) (and ``momentum``, rows of shape
-(p.numel(),), when it reads momenta). It is what ``state_dict()`` saves, and it lets each
-parameter be skipped on its own. At each ``step()`` the parameters of a group
-that have a gradient are split into *cohorts* that can share one ``step`` call: same device, same
-maths dtype, and the same non-coordinate state (step count, entries set or None). A cohort's
+LSTM, with ``h`` and ``c`` rows of shape (p.numel(), hidden) (and ``momentum`` and ``rms``,
+rows of shape (p.numel(),), when it reads momenta or RMS-scaled inputs). It is what
+``state_dict()`` saves, and it lets each parameter be skipped on its own. At each ``step()`` the
+parameters of a group that have a gradient are split into *cohorts* that can share one ``step``
+call: same device, same maths dtype, and the same non-coordinate state (step count, entries set or None). A cohort's
 states are merged by concatenating their per-coordinate rows (the convention of
 ``l2o.optimizers.base``: a state tensor whose first dimension is the number of coordinates),
 stepped in one batched call, and split back into per-parameter views. In the usual loop every
