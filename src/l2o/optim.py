@@ -20,9 +20,9 @@ LSTM, with ``h`` and ``c`` rows of shape (p.numel(), hidden) (and ``momentum`` a
 rows of shape (p.numel(),), when it reads momenta or RMS-scaled inputs). It is what
 ``state_dict()`` saves, and it lets each parameter be skipped on its own. At each ``step()`` the
 parameters of a group that have a gradient are split into *cohorts* that can share one ``step``
-call: same device, same maths dtype, and the same non-coordinate state (step count, entries set or None). A cohort's
-states are merged by concatenating their per-coordinate rows (the convention of
-``l2o.optimizers.base``: a state tensor whose first dimension is the number of coordinates),
+call: same device, same maths dtype, and the same non-coordinate state (step count, entries set
+or None). A cohort's states are merged by concatenating their per-coordinate rows (the convention
+of ``l2o.optimizers.base``: a state tensor whose first dimension is the number of coordinates),
 stepped in one batched call, and split back into per-parameter views. In the usual loop every
 parameter has a gradient at every step, so a group is one cohort and one call: for the LSTM, one
 matmul per layer for all coordinates of all tensors of the group. The merged state of each cohort
