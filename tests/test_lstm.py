@@ -262,3 +262,19 @@ def test_rms_inputs_widen_the_input_are_in_the_spec_and_normalise_the_signals():
     # Scale-free: gradients 1000 times larger give the same RMS inputs.
     big, _ = opt.inputs(1000 * grads[0], state)
     torch.testing.assert_close(big[:, 4:], x[:, 4:])
+
+
+def test_rms_and_momentum_inputs_are_differentiable_in_the_gradient():
+    """Second-order meta-training differentiates the update with respect to the gradient it
+    read: through the momenta and the RMS scaling too (finite differences agree)."""
+    torch.manual_seed(2)
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=4, momentum=(0.5,), rms_decay=0.9)).double()
+    state = opt.init_state([torch.zeros(5, dtype=torch.float64)])
+    _, state = opt.step([torch.randn(5, dtype=torch.float64)], state)  # t = 2: state not zero
+
+    def update(g):
+        (u,), _ = opt.step([g], state)
+        return u
+
+    g = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(update, (g,))
