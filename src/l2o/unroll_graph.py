@@ -43,6 +43,16 @@ def _node(name: str, op: str, inputs: list[str], **attrs: str) -> NodeDef:
     )
 
 
+def _running_average(nodes: list[NodeDef], name: str, op: str, state: str, description: str) -> str:
+    """Append a per-coordinate running average of the gradient kept in the optimizer's state
+    (its placeholder, then the node that updates it); returns the node's name."""
+    nodes.append(_node(f"optimizer/state/{name}", "Placeholder", [], description=state))
+    node = f"optimizer/{name}"
+    inputs = ["optimizee/gradient", f"optimizer/state/{name}"]
+    nodes.append(_node(node, op, inputs, description=description))
+    return node
+
+
 def build_graph(spec: GraphSpec) -> GraphDef:
     opt = spec.optimizer
     nodes = [
@@ -65,16 +75,8 @@ def build_graph(spec: GraphSpec) -> GraphDef:
         c = opt.config
         signals = ["optimizee/gradient"]
         if c.momentum:
-            nodes.append(_node("optimizer/state/momentum", "Placeholder", [], description="m_t"))
-            nodes.append(
-                _node(
-                    "optimizer/momentum",
-                    "Momentum",
-                    ["optimizee/gradient", "optimizer/state/momentum"],
-                    description=f"bias-corrected running averages, decays {list(c.momentum)}",
-                )
-            )
-            signals.append("optimizer/momentum")
+            description = f"bias-corrected running averages, decays {list(c.momentum)}"
+            signals.append(_running_average(nodes, "momentum", "Momentum", "m_t", description))
         nodes.append(
             _node(
                 "optimizer/preprocess",
@@ -85,20 +87,13 @@ def build_graph(spec: GraphSpec) -> GraphDef:
         )
         previous = ["optimizer/preprocess"]
         if c.rms_decay:
-            nodes.append(_node("optimizer/state/rms", "Placeholder", [], description="v_t"))
-            nodes.append(
-                _node(
-                    "optimizer/rms",
-                    "RMS",
-                    ["optimizee/gradient", "optimizer/state/rms"],
-                    description=f"bias-corrected RMS of the gradient, decay {c.rms_decay}",
-                )
-            )
+            description = f"bias-corrected RMS of the gradient, decay {c.rms_decay}"
+            rms = _running_average(nodes, "rms", "RMS", "v_t", description)
             nodes.append(
                 _node(
                     "optimizer/rms_scaled",
                     "Div",
-                    [*signals, "optimizer/rms"],
+                    [*signals, rms],
                     description="the signals divided by the RMS (as in Adam's m / sqrt(v))",
                 )
             )

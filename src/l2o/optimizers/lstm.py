@@ -91,7 +91,8 @@ class LSTMConfig:
 
     @property
     def input_size(self) -> int:
-        per_signal = (2 if self.preprocess == "log_sign" else 1) + (self.rms_decay > 0)
+        # per signal (the gradient and each momentum): its preprocessing, then its RMS-scaled copy
+        per_signal = (2 if self.preprocess == "log_sign" else 1) + int(self.rms_decay > 0)
         return per_signal * (1 + len(self.momentum))
 
 
