@@ -52,7 +52,13 @@ def test_train_then_evaluate_end_to_end(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--set", "optimizer.momentum=[0.9, 0.99]", "--set", "optimizer.rms_decay=0.999"]],
+    [
+        [],
+        [
+            *("--set", "optimizer.momentum=[0.9, 0.99]", "--set", "optimizer.rms_decay=0.999"),
+            *("--set", "optimizer.time_scales=[10, 100]"),
+        ],
+    ],
 )
 def test_resume_continues_a_run(tmp_path, capsys, extra):
     run = tmp_path / "run"
@@ -64,7 +70,8 @@ def test_resume_continues_a_run(tmp_path, capsys, extra):
     assert "configuration differs" in _error(capsys, [*resume, "--set", "task.dim=3"])
     # the learned optimizer comes back with the architecture it was trained with
     config = l2o.load(run).config
-    assert (config.momentum, config.rms_decay) == (((0.9, 0.99), 0.999) if extra else ((), 0.0))
+    features = (config.momentum, config.rms_decay, config.time_scales)
+    assert features == (((0.9, 0.99), 0.999, (10.0, 100.0)) if extra else ((), 0.0, ()))
 
 
 def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The coordinatewise LSTM optimizer: Appendix A preprocessing, coordinatewise structure, config."""
 
+import dataclasses
 import json
 import math
 
@@ -97,6 +98,10 @@ def test_forget_bias_initialises_the_forget_gate_only():
         ({"rms_decay": 1.0}, "Invalid rms_decay: 1.0 (a decay in (0, 1), e.g. 0.999, or 0"),
         ({"rms_decay": -0.5}, "Invalid rms_decay: -0.5"),
         ({"rms_decay": "0.9"}, "Invalid rms_decay: '0.9'"),
+        ({"time_scales": (10, 0)}, "Invalid time_scales: (10, 0) (a list of timescales in steps"),
+        ({"time_scales": 10}, "Invalid time_scales: 10"),
+        ({"time_scales": [float("inf")]}, "Invalid time_scales: [inf]"),
+        ({"time_scales": [True]}, "Invalid time_scales: [True]"),
     ],
 )
 def test_invalid_config_names_the_value(kwargs, message):
@@ -278,3 +283,69 @@ def test_rms_and_momentum_inputs_are_differentiable_in_the_gradient():
 
     g = torch.randn(5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(update, (g,))
+
+
+def _time_lstm(**kwargs) -> CoordinatewiseLSTM:
+    torch.manual_seed(3)
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=6, time_scales=[3, 30], **kwargs)).double()
+    with torch.no_grad():
+        opt.time.weight.normal_()  # not the (zero) initialisation
+    return opt
+
+
+def test_step_features_start_at_zero_weight_and_are_in_the_spec():
+    config = LSTMConfig(time_scales=[10, 100])  # a TOML or JSON list
+    assert config.time_scales == (10.0, 100.0) and hash(config)
+    opt, paper = CoordinatewiseLSTM(config), CoordinatewiseLSTM()
+    assert opt.time.weight.shape == (80, 2) and not opt.time.weight.any()
+    assert paper.time is None and "time_scales" not in paper.spec()
+    assert from_spec(json.loads(json.dumps(opt.spec()))).config == config
+    # At initialisation it is the paper's LSTM at every step.
+    paper.load_state_dict({k: v for k, v in opt.state_dict().items() if not k.startswith("time")})
+    grads = [torch.randn(7, 3)]
+    state = opt.init_state(grads)
+    for step in (0, 5, 1000):
+        state["step"] = step
+        (u,), _ = opt.step(grads, state)
+        (want,), _ = paper.step(grads, state)
+        assert torch.equal(u, want)
+    torch.testing.assert_close(opt.step_features(30), torch.tanh(torch.tensor([3.0, 0.3])))
+
+
+def test_step_features_shift_the_first_layers_gates_by_their_weights():
+    """At step t the LSTM reading step features is the paper's LSTM whose first-layer bias is
+    b + W_t [tanh(t / s)]_s; the update changes with t for the same gradient and state."""
+    opt = _time_lstm()
+    grads = [torch.randn(5, 4, dtype=torch.float64)]
+    state = opt.init_state(grads)
+    _, state = opt.step(grads, state)
+    updates = []
+    for step in (1, 7, 60):
+        state["step"] = step
+        (u,), new_state = opt.step(grads, state)
+        assert new_state["step"] == step + 1
+        paper = CoordinatewiseLSTM(dataclasses.replace(opt.config, time_scales=())).double()
+        paper.load_state_dict({k: v for k, v in opt.state_dict().items() if k != "time.weight"})
+        features = torch.tanh(step / torch.tensor([3.0, 30.0], dtype=torch.float64))
+        with torch.no_grad():
+            paper.cells[0].bias += opt.time.weight @ features
+        (want,), _ = paper.step(grads, state)
+        torch.testing.assert_close(u, want, rtol=1e-12, atol=1e-14)
+        updates.append(u)
+    assert not torch.allclose(updates[0], updates[1]) and not torch.allclose(updates[1], updates[2])
+
+
+def test_step_features_get_meta_gradients_and_go_through_the_chunked_step():
+    opt = _time_lstm(momentum=[0.9])
+    grads = [torch.randn(40, 3, dtype=torch.float64)]
+    state = opt.init_state(grads)
+    (u,), s1 = opt.step(grads, state)
+    (u,), _ = opt.step(grads, s1)
+    (d_time,) = torch.autograd.grad(u.square().sum(), [opt.time.weight])
+    assert d_time.abs().sum() > 0
+    chunked = _time_lstm(momentum=[0.9])
+    chunked.chunk_size = 16  # 120 coordinates: 8 chunks
+    with torch.no_grad():
+        (c,), s2 = chunked.step(grads, state)
+        (c,), _ = chunked.step(grads, s2)
+    torch.testing.assert_close(c, u.detach(), rtol=1e-12, atol=1e-14)

@@ -209,3 +209,20 @@ def test_graph_shows_the_rms_scaled_inputs():
     layer = list(nodes["optimizer/lstm/layer_0"].input)
     assert layer[:2] == ["optimizer/preprocess", "optimizer/rms_scaled"]
     assert nodes["optimizer/lstm/layer_1"].input[0] == "optimizer/lstm/layer_0"
+
+
+def test_graph_shows_the_step_features_entering_the_first_layer():
+    from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig
+    from l2o.unroll_graph import GraphSpec, build_graph
+
+    lstm = CoordinatewiseLSTM(LSTMConfig(time_scales=(10, 100)))
+    graph = build_graph(GraphSpec(lstm, "quadratic", "adam", 1e-3, 20, False))
+    nodes = {n.name: n for n in graph.node}
+    assert list(nodes["optimizer/step_features"].input) == ["optimizer/state/step"]
+    assert "[10.0, 100.0]" in nodes["optimizer/step_features"].attr["description"].s.decode()
+    layer = list(nodes["optimizer/lstm/layer_0"].input)
+    assert layer[:2] == ["optimizer/preprocess", "optimizer/step_features"]
+    assert "optimizer/phi/time_weight" in layer
+    assert "optimizer/phi/time_weight" not in nodes["optimizer/lstm/layer_1"].input
+    paper = build_graph(GraphSpec(CoordinatewiseLSTM(), "quadratic", "adam", 1e-3, 20, False))
+    assert "optimizer/step_features" not in {n.name for n in paper.node}

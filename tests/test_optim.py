@@ -64,7 +64,13 @@ def _assert_equal(got, want):
 
 
 @pytest.mark.parametrize(
-    "config", [{}, {"momentum": (0.9, 0.5)}, {"momentum": (0.9,), "rms_decay": 0.99}]
+    "config",
+    [
+        {},
+        {"momentum": (0.9, 0.5)},
+        {"momentum": (0.9,), "rms_decay": 0.99},
+        {"time_scales": (3, 30)},
+    ],
 )
 def test_usual_loop_gives_the_updates_of_direct_step_calls(config):
     lstm, model = _lstm(**config), _mlp()
@@ -232,7 +238,9 @@ def test_replaced_state_is_read_not_the_cached_batch():
     assert torch.equal(weight.detach(), before + updates[0])
 
 
-@pytest.mark.parametrize("config", [{}, {"momentum": (0.9,)}, {"rms_decay": 0.9}])
+@pytest.mark.parametrize(
+    "config", [{}, {"momentum": (0.9,)}, {"rms_decay": 0.9}, {"time_scales": (10,)}]
+)
 def test_state_dict_resume_is_exact(config):
     def build(model):
         return LearnedOptimizer(

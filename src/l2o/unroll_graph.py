@@ -98,10 +98,24 @@ def build_graph(spec: GraphSpec) -> GraphDef:
                 )
             )
             previous.append("optimizer/rms_scaled")
+        if c.time_scales:
+            nodes.append(_node("optimizer/state/step", "Placeholder", [], description="t"))
+            description = f"tanh(t / s), s in {list(c.time_scales)}, into the first layer's gates"
+            nodes.append(
+                _node(
+                    "optimizer/step_features",
+                    "Tanh",
+                    ["optimizer/state/step"],
+                    description=description,
+                )
+            )
+            previous.append("optimizer/step_features")
         for k in range(c.num_layers):
             nodes.append(_node(f"optimizer/state/h_{k}", "Placeholder", [], description="h_t"))
             nodes.append(_node(f"optimizer/state/c_{k}", "Placeholder", [], description="c_t"))
             weights = [n for n in phi if n.startswith(f"optimizer/phi/cells_{k}_")]
+            if k == 0:
+                weights += [n for n in phi if n.startswith("optimizer/phi/time_")]
             nodes.append(
                 _node(
                     f"optimizer/lstm/layer_{k}",

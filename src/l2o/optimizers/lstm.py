@@ -12,7 +12,9 @@ Beyond the paper, ``LSTMConfig.momentum`` lets the LSTM read running averages of
 (momenta, bias-corrected as in Adam) besides the gradient itself, and ``LSTMConfig.rms_decay``
 adds the gradient and each momentum divided by the running RMS of the gradient (Adam's
 m / sqrt(v); the scaled inputs of Wichrowska et al., 2017). By default it reads the gradient
-alone, as in the paper.
+alone, as in the paper. ``LSTMConfig.time_scales`` lets it read the step number t as well, through
+tanh(t / s) for each timescale s: with it, the LSTM can learn a schedule over the horizon it is
+meta-trained on.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class LSTMConfig:
     # each momentum divided by sqrt(v_t / (1 - beta^t)) + 1e-8, as they are (no preprocessing:
     # they are scale-free, as in Adam's update m / sqrt(v)). 0 = off (the paper).
     rms_decay: float = 0.0
+    # Beyond the paper: timescales s of step features tanh(t / s) (t = 0, 1, ... the step number;
+    # learned_optimization's training-step features). The same for every coordinate, they enter
+    # the first layer's gates through their own weights (``CoordinatewiseLSTM.time``, zero at
+    # the start: the LSTM starts as the paper's). () = off (the paper).
+    time_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
@@ -88,6 +95,17 @@ class LSTMConfig:
                 f"Invalid rms_decay: {rms!r} (a decay in (0, 1), e.g. 0.999, or 0 for none)"
             )
         object.__setattr__(self, "rms_decay", float(rms))
+        scales = self.time_scales
+        if not (
+            isinstance(scales, (list, tuple))
+            and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
+            and all(0 < s < math.inf for s in scales)
+        ):
+            raise ValueError(
+                f"Invalid time_scales: {scales!r} (a list of timescales in steps, each finite and "
+                f"> 0, e.g. [10, 30, 100]; [] for none)"
+            )
+        object.__setattr__(self, "time_scales", tuple(float(s) for s in scales))
 
     @property
     def input_size(self) -> int:
@@ -200,6 +218,10 @@ class CoordinatewiseLSTM(StepOptimizer):
             nn.Linear(sizes[k] + c.hidden_size, 4 * c.hidden_size) for k in range(c.num_layers)
         )
         self.output = nn.Linear(c.hidden_size, 1)
+        # Step features: their contribution W_t [tanh(t / s)]_s to the first layer's gates.
+        self.time = (
+            nn.Linear(len(c.time_scales), 4 * c.hidden_size, bias=False) if c.time_scales else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -212,6 +234,8 @@ class CoordinatewiseLSTM(StepOptimizer):
                 cell.bias[h : 2 * h].fill_(self.config.forget_bias)
             self.output.weight.uniform_(-bound, bound)
             self.output.bias.zero_()
+            if self.time is not None:
+                self.time.weight.zero_()
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         n = sum(p.numel() for p in params)
@@ -272,8 +296,9 @@ class CoordinatewiseLSTM(StepOptimizer):
         hs = [h.t() for h in state["h"]]
         cs = [c.t() for c in state["c"]]
         n = x.shape[1]
+        biases = self._gate_biases(state["step"])
         if torch.is_grad_enabled() or n <= self.chunk_size:
-            update, hs, cs = self._lstm(x, hs, cs)
+            update, hs, cs = self._lstm(x, hs, cs, biases)
         else:
             # Without a graph to keep, coordinates go through in chunks whose temporaries (the
             # gates: 4 hidden floats per coordinate and layer) stay in cache and out of the
@@ -284,7 +309,7 @@ class CoordinatewiseLSTM(StepOptimizer):
             for s in range(0, n, self.chunk_size):
                 rows = slice(s, s + self.chunk_size)
                 u, h_chunk, c_chunk = self._lstm(
-                    x[:, rows], [h[:, rows] for h in hs], [c[:, rows] for c in cs]
+                    x[:, rows], [h[:, rows] for h in hs], [c[:, rows] for c in cs], biases
                 )
                 update[rows] = u
                 for k in range(len(hs)):
@@ -295,14 +320,28 @@ class CoordinatewiseLSTM(StepOptimizer):
         new_state.update(averages)
         return unflatten(update, grads), new_state
 
+    def step_features(self, step: int) -> Tensor:
+        """[tanh(t / s) for each timescale s] at step t: shape (len(time_scales),)."""
+        ref = self.output.weight
+        scales = torch.tensor(self.config.time_scales, dtype=ref.dtype, device=ref.device)
+        return torch.tanh(step / scales)
+
+    def _gate_biases(self, step: int) -> list[Tensor]:
+        """Each layer's gate bias at step t: b, plus W_t [tanh(t / s)]_s in the first layer when
+        the LSTM reads step features."""
+        biases = [cell.bias for cell in self.cells]
+        if self.time is not None:
+            biases[0] = biases[0] + self.time(self.step_features(step))
+        return biases
+
     def _lstm(
-        self, x: Tensor, hs: list[Tensor], cs: list[Tensor]
+        self, x: Tensor, hs: list[Tensor], cs: list[Tensor], biases: list[Tensor]
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """m(grad_t, h_t; phi) on transposed tensors: x (input_size, n), h and c (hidden, n)
-        per layer -> update g_t (n,) and the new h and c."""
+        per layer, each layer's gate bias -> update g_t (n,) and the new h and c."""
         new_hs, new_cs = [], []
-        for cell, h, c in zip(self.cells, hs, cs):
-            h, c = LSTMLayer.apply(x, h, c, cell.weight, cell.bias)
+        for cell, bias, h, c in zip(self.cells, biases, hs, cs):
+            h, c = LSTMLayer.apply(x, h, c, cell.weight, bias)
             new_hs.append(h)
             new_cs.append(c)
             x = h
@@ -315,8 +354,13 @@ class CoordinatewiseLSTM(StepOptimizer):
         # JSON-ready (a list, not a tuple); the paper's LSTM keeps the spec it had before momentum
         # and RMS inputs existed (records of shipped checkpoints and saved torch.optim states
         # compare it).
-        spec = {"kind": "lstm", **asdict(self.config), "momentum": list(self.config.momentum)}
-        for name in ("momentum", "rms_decay"):
+        spec = {
+            "kind": "lstm",
+            **asdict(self.config),
+            "momentum": list(self.config.momentum),
+            "time_scales": list(self.config.time_scales),
+        }
+        for name in ("momentum", "rms_decay", "time_scales"):
             if not spec[name]:
                 del spec[name]
         return spec
