@@ -102,6 +102,9 @@ def test_forget_bias_initialises_the_forget_gate_only():
         ({"time_scales": 10}, "Invalid time_scales: 10"),
         ({"time_scales": [float("inf")]}, "Invalid time_scales: [inf]"),
         ({"time_scales": [True]}, "Invalid time_scales: [True]"),
+        ({"gain": -0.1}, "Invalid gain: -0.1 (an initial learning rate > 0, e.g. 0.001, or 0 for"),
+        ({"gain": float("inf")}, "Invalid gain: inf"),
+        ({"gain": "0.1"}, "Invalid gain: '0.1'"),
     ],
 )
 def test_invalid_config_names_the_value(kwargs, message):
@@ -348,4 +351,38 @@ def test_step_features_get_meta_gradients_and_go_through_the_chunked_step():
     with torch.no_grad():
         (c,), s2 = chunked.step(grads, state)
         (c,), _ = chunked.step(grads, s2)
+    torch.testing.assert_close(c, u.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_gain_adds_a_term_linear_in_the_gradient_and_each_momentum():
+    """At the start the update is the paper's minus gain * (g + each bias-corrected momentum);
+    the per-coordinate learning rates exp(a h + c) then follow the LSTM's hidden state."""
+    torch.manual_seed(4)
+    config = LSTMConfig(hidden_size=6, momentum=[0.5], gain=0.01)
+    opt = CoordinatewiseLSTM(config).double()
+    assert opt.gain.weight.shape == (2, 6) and not opt.gain.weight.any()
+    assert from_spec(json.loads(json.dumps(opt.spec()))).config == config
+    assert "gain" not in CoordinatewiseLSTM().spec() and CoordinatewiseLSTM().gain is None
+    plain = CoordinatewiseLSTM(dataclasses.replace(config, gain=0.0)).double()
+    plain.load_state_dict({k: v for k, v in opt.state_dict().items() if "gain" not in k})
+    g1, g2 = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    state = opt.init_state([g1])
+    (u1,), s1 = opt.step([g1], state)
+    (p1,), _ = plain.step([g1], state)
+    torch.testing.assert_close(u1, p1 - 0.01 * (g1 + g1))  # m_hat = g at the first step
+    (u2,), _ = opt.step([g2], s1)
+    (p2,), _ = plain.step([g2], s1)
+    m_hat = (0.5 * (0.5 * g1) + 0.5 * g2) / (1 - 0.25)
+    torch.testing.assert_close(u2, p2 - 0.01 * (g2 + m_hat))
+    # Meta-gradients reach the rates' weights; the chunked step gives the same update.
+    with torch.no_grad():
+        opt.gain.weight.normal_()
+    (u,), s = opt.step([g1], state)
+    (u,), _ = opt.step([g2], s)
+    d_weight, d_bias = torch.autograd.grad(u.square().sum(), [opt.gain.weight, opt.gain.bias])
+    assert d_weight.abs().sum() > 0 and d_bias.abs().sum() > 0
+    opt.chunk_size = 4  # 9 coordinates: 3 chunks
+    with torch.no_grad():
+        (c,), s = opt.step([g1], state)
+        (c,), _ = opt.step([g2], s)
     torch.testing.assert_close(c, u.detach(), rtol=1e-12, atol=1e-14)

@@ -226,3 +226,16 @@ def test_graph_shows_the_step_features_entering_the_first_layer():
     assert "optimizer/phi/time_weight" not in nodes["optimizer/lstm/layer_1"].input
     paper = build_graph(GraphSpec(CoordinatewiseLSTM(), "quadratic", "adam", 1e-3, 20, False))
     assert "optimizer/step_features" not in {n.name for n in paper.node}
+
+
+def test_graph_shows_the_linear_term_reading_the_signals():
+    from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig
+    from l2o.unroll_graph import GraphSpec, build_graph
+
+    lstm = CoordinatewiseLSTM(LSTMConfig(momentum=(0.9,), gain=0.001))
+    graph = build_graph(GraphSpec(lstm, "quadratic", "adam", 1e-3, 20, False))
+    output = {n.name: n for n in graph.node}["optimizer/output"]
+    inputs = list(output.input)
+    assert inputs[:3] == ["optimizer/lstm/layer_1", "optimizee/gradient", "optimizer/momentum"]
+    assert {"optimizer/phi/gain_weight", "optimizer/phi/gain_bias"} <= set(inputs)
+    assert "exp(A_j h_t + c_j) s_j" in output.attr["description"].s.decode()

@@ -70,6 +70,7 @@ def _assert_equal(got, want):
         {"momentum": (0.9, 0.5)},
         {"momentum": (0.9,), "rms_decay": 0.99},
         {"time_scales": (3, 30)},
+        {"momentum": (0.9,), "gain": 0.01},
     ],
 )
 def test_usual_loop_gives_the_updates_of_direct_step_calls(config):

@@ -126,12 +126,14 @@ def build_graph(spec: GraphSpec) -> GraphDef:
             )
             previous = [f"optimizer/lstm/layer_{k}"]
         output_weights = [n for n in phi if n.startswith("optimizer/phi/output_")]
+        description = f"g_t = {c.output_scale} * (W h_t + b)"
+        if c.gain:  # the linear term reads the signals themselves
+            output_weights += [n for n in phi if n.startswith("optimizer/phi/gain_")]
+            previous += signals
+            description += " - sum_j exp(A_j h_t + c_j) s_j over the gradient and each momentum s_j"
         nodes.append(
             _node(
-                "optimizer/output",
-                "Linear",
-                [*previous, *output_weights],
-                description=f"g_t = {c.output_scale} * W h_t + b",
+                "optimizer/output", "Linear", [*previous, *output_weights], description=description
             )
         )
     else:

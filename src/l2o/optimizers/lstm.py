@@ -14,7 +14,10 @@ adds the gradient and each momentum divided by the running RMS of the gradient (
 m / sqrt(v); the scaled inputs of Wichrowska et al., 2017). By default it reads the gradient
 alone, as in the paper. ``LSTMConfig.time_scales`` lets it read the step number t as well, through
 tanh(t / s) for each timescale s: with it, the LSTM can learn a schedule over the horizon it is
-meta-trained on.
+meta-trained on. ``LSTMConfig.gain`` adds a term linear in the gradient to its update:
+-sum_j exp(a_j(h_t)) s_j over the gradient and each momentum s_j, with per-coordinate learning
+rates exp(a_j) read off the LSTM's last hidden state (the paper's update, a bounded function of
+log|g| and sign g, cannot grow in proportion to the gradient as SGD's and NAG's steps do).
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ class LSTMConfig:
     # the first layer's gates through their own weights (``CoordinatewiseLSTM.time``, zero at
     # the start: the LSTM starts as the paper's). () = off (the paper).
     time_scales: tuple[float, ...] = ()
+    # Beyond the paper: the initial learning rate of an update term linear in the signals (the
+    # gradient and each momentum): update = output_scale (w h + b) - sum_j exp(a_j h + c_j) s_j,
+    # with a_j = 0 and c_j = log(gain) at the start. 0 = off (the paper's update).
+    gain: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
@@ -106,6 +113,14 @@ class LSTMConfig:
                 f"> 0, e.g. [10, 30, 100]; [] for none)"
             )
         object.__setattr__(self, "time_scales", tuple(float(s) for s in scales))
+        gain = self.gain
+        if not (
+            isinstance(gain, (int, float)) and not isinstance(gain, bool) and 0 <= gain < math.inf
+        ):
+            raise ValueError(
+                f"Invalid gain: {gain!r} (an initial learning rate > 0, e.g. 0.001, or 0 for none)"
+            )
+        object.__setattr__(self, "gain", float(gain))
 
     @property
     def input_size(self) -> int:
@@ -222,6 +237,8 @@ class CoordinatewiseLSTM(StepOptimizer):
         self.time = (
             nn.Linear(len(c.time_scales), 4 * c.hidden_size, bias=False) if c.time_scales else None
         )
+        # Linear term: log learning rates a_j h + c_j of the gradient and each momentum.
+        self.gain = nn.Linear(c.hidden_size, 1 + len(c.momentum)) if c.gain else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -236,6 +253,9 @@ class CoordinatewiseLSTM(StepOptimizer):
             self.output.bias.zero_()
             if self.time is not None:
                 self.time.weight.zero_()
+            if self.gain is not None:
+                self.gain.weight.zero_()
+                self.gain.bias.fill_(math.log(self.config.gain))
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         n = sum(p.numel() for p in params)
@@ -266,9 +286,15 @@ class CoordinatewiseLSTM(StepOptimizer):
         (the state's "momentum" and "rms" entries, when it keeps them): the preprocessed
         gradient, then each bias-corrected momentum preprocessed the same way, then (rms_decay)
         the gradient and each momentum divided by the gradient's bias-corrected RMS."""
+        x, _, averages = self._inputs(grad, state)
+        return x, averages
+
+    def _inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, Tensor, OptState]:
+        """``inputs``, and the signals as they are: (N, 1 + len(momentum)), the gradient and
+        each bias-corrected momentum."""
         c = self.config
         if not (c.momentum or c.rms_decay):  # the paper's LSTM: the gradient alone
-            return self.preprocess(grad), {}
+            return self.preprocess(grad), grad.unsqueeze(-1), {}
         t = state["step"] + 1
         averages: OptState = {}
         signals = [grad]
@@ -284,21 +310,21 @@ class CoordinatewiseLSTM(StepOptimizer):
             averages["rms"] = [v]
             rms = (v / (1 - c.rms_decay**t)).sqrt() + 1e-8
             x = torch.cat([x, stacked / rms.unsqueeze(-1)], dim=-1)
-        return x, averages
+        return x, stacked, averages
 
     def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
         # The maths runs on transposes, x: (input_size, N) and h, c: (hidden, N), so that each
         # gate below is a contiguous block of memory: elementwise ops on the column slices of an
         # (N, 4 hidden) tensor are many times slower on CPU, and they dominate the step. The states
         # handed out are the (N, hidden) transposes of these contiguous tensors (no copy).
-        x, averages = self.inputs(flatten(grads, self.output.weight.dtype), state)
-        x = x.t()
+        x, signals, averages = self._inputs(flatten(grads, self.output.weight.dtype), state)
+        x, signals = x.t(), signals.t()
         hs = [h.t() for h in state["h"]]
         cs = [c.t() for c in state["c"]]
         n = x.shape[1]
         biases = self._gate_biases(state["step"])
         if torch.is_grad_enabled() or n <= self.chunk_size:
-            update, hs, cs = self._lstm(x, hs, cs, biases)
+            update, hs, cs = self._lstm(x, hs, cs, biases, signals)
         else:
             # Without a graph to keep, coordinates go through in chunks whose temporaries (the
             # gates: 4 hidden floats per coordinate and layer) stay in cache and out of the
@@ -309,7 +335,11 @@ class CoordinatewiseLSTM(StepOptimizer):
             for s in range(0, n, self.chunk_size):
                 rows = slice(s, s + self.chunk_size)
                 u, h_chunk, c_chunk = self._lstm(
-                    x[:, rows], [h[:, rows] for h in hs], [c[:, rows] for c in cs], biases
+                    x[:, rows],
+                    [h[:, rows] for h in hs],
+                    [c[:, rows] for c in cs],
+                    biases,
+                    signals[:, rows],
                 )
                 update[rows] = u
                 for k in range(len(hs)):
@@ -335,10 +365,16 @@ class CoordinatewiseLSTM(StepOptimizer):
         return biases
 
     def _lstm(
-        self, x: Tensor, hs: list[Tensor], cs: list[Tensor], biases: list[Tensor]
+        self,
+        x: Tensor,
+        hs: list[Tensor],
+        cs: list[Tensor],
+        biases: list[Tensor],
+        signals: Tensor,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """m(grad_t, h_t; phi) on transposed tensors: x (input_size, n), h and c (hidden, n)
-        per layer, each layer's gate bias -> update g_t (n,) and the new h and c."""
+        per layer, each layer's gate bias, the raw signals (1 + len(momentum), n) -> update g_t
+        (n,) and the new h and c."""
         new_hs, new_cs = [], []
         for cell, bias, h, c in zip(self.cells, biases, hs, cs):
             h, c = LSTMLayer.apply(x, h, c, cell.weight, bias)
@@ -348,7 +384,11 @@ class CoordinatewiseLSTM(StepOptimizer):
         # update = w h + b as (1, hidden) @ (hidden, n): its gradient with respect to h is then
         # (hidden, n) like the one from the next step, and adding the two stays contiguous.
         update = torch.addmm(self.output.bias.unsqueeze(1), self.output.weight, x).squeeze(0)
-        return update * self.config.output_scale, new_hs, new_cs
+        update = update * self.config.output_scale
+        if self.gain is not None:  # - sum_j exp(a_j h + c_j) s_j
+            rates = torch.addmm(self.gain.bias.unsqueeze(1), self.gain.weight, x).exp()
+            update = update - (rates * signals).sum(0)
+        return update, new_hs, new_cs
 
     def spec(self) -> dict:
         # JSON-ready (a list, not a tuple); the paper's LSTM keeps the spec it had before momentum
@@ -360,7 +400,7 @@ class CoordinatewiseLSTM(StepOptimizer):
             "momentum": list(self.config.momentum),
             "time_scales": list(self.config.time_scales),
         }
-        for name in ("momentum", "rms_decay", "time_scales"):
+        for name in ("momentum", "rms_decay", "time_scales", "gain"):
             if not spec[name]:
                 del spec[name]
         return spec
