@@ -391,9 +391,9 @@ class CoordinatewiseLSTM(StepOptimizer):
         return update, new_hs, new_cs
 
     def spec(self) -> dict:
-        # JSON-ready (a list, not a tuple); the paper's LSTM keeps the spec it had before momentum
-        # and RMS inputs existed (records of shipped checkpoints and saved torch.optim states
-        # compare it).
+        # JSON-ready (lists, not tuples); the paper's LSTM keeps the spec it had before the
+        # features beyond the paper (momentum, RMS, step features, gain) existed: records of
+        # shipped checkpoints and saved torch.optim states compare it.
         spec = {
             "kind": "lstm",
             **asdict(self.config),
