@@ -30,10 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
-from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve  # noqa: E402
+from common import final_losses, machine, ratio_precision, write_result  # noqa: E402
+from l2o.checkpoint import load_checkpoint, resolve  # noqa: E402
 from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import write_json  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
 
@@ -126,8 +125,6 @@ def main() -> int:
         "note": args.note,
         "machine": machine(),
     }
-    out = Path(args.out)
-    write_json(out / f"{args.name}.json", result)
     lines = [
         f"# Learned optimizers side by side: {args.name}",
         "",
@@ -145,9 +142,7 @@ def main() -> int:
             f"| {label} | {r['checkpoint'] or '-'} | {r['final_loss_mean']:.4f} "
             f"| {r['ratio']:.3f} ({low:.3f}-{high:.3f}) |"
         )
-    lines += ["", args.note, "", machine_markdown(result["machine"])]
-    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
-    print((out / f"{args.name}.md").read_text())
+    write_result(args.out, args.name, result, lines)
     return 0
 
 

@@ -8,12 +8,14 @@ import shlex
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
 
 import l2o
-from l2o.evaluate import rollout
+from l2o.checkpoint import atomic_write_text
+from l2o.evaluate import rollout, write_json
 
 
 def machine() -> dict[str, Any]:
@@ -80,3 +82,13 @@ def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[st
         label: torch.cat([rollout(opt, task, steps).losses[-1].double().cpu() for task in tasks])
         for label, opt in optimizers.items()
     }
+
+
+def write_result(out: str | Path, name: str, result: dict[str, Any], lines: list[str]) -> None:
+    """Write ``result`` (with its "note" and "machine") to <out>/<name>.json, and the markdown
+    ``lines`` followed by the note and the machine to <out>/<name>.md, which it also prints."""
+    out = Path(out)
+    write_json(out / f"{name}.json", result)
+    lines = [*lines, "", result["note"], "", machine_markdown(result["machine"])]
+    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
+    print((out / f"{name}.md").read_text())

@@ -32,10 +32,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from common import machine, machine_markdown  # noqa: E402
-from l2o.checkpoint import atomic_write_text  # noqa: E402
+from common import machine, write_result  # noqa: E402
 from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import rollout, write_json  # noqa: E402
+from l2o.evaluate import rollout  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import make_baseline  # noqa: E402
 from l2o.optimizers.base import OptState, StepOptimizer  # noqa: E402
@@ -128,8 +127,6 @@ def main() -> int:
         "note": args.note,
         "machine": machine(),
     }
-    out = Path(args.out)
-    write_json(out / f"{args.name}.json", result)
     lines = [
         f"# Learning-rate schedules for the baselines: {args.name}",
         "",
@@ -149,9 +146,7 @@ def main() -> int:
             f"| {r['optimizer']} | {r['schedule']} | {r['lr']:g}{edge} "
             f"| {r['test_final_loss_mean']:.4f} | {r['ratio_to_constant_adam']:.3f} |"
         )
-    lines += ["", args.note, "", machine_markdown(result["machine"])]
-    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
-    print((out / f"{args.name}.md").read_text())
+    write_result(args.out, args.name, result, lines)
     return 0
 
 

@@ -262,13 +262,13 @@ def test_rms_inputs_widen_the_input_are_in_the_spec_and_normalise_the_signals():
     grads = [torch.tensor([3.0, -1e-2, 0.0])]
     state = opt.init_state(grads)
     assert [v.shape for v in state["rms"]] == [(3,)]
-    x, averages = opt.inputs(grads[0], state)
+    x, _, averages = opt.inputs(grads[0], state)
     # First step: the bias-corrected RMS is |g|, so g / rms and m / rms are the signs of g
     # (0 for g = 0: the 1e-8 keeps it finite).
     torch.testing.assert_close(x[:, 4:], torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.0, 0.0]]))
     torch.testing.assert_close(averages["rms"][0], 0.01 * grads[0] ** 2)
     # Scale-free: gradients 1000 times larger give the same RMS inputs.
-    big, _ = opt.inputs(1000 * grads[0], state)
+    big, _, _ = opt.inputs(1000 * grads[0], state)
     torch.testing.assert_close(big[:, 4:], x[:, 4:])
 
 

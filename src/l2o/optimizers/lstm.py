@@ -35,6 +35,10 @@ from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 PREPROCESSING = ("none", "log_sign")
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class LSTMConfig:
     """Architecture of the coordinatewise LSTM optimizer.
@@ -85,42 +89,40 @@ class LSTMConfig:
             raise ValueError(f"Invalid output_scale: {self.output_scale} (must be finite and > 0)")
         if not math.isfinite(self.forget_bias):
             raise ValueError(f"Invalid forget_bias: {self.forget_bias} (must be finite)")
-        momentum = self.momentum
+        # Lists from TOML or JSON specs become tuples: the config stays hashable and frozen.
+        self._set_numbers(
+            "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), e.g. [0.9]"
+        )
+        self._set_number(
+            "rms_decay", lambda b: 0 <= b < 1, "a decay in (0, 1), e.g. 0.999, or 0 for none"
+        )
+        self._set_numbers(
+            "time_scales",
+            lambda s: 0 < s < math.inf,
+            "a list of timescales in steps, each finite and > 0, e.g. [10, 30, 100]; [] for none",
+        )
+        self._set_number(
+            "gain",
+            lambda g: 0 <= g < math.inf,
+            "an initial learning rate > 0, e.g. 0.001, or 0 for none",
+        )
+
+    def _set_number(self, name: str, valid, expected: str) -> None:
+        """Check field ``name`` is a real number (not a bool) that ``valid`` accepts; store it
+        as a float, or raise naming the value and what was ``expected``."""
+        value = getattr(self, name)
+        if not (_is_real(value) and valid(value)):
+            raise ValueError(f"Invalid {name}: {value!r} ({expected})")
+        object.__setattr__(self, name, float(value))
+
+    def _set_numbers(self, name: str, valid, expected: str) -> None:
+        """The same for a list of numbers, stored as a tuple of floats."""
+        values = getattr(self, name)
         if not (
-            isinstance(momentum, (list, tuple))
-            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in momentum)
-            and all(0 < b < 1 for b in momentum)
+            isinstance(values, (list, tuple)) and all(_is_real(v) and valid(v) for v in values)
         ):
-            raise ValueError(
-                f"Invalid momentum: {momentum!r} (a list of decays, each in (0, 1), e.g. [0.9])"
-            )
-        # Lists from TOML or JSON specs become a tuple: the config stays hashable and frozen.
-        object.__setattr__(self, "momentum", tuple(float(b) for b in momentum))
-        rms = self.rms_decay
-        if not (isinstance(rms, (int, float)) and not isinstance(rms, bool) and 0 <= rms < 1):
-            raise ValueError(
-                f"Invalid rms_decay: {rms!r} (a decay in (0, 1), e.g. 0.999, or 0 for none)"
-            )
-        object.__setattr__(self, "rms_decay", float(rms))
-        scales = self.time_scales
-        if not (
-            isinstance(scales, (list, tuple))
-            and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
-            and all(0 < s < math.inf for s in scales)
-        ):
-            raise ValueError(
-                f"Invalid time_scales: {scales!r} (a list of timescales in steps, each finite and "
-                f"> 0, e.g. [10, 30, 100]; [] for none)"
-            )
-        object.__setattr__(self, "time_scales", tuple(float(s) for s in scales))
-        gain = self.gain
-        if not (
-            isinstance(gain, (int, float)) and not isinstance(gain, bool) and 0 <= gain < math.inf
-        ):
-            raise ValueError(
-                f"Invalid gain: {gain!r} (an initial learning rate > 0, e.g. 0.001, or 0 for none)"
-            )
-        object.__setattr__(self, "gain", float(gain))
+            raise ValueError(f"Invalid {name}: {values!r} ({expected})")
+        object.__setattr__(self, name, tuple(float(v) for v in values))
 
     @property
     def input_size(self) -> int:
@@ -233,10 +235,12 @@ class CoordinatewiseLSTM(StepOptimizer):
             nn.Linear(sizes[k] + c.hidden_size, 4 * c.hidden_size) for k in range(c.num_layers)
         )
         self.output = nn.Linear(c.hidden_size, 1)
-        # Step features: their contribution W_t [tanh(t / s)]_s to the first layer's gates.
+        # Step features: their contribution W_t [tanh(t / s)]_s to the first layer's gates. The
+        # timescales live on the module's device (not saved: the config has them).
         self.time = (
             nn.Linear(len(c.time_scales), 4 * c.hidden_size, bias=False) if c.time_scales else None
         )
+        self.register_buffer("scales", torch.tensor(c.time_scales), persistent=False)
         # Linear term: log learning rates a_j h + c_j of the gradient and each momentum.
         self.gain = nn.Linear(c.hidden_size, 1 + len(c.momentum)) if c.gain else None
         self.reset_parameters()
@@ -281,17 +285,13 @@ class CoordinatewiseLSTM(StepOptimizer):
             return log_sign_preprocess(signal, self.config.p)
         return signal.unsqueeze(-1)
 
-    def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, OptState]:
-        """Flat gradient (N,) -> the LSTM's input (N, input_size) and the new running averages
-        (the state's "momentum" and "rms" entries, when it keeps them): the preprocessed
-        gradient, then each bias-corrected momentum preprocessed the same way, then (rms_decay)
-        the gradient and each momentum divided by the gradient's bias-corrected RMS."""
-        x, _, averages = self._inputs(grad, state)
-        return x, averages
-
-    def _inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, Tensor, OptState]:
-        """``inputs``, and the signals as they are: (N, 1 + len(momentum)), the gradient and
-        each bias-corrected momentum."""
+    def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, Tensor, OptState]:
+        """Flat gradient (N,) -> the LSTM's input (N, input_size), the signals as they are
+        (N, 1 + len(momentum): the gradient and each bias-corrected momentum, which ``gain``'s
+        linear term reads) and the new running averages (the state's "momentum" and "rms"
+        entries, when it keeps them). The input is the preprocessed gradient, then each
+        momentum preprocessed the same way, then (rms_decay) the signals divided by the
+        gradient's bias-corrected RMS."""
         c = self.config
         if not (c.momentum or c.rms_decay):  # the paper's LSTM: the gradient alone
             return self.preprocess(grad), grad.unsqueeze(-1), {}
@@ -317,7 +317,7 @@ class CoordinatewiseLSTM(StepOptimizer):
         # gate below is a contiguous block of memory: elementwise ops on the column slices of an
         # (N, 4 hidden) tensor are many times slower on CPU, and they dominate the step. The states
         # handed out are the (N, hidden) transposes of these contiguous tensors (no copy).
-        x, signals, averages = self._inputs(flatten(grads, self.output.weight.dtype), state)
+        x, signals, averages = self.inputs(flatten(grads, self.output.weight.dtype), state)
         x, signals = x.t(), signals.t()
         hs = [h.t() for h in state["h"]]
         cs = [c.t() for c in state["c"]]
@@ -352,9 +352,7 @@ class CoordinatewiseLSTM(StepOptimizer):
 
     def step_features(self, step: int) -> Tensor:
         """[tanh(t / s) for each timescale s] at step t: shape (len(time_scales),)."""
-        ref = self.output.weight
-        scales = torch.tensor(self.config.time_scales, dtype=ref.dtype, device=ref.device)
-        return torch.tanh(step / scales)
+        return torch.tanh(step / self.scales)
 
     def _gate_biases(self, step: int) -> list[Tensor]:
         """Each layer's gate bias at step t: b, plus W_t [tanh(t / s)]_s in the first layer when
