@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import l2o
 from l2o.cli import main
@@ -218,3 +219,45 @@ def test_evaluate_a_figure_preset(tmp_path, capsys):
     assert "figure preset not found" in _error(
         capsys, ["evaluate", str(run), "--figure", str(tmp_path / "no.toml"), "--out", "x"]
     )
+
+
+def test_train_initialised_from_a_trained_optimizer(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["train", "configs/quadratic.toml", "--run-dir", str(first), *FAST]) == 0
+    trained = l2o.load(first).state_dict()
+    # A tiny meta-learning rate: the fine-tuned run keeps the weights it started from...
+    tuned = tmp_path / "tuned"
+    argv = ["train", "configs/quadratic.toml", "--run-dir", str(tuned), *FAST,
+            "--set", f"meta.init_from={first}", "--set", "meta.meta_lr=1e-12"]  # fmt: skip
+    assert main(argv) == 0
+    for name, value in l2o.load(tuned).state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=0, atol=1e-9)
+    # ...while the same run from the seed's random init does not start there.
+    fresh = tmp_path / "fresh"
+    argv = ["train", "configs/quadratic.toml", "--run-dir", str(fresh), *FAST,
+            "--set", "meta.meta_lr=1e-12"]  # fmt: skip
+    assert main(argv) == 0
+    assert not torch.allclose(
+        l2o.load(fresh).state_dict()["cells.0.weight"], trained["cells.0.weight"]
+    )
+    # The run records where it started; resuming continues from its own last checkpoint.
+    assert f'init_from = "{first}"' in (tuned / "config.toml").read_text()
+    resume = ["train", "configs/quadratic.toml", "--run-dir", str(tuned), "--resume", *FAST,
+              "--set", f"meta.init_from={first}", "--set", "meta.meta_lr=1e-12",
+              "--set", "meta.epochs=6"]  # fmt: skip
+    assert main(resume) == 0
+    assert len((tuned / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("quadratic-lstm", "preprocess = 'none' there, 'log_sign' here"),
+        ("no-such-optimizer", "no checkpoint or pretrained optimizer named 'no-such-optimizer'"),
+    ],
+)
+def test_bad_init_from_gives_one_line_errors(tmp_path, capsys, source, expected):
+    argv = ["train", "--run-dir", str(tmp_path / "run"), *FAST,
+            "--set", "optimizer.preprocess=log_sign", "--set", f"meta.init_from={source}"]  # fmt: skip
+    assert expected in _error(capsys, argv)
+    assert not (tmp_path / "run").exists()

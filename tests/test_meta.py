@@ -116,6 +116,7 @@ def test_loss_weights():
         ({"device": "gpu7"}, "Invalid device: 'gpu7'"),
         ({"ema_decay": 1.0}, "Invalid ema_decay: 1.0 (must be in [0, 1)"),
         ({"ema_decay": -0.1}, "Invalid ema_decay: -0.1"),
+        ({"init_from": 3}, "Invalid init_from: 3 (must be a string"),
     ],
 )
 def test_invalid_meta_config_names_the_value(kwargs, message):

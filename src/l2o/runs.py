@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from l2o.checkpoint import atomic_write_text
+from l2o.checkpoint import atomic_write_text, load_weights, read_checkpoint, resolve
 from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_toml
 from l2o.errors import L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
@@ -52,6 +52,22 @@ def build_learned_optimizer(
         return GroupedOptimizer({name: g.build() for name, g in config.groups.items()}, assignment)
 
 
+def initialise_from(optimizer: StepOptimizer, source: str) -> None:
+    """Load a trained optimizer's weights into ``optimizer`` (``meta.init_from``): a pretrained
+    name, checkpoint or run directory whose optimizer has the same architecture (spec)."""
+    path = resolve(source)
+    tensors, record = read_checkpoint(path)
+    theirs, ours = record.get("optimizer") or {}, optimizer.spec()
+    if theirs != ours:
+        differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+        details = ", ".join(f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
+        raise L2OError(
+            f"cannot initialise from {source!r}: its optimizer differs from the config's "
+            f"({details}); set the optimizer.* options to match it"
+        )
+    load_weights(optimizer, tensors, str(path))
+
+
 def train(
     config: ExperimentConfig,
     run_dir: str | Path,
@@ -78,6 +94,8 @@ def train(
                 f"(only meta.epochs may change)"
             )
     optimizer = build_learned_optimizer(config)  # before any file is written: groups may not fit
+    if config.meta.init_from and not resume:  # resuming loads phi from checkpoints/last
+        initialise_from(optimizer, config.meta.init_from)
     if not resume:
         prepare_directory(run_dir, force)
     atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))

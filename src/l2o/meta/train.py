@@ -77,6 +77,10 @@ class MetaTrainConfig:
     # Polyak averaging: validate / keep an EMA of phi, phi_avg <- d phi_avg + (1 - d) phi after
     # each meta-update, d = min(ema_decay, (1 + n) / (10 + n)) at update n; 0 = off.
     ema_decay: float = 0.0
+    # Start phi from a trained optimizer's weights (fine-tuning) instead of the seed's random
+    # init: a pretrained name, a checkpoint path or a run directory (its best checkpoint). Its
+    # architecture must be the config's; the meta-optimizer starts fresh. "" = random init.
+    init_from: str = ""
     validate_every: int = 100  # epochs between validations (and checkpoints)
     validation_tasks: int = 2  # tasks drawn from the validation seed stream
     seed: int = 0
@@ -144,6 +148,11 @@ class MetaTrainConfig:
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             raise ValueError(
                 f"Invalid ema_decay: {self.ema_decay!r} (must be in [0, 1); 0 = no averaging)"
+            )
+        if not isinstance(self.init_from, str):
+            raise ValueError(
+                f"Invalid init_from: {self.init_from!r} (must be a string: a pretrained name, "
+                f'a checkpoint or a run directory; "" = random init)'
             )
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
