@@ -93,6 +93,11 @@ def main() -> int:
     family = dataclasses.replace(
         load_config(args.config, args.set).task, num_problems=args.problems_per_task
     )
+    if family.name not in ("mnist", "conv"):
+        parser.error(
+            f"--config {args.config} is a {family.name!r} task; this benchmark compares "
+            f"checkpoints on the mnist and conv families (benchmarks/mnist.py, conv.py)"
+        )
     if args.adam_lr is None:
         args.adam_lr = tuned_adam_lr(family.to_config(), args.steps)
         if args.adam_lr is None:
