@@ -18,6 +18,12 @@ With --ship the optimizer meta-trained on Fashion-MNIST is saved into the packag
 pretrained ``mnist-mlp-lstm``. Reproduce:  python benchmarks/mnist.py --ship
 (the committed results were meta-trained with ``OMP_NUM_THREADS=2``: 2 torch threads on the
 2 cores; benchmarks/results/mnist.md gives the command and the time).
+
+``--name`` names the result files (``<name>.json``, ``<name>.md``, ``<name>.*.png``) and, with
+``--ship``, the pretrained optimizer (``mnist`` ships ``mnist-mlp-lstm``, any other name ships
+itself), for variants of the preset given with ``--set``, e.g. the fine-tuned
+``mnist-mlp-lstm-200`` (beyond the paper: the shipped optimizer meta-trained further on 200-step
+horizons; benchmarks/results/mnist-mlp-lstm-200.md gives its command).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
-from l2o.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from l2o.checkpoint import load_checkpoint, resolve, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.data import DatasetError, find_dataset  # noqa: E402
 from l2o.evaluate import plot_loss_curves, write_json  # noqa: E402
@@ -76,6 +83,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--ship", action="store_true", help="save into l2o/pretrained")
     parser.add_argument(
+        "--name", default="mnist", help="result files <name>.*; the pretrained name with --ship"
+    )
+    parser.add_argument(
         "--skip-training", action="store_true", help="evaluate the run directories as they are"
     )
     parser.add_argument("--set", action="append", default=[], help="config override")
@@ -99,12 +109,12 @@ def main() -> int:
             print(f"skipping {dataset}: {e}", flush=True)
             continue
         report["datasets"][dataset] = run_dataset(dataset, config, args, out)
-        write_json(out / "mnist.json", report)
+        write_json(out / f"{args.name}.json", report)
     if not report["datasets"]:
         print("no dataset found", file=sys.stderr)
         return 1
-    (out / "mnist.md").write_text(markdown(report))
-    print((out / "mnist.md").read_text())
+    (out / f"{args.name}.md").write_text(markdown(report, args.name))
+    print((out / f"{args.name}.md").read_text())
     return 0
 
 
@@ -157,7 +167,7 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
                 headline = (setting, options)
             if not setting.name.startswith("grid-"):
                 plot_loss_curves(
-                    evaluated, out / f"mnist.{dataset}.{setting.name}.png",
+                    evaluated, out / f"{args.name}.{dataset}.{setting.name}.png",
                     title=f"{dataset}: {setting.title or setting.name} ({evaluated['runs']} runs)",
                 )  # fmt: skip
             print(
@@ -175,11 +185,11 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
     grid = [r for name, r in settings.items() if name.startswith("grid-")]
     if grid:
         plot_generalization_grid(
-            grid, out / f"mnist.{dataset}.fig5.png",
+            grid, out / f"{args.name}.{dataset}.fig5.png",
             title=f"{dataset}: final loss after {grid[0]['steps']} steps (LSTM trained on MLP(20))",
         )  # fmt: skip
     if args.ship and dataset == "fashion-mnist":
-        ship(optimizer, record, result, seconds)
+        ship(optimizer, record, result, seconds, args.name)
     return result
 
 
@@ -225,7 +235,23 @@ def ratios(result: dict) -> dict[str, float]:
     return {name: r["lstm_over_adam"] for name, r in result["settings"].items()}
 
 
-def markdown(report: dict) -> str:
+def initial_training(config: dict) -> str:
+    """For a run started from a trained optimizer (meta.init_from): where from, and how long
+    that optimizer's own meta-training took, as its record says."""
+    source = config["meta"].get("init_from")
+    if not source:
+        return ""
+    _, record = load_checkpoint(resolve(source))
+    minutes = record.get("metrics", {}).get("meta_training_seconds", 0) / 60
+    epochs = record.get("training", {}).get("epochs")
+    return (
+        f"Initialised from `{source}` (meta.init_from), whose own meta-training took "
+        f"{minutes:.1f} min ({epochs} epochs, as its record says); the time below is this "
+        f"run's alone. "
+    )
+
+
+def markdown(report: dict, prefix: str = "mnist") -> str:
     lines = [
         "# MNIST benchmark (paper section 3.2, Figures 3-5)",
         "",
@@ -243,7 +269,8 @@ def markdown(report: dict) -> str:
         lines += [
             f"## {dataset}",
             "",
-            f"Meta-training: {t['epochs']} epochs in **{t['meta_training_minutes']:.1f} min** "
+            initial_training(t["config"])
+            + f"Meta-training: {t['epochs']} epochs in **{t['meta_training_minutes']:.1f} min** "
             f"(target <= {TARGET_MINUTES} min on 2 CPU cores; "
             + (
                 f"load average before/after {t['load_average_before'][0]:.1f} / "
@@ -292,11 +319,11 @@ def markdown(report: dict) -> str:
         lines.append("")
         if result.get("precision"):
             lines += [precision_markdown(result["precision"]), ""]
-        for name in result["settings"]:
-            if not name.startswith("grid-"):
-                lines.append(f"![{name}](mnist.{dataset}.{name}.png)")
+        for setting in result["settings"]:
+            if not setting.startswith("grid-"):
+                lines.append(f"![{setting}]({prefix}.{dataset}.{setting}.png)")
         if any(n.startswith("grid-") for n in result["settings"]):
-            lines.append(f"![generalization grid](mnist.{dataset}.fig5.png)")
+            lines.append(f"![generalization grid]({prefix}.{dataset}.fig5.png)")
         lines.append("")
     if report.get("note"):
         lines += [report["note"], ""]
@@ -304,14 +331,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def ship(optimizer, record, result, seconds: float) -> None:
-    """Save the trained optimizer as the pretrained ``mnist-mlp-lstm``."""
-    dest = ROOT / "src" / "l2o" / "pretrained" / "mnist-mlp-lstm"
+def ship(optimizer, record, result, seconds: float, name: str = "mnist") -> None:
+    """Save the trained optimizer as the pretrained ``mnist-mlp-lstm`` (name ``mnist``) or
+    ``name``."""
+    name = "mnist-mlp-lstm" if name == "mnist" else name
+    dest = ROOT / "src" / "l2o" / "pretrained" / name
     settings = result["settings"]
+    meta = record["training"]
+    origin = f", starting from {meta['init_from']}" if meta.get("init_from") else ""
     shipped = {
         "description": (
             "the paper's 2x20 LSTM meta-trained to train an MLP (20 sigmoid units) on "
-            f"{record['task']['dataset']} for 100 steps"
+            f"{record['task']['dataset']} for {meta['horizon']} steps{origin}"
         ),
         "trained_on": record["task"],
         "training": record["training"],
@@ -333,7 +364,7 @@ def ship(optimizer, record, result, seconds: float) -> None:
             "meta_training_minutes": seconds / 60,
             "machine": machine()["cpu"],
         },
-        "command": "python benchmarks/mnist.py --ship",
+        "command": shlex.join(["python", "benchmarks/mnist.py", *sys.argv[1:]]),
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, optimizer, json_safe(shipped))
