@@ -252,7 +252,10 @@ def test_train_initialised_from_a_trained_optimizer(tmp_path, capsys):
 @pytest.mark.parametrize(
     "source,expected",
     [
-        ("quadratic-lstm", "preprocess = 'none' there, 'log_sign' here"),
+        (
+            "quadratic-lstm",
+            "differs from the config's (preprocess = 'none' there, 'log_sign' here)",
+        ),
         ("no-such-optimizer", "no checkpoint or pretrained optimizer named 'no-such-optimizer'"),
     ],
 )

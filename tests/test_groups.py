@@ -270,3 +270,29 @@ def test_momentum_preset_is_the_conv_preset_with_momentum_inputs_in_both_groups(
     for name, group in momentum.groups.items():
         assert group.params == paper.groups[name].params
         assert group.lstm == dataclasses.replace(paper.groups[name].lstm, momentum=decays)
+
+
+def test_an_ungrouped_optimizer_initialises_every_learned_group(tmp_path, cifar_dir):
+    from l2o.errors import L2OError
+    from l2o.runs import initialise_from
+
+    torch.manual_seed(3)
+    trained = CoordinatewiseLSTM(LSTMConfig(hidden_size=6))
+    save_checkpoint(tmp_path / "trained", trained, {})
+    groups = {"conv": {"params": ["conv*"]}, "fc": {"params": PAPER["fc"]}}
+    grouped = build_learned_optimizer(_config(cifar_dir, groups))
+    initialise_from(grouped, str(tmp_path / "trained"))
+    for group in ("conv", "fc"):
+        for name, value in trained.state_dict().items():
+            assert torch.equal(grouped.groups[group].state_dict()[name], value), (group, name)
+    # hand-designed groups are left alone; a learned group of another architecture is an error
+    groups = {"conv": {"params": ["conv*"], "hidden_size": 4}, "fc": {"params": PAPER["fc"]}}
+    with pytest.raises(L2OError, match="differs from group 'conv''s \\(hidden_size = 6 there, 4"):
+        initialise_from(
+            build_learned_optimizer(_config(cifar_dir, groups)), str(tmp_path / "trained")
+        )
+    groups = {"conv": {"params": ["conv*"], "kind": "adam"}, "fc": {"params": PAPER["fc"]}}
+    mixed = build_learned_optimizer(_config(cifar_dir, groups))
+    initialise_from(mixed, str(tmp_path / "trained"))
+    for name, value in trained.state_dict().items():
+        assert torch.equal(mixed.groups["fc"].state_dict()[name], value), name

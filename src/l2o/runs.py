@@ -54,18 +54,28 @@ def build_learned_optimizer(
 
 def initialise_from(optimizer: StepOptimizer, source: str) -> None:
     """Load a trained optimizer's weights into ``optimizer`` (``meta.init_from``): a pretrained
-    name, checkpoint or run directory whose optimizer has the same architecture (spec)."""
+    name, checkpoint or run directory whose optimizer has the same architecture (spec). An
+    ungrouped one initialises every learned group of a grouped optimizer (e.g. the MNIST LSTM
+    as the start of both the conv and the fc LSTM)."""
     path = resolve(source)
     tensors, record = read_checkpoint(path)
-    theirs, ours = record.get("optimizer") or {}, optimizer.spec()
-    if theirs != ours:
-        differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
-        details = ", ".join(f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
-        raise L2OError(
-            f"cannot initialise from {source!r}: its optimizer differs from the config's "
-            f"({details}); set the optimizer.* options to match it"
-        )
-    load_weights(optimizer, tensors, str(path))
+    theirs = record.get("optimizer") or {}
+    if isinstance(optimizer, GroupedOptimizer) and theirs.get("kind") != "grouped":
+        targets = {f"group {g!r}": opt for g, opt in optimizer.groups.items() if opt.is_learned}
+    else:
+        targets = {"the config": optimizer}
+    for name, target in targets.items():
+        ours = target.spec()
+        if theirs != ours:
+            differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+            details = ", ".join(
+                f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ
+            )
+            raise L2OError(
+                f"cannot initialise from {source!r}: its optimizer differs from {name}'s "
+                f"({details}); set the optimizer.* options to match it"
+            )
+        load_weights(target, tensors, str(path))
 
 
 def train(
