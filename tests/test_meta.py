@@ -117,6 +117,7 @@ def test_loss_weights():
         ({"ema_decay": 1.0}, "Invalid ema_decay: 1.0 (must be in [0, 1)"),
         ({"ema_decay": -0.1}, "Invalid ema_decay: -0.1"),
         ({"init_from": 3}, "Invalid init_from: 3 (must be a string"),
+        ({"keep_checkpoints": 1}, "Invalid keep_checkpoints: 1 (must be true or false)"),
     ],
 )
 def test_invalid_meta_config_names_the_value(kwargs, message):
@@ -154,6 +155,36 @@ def test_resume_equals_uninterrupted(tmp_path):
         for key in sa[i]:
             assert torch.equal(torch.as_tensor(sa[i][key]), torch.as_tensor(sb[i][key]))
     assert straight.state.best_validation == resumed.state.best_validation
+
+
+def test_keep_checkpoints_saves_what_every_validation_scored(tmp_path):
+    trainer = _trainer(tmp_path / "kept", 6, keep_checkpoints=True)
+    trainer.run()
+    kept = sorted(p.name for p in (tmp_path / "kept" / "checkpoints").glob("epoch-*.safetensors"))
+    assert kept == ["epoch-000003.safetensors", "epoch-000006.safetensors"]
+    scores = [
+        json.loads(line)["validation_final_loss"]
+        for line in (tmp_path / "kept" / "metrics.jsonl").read_text().splitlines()
+        if "validation_final_loss" in json.loads(line)
+    ]
+    for epoch, score in zip((3, 6), scores):
+        optimizer, record = load_checkpoint(
+            tmp_path / "kept" / "checkpoints" / f"epoch-{epoch:06d}"
+        )
+        assert record["epoch"] == epoch and "resume" not in record
+        # the kept checkpoint is the optimizer that validation scored
+        assert validate(optimizer, trainer.family, trainer.config)["final_loss"] == score
+    final, _ = load_checkpoint(tmp_path / "kept" / "checkpoints" / "last")
+    for name, value in final.state_dict().items():
+        assert torch.equal(
+            value,
+            load_checkpoint(tmp_path / "kept" / "checkpoints" / "epoch-000006")[0].state_dict()[
+                name
+            ],
+        )
+    # off by default: only best and last
+    _trainer(tmp_path / "default", 3).run()
+    assert not list((tmp_path / "default" / "checkpoints").glob("epoch-*"))
 
 
 def test_short_meta_training_beats_the_untrained_optimizer(tmp_path):

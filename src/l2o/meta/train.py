@@ -9,6 +9,7 @@ and the best one is kept. The run directory holds::
     metrics.jsonl                one JSON line per epoch and per validation
     checkpoints/best.*           best validation score so far (what ``l2o.load(run_dir)`` loads)
     checkpoints/last.*           latest state, meta-optimizer included, for ``--resume``
+    checkpoints/epoch-NNNNNN.*   with ``keep_checkpoints``: what each validation scored
 
 With ``ema_decay`` > 0 (Polyak averaging), an exponential moving average of phi over the
 meta-updates is what gets validated and saved as ``best``: meta-gradients from one sampled task
@@ -82,6 +83,9 @@ class MetaTrainConfig:
     # architecture must be the config's; the meta-optimizer starts fresh. "" = random init.
     init_from: str = ""
     validate_every: int = 100  # epochs between validations (and checkpoints)
+    # Also keep what every validation scored as checkpoints/epoch-NNNNNN (not only best / last),
+    # e.g. to compare checkpoints on test runs after the fact.
+    keep_checkpoints: bool = False
     validation_tasks: int = 2  # tasks drawn from the validation seed stream
     seed: int = 0
     max_nonfinite_in_a_row: int = 10  # stop after this many skipped meta-updates in a row
@@ -153,6 +157,10 @@ class MetaTrainConfig:
             raise ValueError(
                 f"Invalid init_from: {self.init_from!r} (must be a string: a pretrained name, "
                 f'a checkpoint or a run directory; "" = random init)'
+            )
+        if not isinstance(self.keep_checkpoints, bool):
+            raise ValueError(
+                f"Invalid keep_checkpoints: {self.keep_checkpoints!r} (must be true or false)"
             )
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
@@ -458,4 +466,6 @@ class MetaTrainer:
             self.state.best_validation = scores["final_loss"]
             self.state.best_epoch = self.state.epoch
             self.save("best")
+        if self.config.keep_checkpoints:
+            self.save(f"epoch-{self.state.epoch:06d}")
         self.save("last")
