@@ -287,7 +287,9 @@ def test_an_ungrouped_optimizer_initialises_every_learned_group(tmp_path, cifar_
             assert torch.equal(grouped.groups[group].state_dict()[name], value), (group, name)
     # hand-designed groups are left alone; a learned group of another architecture is an error
     groups = {"conv": {"params": ["conv*"], "hidden_size": 4}, "fc": {"params": PAPER["fc"]}}
-    with pytest.raises(L2OError, match="differs from group 'conv''s \\(hidden_size = 6 there, 4"):
+    with pytest.raises(
+        L2OError, match="differs from the config's group 'conv' \\(hidden_size = 6 there, 4"
+    ):
         initialise_from(
             build_learned_optimizer(_config(cifar_dir, groups)), str(tmp_path / "trained")
         )

@@ -61,9 +61,13 @@ def initialise_from(optimizer: StepOptimizer, source: str) -> None:
     tensors, record = read_checkpoint(path)
     theirs = record.get("optimizer") or {}
     if isinstance(optimizer, GroupedOptimizer) and theirs.get("kind") != "grouped":
-        targets = {f"group {g!r}": opt for g, opt in optimizer.groups.items() if opt.is_learned}
+        targets = {
+            f"the config's group {g!r}": opt
+            for g, opt in optimizer.groups.items()
+            if opt.is_learned
+        }
     else:
-        targets = {"the config": optimizer}
+        targets = {"the config's": optimizer}
     for name, target in targets.items():
         ours = target.spec()
         if theirs != ours:
@@ -72,7 +76,7 @@ def initialise_from(optimizer: StepOptimizer, source: str) -> None:
                 f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ
             )
             raise L2OError(
-                f"cannot initialise from {source!r}: its optimizer differs from {name}'s "
+                f"cannot initialise from {source!r}: its optimizer differs from {name} "
                 f"({details}); set the optimizer.* options to match it"
             )
         load_weights(target, tensors, str(path))
