@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
-from l2o.checkpoint import load_checkpoint, resolve, save_checkpoint  # noqa: E402
+from l2o.checkpoint import load_checkpoint, read_checkpoint, resolve, save_checkpoint  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.data import DatasetError, find_dataset  # noqa: E402
 from l2o.evaluate import plot_loss_curves, write_json  # noqa: E402
@@ -242,7 +242,7 @@ def initial_training(config: dict) -> str:
     source = config["meta"].get("init_from")
     if not source:
         return ""
-    _, record = load_checkpoint(resolve(source))
+    _, record = read_checkpoint(resolve(source))
     epochs = record.get("training", {}).get("epochs")
     if "meta_training_minutes" in record.get("benchmark", {}):  # a shipped optimizer: its run's
         took = f"took {record['benchmark']['meta_training_minutes']:.1f} min ({epochs} epochs)"

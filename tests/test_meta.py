@@ -162,26 +162,18 @@ def test_keep_checkpoints_saves_what_every_validation_scored(tmp_path):
     trainer.run()
     kept = sorted(p.name for p in (tmp_path / "kept" / "checkpoints").glob("epoch-*.safetensors"))
     assert kept == ["epoch-000003.safetensors", "epoch-000006.safetensors"]
-    scores = [
-        json.loads(line)["validation_final_loss"]
-        for line in (tmp_path / "kept" / "metrics.jsonl").read_text().splitlines()
-        if "validation_final_loss" in json.loads(line)
-    ]
+    entries = [json.loads(line) for line in (tmp_path / "kept" / "metrics.jsonl").open()]
+    scores = [e["validation_final_loss"] for e in entries if "validation_final_loss" in e]
+    kept_dir = tmp_path / "kept" / "checkpoints"
     for epoch, score in zip((3, 6), scores):
-        optimizer, record = load_checkpoint(
-            tmp_path / "kept" / "checkpoints" / f"epoch-{epoch:06d}"
-        )
+        optimizer, record = load_checkpoint(kept_dir / f"epoch-{epoch:06d}")
         assert record["epoch"] == epoch and "resume" not in record
         # the kept checkpoint is the optimizer that validation scored
         assert validate(optimizer, trainer.family, trainer.config)["final_loss"] == score
-    final, _ = load_checkpoint(tmp_path / "kept" / "checkpoints" / "last")
-    for name, value in final.state_dict().items():
-        assert torch.equal(
-            value,
-            load_checkpoint(tmp_path / "kept" / "checkpoints" / "epoch-000006")[0].state_dict()[
-                name
-            ],
-        )
+    final = load_checkpoint(kept_dir / "last")[0].state_dict()
+    kept_last = load_checkpoint(kept_dir / "epoch-000006")[0].state_dict()
+    for name, value in final.items():
+        assert torch.equal(value, kept_last[name])
     # off by default: only best and last
     _trainer(tmp_path / "default", 3).run()
     assert not list((tmp_path / "default" / "checkpoints").glob("epoch-*"))
