@@ -5,8 +5,10 @@ touching the benchmark's own test runs: every checkpoint and Adam (at a given le
 by default the one tuned in benchmarks/results/<task>.json, i.e. mnist.json or conv.json)
 train the same ``--runs`` nets of the preset's task for ``--steps`` steps, on test tasks
 disjoint from those of benchmarks/mnist.py and benchmarks/conv.py (test seeds from 1000 on);
-each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval.
-Writes benchmarks/results/<name>.{json,md}. Reproduce:
+each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval, and
+the same for its loss averaged over steps 1..T (how fast it gets there). ``--baselines adam,nag``
+adds other hand-designed optimizers at their tuned learning rates. Writes
+benchmarks/results/<name>.{json,md} and <name>.png (the mean loss curves). Reproduce:
 
     python benchmarks/checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
 
@@ -30,27 +32,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import final_losses, machine, ratio_precision, write_result  # noqa: E402
+from common import loss_curves, machine, ratio_precision, write_result  # noqa: E402
 from l2o.checkpoint import load_checkpoint, resolve  # noqa: E402
 from l2o.config import load_config  # noqa: E402
+from l2o.evaluate.report import plot_loss_curves  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
-from l2o.optimizers import make_baseline  # noqa: E402
+from l2o.optimizers import BASELINES, make_baseline  # noqa: E402
 
 FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49, benchmarks/conv.py 0-2
 
 
-def tuned_adam_lr(task: dict, steps: int) -> float | None:
-    """Adam's lr tuned by benchmarks/<task>.py for the setting with this task and steps, if any."""
+def tuned_lr(task: dict, steps: int, baseline: str = "adam") -> float | None:
+    """The lr benchmarks/<task>.py tuned for ``baseline`` on the setting with this task and
+    steps, if any."""
     path = ROOT / "benchmarks" / "results" / f"{task['name']}.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
     for setting in report["datasets"].get(task["dataset"], {}).get("settings", {}).values():
-        adam = setting["optimizers"].get("adam")
+        tuned = setting["optimizers"].get(baseline)
         # The same task up to how many problems it batches.
         same_task = {**setting["task"], "num_problems": task["num_problems"]} == task
-        if adam and setting["steps"] == steps and same_task:
-            return adam["lr"]
+        if tuned and setting["steps"] == steps and same_task:
+            return tuned["lr"]
     return None
 
 
@@ -82,6 +86,12 @@ def main() -> int:
         type=float,
         help="default: the one <task>.json tuned for this task and number of steps",
     )
+    parser.add_argument(
+        "--baselines",
+        default="adam",
+        help="hand-designed optimizers to run, comma-separated, each at the lr <task>.json "
+        f"tuned for it (valid: {', '.join(BASELINES)}); Adam, the reference, always runs",
+    )
     parser.add_argument("--name", default="checkpoints")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--note", default="")
@@ -90,6 +100,13 @@ def main() -> int:
     pairs = [text.split("=", 1) for text in args.checkpoints]
     if any(len(p) != 2 for p in pairs):
         parser.error("each checkpoint is LABEL=CHECKPOINT")
+    baselines = ["adam"] + [b for b in args.baselines.split(",") if b and b != "adam"]
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        parser.error(f"unknown --baselines {unknown} (valid: {', '.join(BASELINES)})")
+    clash = sorted({label for label, _ in pairs} & set(baselines))
+    if clash:
+        parser.error(f"checkpoint labels {clash} are baselines' names; choose other labels")
     family = dataclasses.replace(
         load_config(args.config, args.set).task, num_problems=args.problems_per_task
     )
@@ -98,55 +115,88 @@ def main() -> int:
             f"--config {args.config} is a {family.name!r} task; this benchmark compares "
             f"checkpoints on the mnist and conv families (benchmarks/mnist.py, conv.py)"
         )
-    if args.adam_lr is None:
-        args.adam_lr = tuned_adam_lr(family.to_config(), args.steps)
-        if args.adam_lr is None:
-            parser.error(
-                f"benchmarks/results/{family.name}.json tuned Adam for no setting with this "
-                f"task and {args.steps} steps; give --adam-lr"
-            )
+    lrs = {b: tuned_lr(family.to_config(), args.steps, b) for b in baselines}
+    if args.adam_lr is not None:
+        lrs["adam"] = args.adam_lr
+    untuned = [b for b, lr in lrs.items() if lr is None]
+    if untuned:
+        parser.error(
+            f"benchmarks/results/{family.name}.json tuned {untuned} for no setting with this "
+            f"task and {args.steps} steps; give --adam-lr (Adam) or leave them out of --baselines"
+        )
     tasks = [
         family.sample(task_seed("test", FIRST_TEST_TASK + i), device=args.device)
         for i in range(-(-args.runs // args.problems_per_task))
     ]
     optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
-    optimizers["adam"] = make_baseline("adam", args.adam_lr)
+    optimizers.update({b: make_baseline(b, lr) for b, lr in lrs.items()})
     optimizers = {label: opt.to(args.device) for label, opt in optimizers.items()}
-    finals = final_losses(optimizers, tasks, args.steps)
+    curves = loss_curves(optimizers, tasks, args.steps)
+    # Per run: f(theta_T), and the loss averaged over steps 1..T (the area under its curve).
+    finals = {label: c[-1] for label, c in curves.items()}
+    averages = {label: c[1:].mean(0) for label, c in curves.items()}
+    runs = len(finals["adam"])
+
+    def precision(values: dict, label: str) -> dict:
+        return ratio_precision(values[label], values["adam"], runs, draws=2000)
+
     rows = {
         label: {
             "checkpoint": dict(pairs).get(label),
+            "lr": lrs.get(label),
             "final_loss_mean": float(f.mean()),
-            **ratio_precision(f, finals["adam"], len(f), draws=2000),
+            **precision(finals, label),
+            "mean_loss_over_steps": float(averages[label].mean()),
+            "mean_loss_over_steps_ratio": precision(averages, label)["ratio"],
+            "mean_loss_over_steps_ratio_95_interval": precision(averages, label)[
+                "ratio_95_interval"
+            ],
+            "curve_mean": curves[label].mean(1).tolist(),
+            "curve_q25": curves[label].quantile(0.25, dim=1).tolist(),
+            "curve_q75": curves[label].quantile(0.75, dim=1).tolist(),
         }
         for label, f in finals.items()
     }
     result = {
-        "runs": len(finals["adam"]),
+        "runs": runs,
         "steps": args.steps,
-        "adam_lr": args.adam_lr,
+        "adam_lr": lrs["adam"],
         "task": family.to_config(),
         "optimizers": rows,
         "note": args.note,
         "machine": machine(),
     }
+    others = ", ".join(f"{b} at lr {lrs[b]:.3g}" for b in baselines[1:])
     lines = [
         f"# Learned optimizers side by side: {args.name}",
         "",
-        f"Mean training (minibatch) loss at step {args.steps} over the same {result['runs']} "
+        f"Mean training (minibatch) loss at step {args.steps} over the same {runs} "
         f"held-out runs of {describe(family)} on {family.dataset} (test tasks "
         f"{FIRST_TEST_TASK} on, disjoint from benchmarks/{family.name}.py's), and the ratio to "
-        f"Adam at lr {args.adam_lr:.3g} with a bootstrap 95% interval.",
+        f"Adam at lr {lrs['adam']:.3g} with a bootstrap 95% interval"
+        + (f"; also {others}" if others else "")
+        + f". The last columns: the loss averaged over steps 1-{args.steps} (how fast each "
+        "gets there), with its ratio to Adam's.",
         "",
-        "| optimizer | checkpoint | mean final loss | / Adam (95% interval) |",
-        "|---|---|---|---|",
+        f"| optimizer | checkpoint | loss at step {args.steps} | / Adam (95% interval) "
+        f"| mean loss over steps 1-{args.steps} | / Adam (95% interval) |",
+        "|---|---|---|---|---|---|",
     ]
     for label, r in rows.items():
         low, high = r["ratio_95_interval"]
+        a_low, a_high = r["mean_loss_over_steps_ratio_95_interval"]
         lines.append(
             f"| {label} | {r['checkpoint'] or '-'} | {r['final_loss_mean']:.4f} "
-            f"| {r['ratio']:.3f} ({low:.3f}-{high:.3f}) |"
+            f"| {r['ratio']:.3f} ({low:.3f}-{high:.3f}) | {r['mean_loss_over_steps']:.4f} "
+            f"| {r['mean_loss_over_steps_ratio']:.3f} ({a_low:.3f}-{a_high:.3f}) |"
         )
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    plot_loss_curves(
+        result,
+        Path(args.out) / f"{args.name}.png",
+        title=f"{args.name}: mean over {runs} test runs (shaded: 25-75%)",
+    )
+    lines += ["", f"![loss curves]({args.name}.png)"]
     write_result(args.out, args.name, result, lines)
     return 0
 

@@ -75,13 +75,20 @@ def ratio_precision(
     }
 
 
+def loss_curves(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
+    """f(theta_t), t = 0 .. steps, of every problem of ``tasks`` for each optimizer: shape
+    (steps + 1, runs), float64, problems concatenated; each run from a fresh state on the same
+    tasks."""
+    return {
+        label: torch.cat([rollout(opt, task, steps).losses.double().cpu() for task in tasks], 1)
+        for label, opt in optimizers.items()
+    }
+
+
 def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
     """f(theta_steps) of every problem of ``tasks`` (concatenated, float64) for each optimizer,
     each run from a fresh state on the same tasks."""
-    return {
-        label: torch.cat([rollout(opt, task, steps).losses[-1].double().cpu() for task in tasks])
-        for label, opt in optimizers.items()
-    }
+    return {label: c[-1] for label, c in loss_curves(optimizers, tasks, steps).items()}
 
 
 def write_result(out: str | Path, name: str, result: dict[str, Any], lines: list[str]) -> None:
