@@ -137,26 +137,23 @@ def main() -> int:
     averages = {label: c[1:].mean(0) for label, c in curves.items()}
     runs = len(finals["adam"])
 
-    def precision(values: dict, label: str) -> dict:
-        return ratio_precision(values[label], values["adam"], runs, draws=2000)
-
-    rows = {
-        label: {
+    def row(label: str) -> dict:
+        final = ratio_precision(finals[label], finals["adam"], runs, draws=2000)
+        average = ratio_precision(averages[label], averages["adam"], runs, draws=2000)
+        return {
             "checkpoint": dict(pairs).get(label),
             "lr": lrs.get(label),
-            "final_loss_mean": float(f.mean()),
-            **precision(finals, label),
+            "final_loss_mean": float(finals[label].mean()),
+            **final,
             "mean_loss_over_steps": float(averages[label].mean()),
-            "mean_loss_over_steps_ratio": precision(averages, label)["ratio"],
-            "mean_loss_over_steps_ratio_95_interval": precision(averages, label)[
-                "ratio_95_interval"
-            ],
+            "mean_loss_over_steps_ratio": average["ratio"],
+            "mean_loss_over_steps_ratio_95_interval": average["ratio_95_interval"],
             "curve_mean": curves[label].mean(1).tolist(),
             "curve_q25": curves[label].quantile(0.25, dim=1).tolist(),
             "curve_q75": curves[label].quantile(0.75, dim=1).tolist(),
         }
-        for label, f in finals.items()
-    }
+
+    rows = {label: row(label) for label in curves}
     result = {
         "runs": runs,
         "steps": args.steps,
