@@ -5,9 +5,11 @@ touching the benchmark's own test runs: every checkpoint and Adam (at a given le
 by default the one tuned in benchmarks/results/<task>.json, i.e. mnist.json or conv.json)
 train the same ``--runs`` nets of the preset's task for ``--steps`` steps, on test tasks
 disjoint from those of benchmarks/mnist.py and benchmarks/conv.py (test seeds from 1000 on);
-each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval, and
-the same for its loss averaged over steps 1..T (how fast it gets there). ``--baselines adam,nag``
-adds other hand-designed optimizers at their tuned learning rates. Writes
+each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval, the
+same for its loss averaged over steps 1..T (how fast it gets there), and the norm of each
+parameter tensor at step T (e.g. how far the conv weights that batch norm divides by have
+grown). ``--baselines adam,nag`` adds other hand-designed optimizers at their tuned learning
+rates. Writes
 benchmarks/results/<name>.{json,md} and <name>.png (the mean loss curves). Reproduce:
 
     python benchmarks/checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
@@ -29,10 +31,12 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import loss_curves, machine, ratio_precision, write_result  # noqa: E402
+from common import machine, ratio_precision, rollouts, run_norms, write_result  # noqa: E402
 from l2o.checkpoint import load_checkpoint, resolve  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.evaluate.report import plot_loss_curves  # noqa: E402
@@ -131,11 +135,20 @@ def main() -> int:
     optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
     optimizers.update({b: make_baseline(b, lr) for b, lr in lrs.items()})
     optimizers = {label: opt.to(args.device) for label, opt in optimizers.items()}
-    curves = loss_curves(optimizers, tasks, args.steps)
+    done = rollouts(optimizers, tasks, args.steps)
+    curves = {
+        label: torch.cat([r.losses.double() for r in runs_], 1) for label, runs_ in done.items()
+    }
+    # The norm of each parameter tensor at step T, per run (and at theta_0, the same for all).
+    norms = {
+        label: torch.cat([run_norms(r.params) for r in runs_], 1) for label, runs_ in done.items()
+    }
+    initial_norms = torch.cat([run_norms(task.init_params()) for task in tasks], 1)
     # Per run: f(theta_T), and the loss averaged over steps 1..T (the area under its curve).
     finals = {label: c[-1] for label, c in curves.items()}
     averages = {label: c[1:].mean(0) for label, c in curves.items()}
     runs = len(finals["adam"])
+    names = list(tasks[0].param_names)
 
     def row(label: str) -> dict:
         final = ratio_precision(finals[label], finals["adam"], runs, draws=2000)
@@ -151,6 +164,7 @@ def main() -> int:
             "curve_mean": curves[label].mean(1).tolist(),
             "curve_q25": curves[label].quantile(0.25, dim=1).tolist(),
             "curve_q75": curves[label].quantile(0.75, dim=1).tolist(),
+            "weight_norms_mean": dict(zip(names, norms[label].mean(1).tolist())),
         }
 
     rows = {label: row(label) for label in curves}
@@ -160,6 +174,7 @@ def main() -> int:
         "adam_lr": lrs["adam"],
         "task": family.to_config(),
         "optimizers": rows,
+        "initial_weight_norms_mean": dict(zip(names, initial_norms.mean(1).tolist())),
         "note": args.note,
         "machine": machine(),
     }
@@ -188,6 +203,18 @@ def main() -> int:
             f"| {r['mean_loss_over_steps_ratio']:.3f} ({a_low:.3f}-{a_high:.3f}) |"
         )
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    labels = list(rows)
+    lines += [
+        "",
+        f"Norm of each parameter tensor at step {args.steps} (mean over the runs), and at step 0:",
+        "",
+        "| parameter | step 0 | " + " | ".join(labels) + " |",
+        "|---|---|" + "---|" * len(labels),
+    ]
+    for name in names:
+        cells = [f"{rows[label]['weight_norms_mean'][name]:.3g}" for label in labels]
+        start = result["initial_weight_norms_mean"][name]
+        lines.append(f"| {name} | {start:.3g} | " + " | ".join(cells) + " |")
     plot_loss_curves(
         result,
         Path(args.out) / f"{args.name}.png",

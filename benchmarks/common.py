@@ -75,14 +75,27 @@ def ratio_precision(
     }
 
 
+def rollouts(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, list[Any]]:
+    """Each optimizer's rollout of every task, each from a fresh state on the same tasks."""
+    return {
+        label: [rollout(opt, task, steps) for task in tasks] for label, opt in optimizers.items()
+    }
+
+
 def loss_curves(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
     """f(theta_t), t = 0 .. steps, of every problem of ``tasks`` for each optimizer: shape
     (steps + 1, runs), float64, problems concatenated; each run from a fresh state on the same
     tasks."""
     return {
-        label: torch.cat([rollout(opt, task, steps).losses.double().cpu() for task in tasks], 1)
-        for label, opt in optimizers.items()
+        label: torch.cat([r.losses.double() for r in done], 1)
+        for label, done in rollouts(optimizers, tasks, steps).items()
     }
+
+
+def run_norms(params: list[torch.Tensor]) -> torch.Tensor:
+    """The norm of each parameter tensor of each run: shape (tensors, problems), float64, from a
+    task's parameters, whose first dimension is the problem."""
+    return torch.stack([p.detach().double().flatten(1).norm(dim=1).cpu() for p in params])
 
 
 def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:

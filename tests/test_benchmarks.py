@@ -62,7 +62,14 @@ def test_compares_checkpoints_and_baselines_in_steps(idx_dir, tmp_path):
         assert row["mean_loss_over_steps"] == pytest.approx(sum(curve[1:]) / 6, rel=1e-6)
         assert row["final_loss_mean"] == pytest.approx(curve[-1], rel=1e-6)
     assert shipped["ratio"] == pytest.approx(shipped["final_loss_mean"] / adam["final_loss_mean"])
+    names = ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    assert list(result["initial_weight_norms_mean"]) == names
+    for row in (shipped, adam):
+        assert list(row["weight_norms_mean"]) == names
+        # 6 steps move theta away from theta_0
+        assert row["weight_norms_mean"] != result["initial_weight_norms_mean"]
     md = (tmp_path / "side-by-side.md").read_text()
+    assert "| parameter | step 0 | shipped | adam |" in md
     assert "| shipped | mnist-mlp-lstm |" in md and "![loss curves](side-by-side.png)" in md
     assert (tmp_path / "side-by-side.png").read_bytes()[:4] == b"\x89PNG"
 
