@@ -9,8 +9,8 @@ each gets its mean final training loss and its ratio to Adam with a bootstrap 95
 same for its loss averaged over steps 1..T (how fast it gets there), and the norm of each
 parameter tensor at step T (e.g. how far the conv weights that batch norm divides by have
 grown). ``--baselines adam,nag`` adds other hand-designed optimizers at their tuned learning
-rates. Writes
-benchmarks/results/<name>.{json,md} and <name>.png (the mean loss curves). Reproduce:
+rates. Writes benchmarks/results/<name>.{json,md} and <name>.png (the mean loss curves).
+Reproduce:
 
     python benchmarks/checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
 
