@@ -36,10 +36,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine, ratio_precision, rollouts, run_norms, write_result  # noqa: E402
+from common import machine, ratio_precision, write_result  # noqa: E402
 from l2o.checkpoint import load_checkpoint, resolve  # noqa: E402
 from l2o.config import load_config  # noqa: E402
-from l2o.evaluate.report import plot_loss_curves  # noqa: E402
+from l2o.evaluate import plot_loss_curves, rollout  # noqa: E402
 from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import BASELINES, make_baseline  # noqa: E402
 
@@ -60,6 +60,12 @@ def tuned_lr(task: dict, steps: int, baseline: str = "adam") -> float | None:
         if tuned and setting["steps"] == steps and same_task:
             return tuned["lr"]
     return None
+
+
+def run_norms(params: list[torch.Tensor]) -> torch.Tensor:
+    """The norm of each parameter tensor of each run: shape (tensors, problems), float64, from a
+    task's parameters, whose first dimension is the problem."""
+    return torch.stack([p.detach().double().flatten(1).norm(dim=1).cpu() for p in params])
 
 
 def describe(family) -> str:
@@ -135,11 +141,15 @@ def main() -> int:
     optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
     optimizers.update({b: make_baseline(b, lr) for b, lr in lrs.items()})
     optimizers = {label: opt.to(args.device) for label, opt in optimizers.items()}
-    done = rollouts(optimizers, tasks, args.steps)
+    # Every optimizer on every task, each from a fresh state on the same tasks.
+    done = {
+        label: [rollout(opt, t, args.steps) for t in tasks] for label, opt in optimizers.items()
+    }
+    # Per run (tasks' problems concatenated): f(theta_t) for t = 0..T, and the norm of each
+    # parameter tensor at step T (and at theta_0, the same for all optimizers).
     curves = {
         label: torch.cat([r.losses.double() for r in runs_], 1) for label, runs_ in done.items()
     }
-    # The norm of each parameter tensor at step T, per run (and at theta_0, the same for all).
     norms = {
         label: torch.cat([run_norms(r.params) for r in runs_], 1) for label, runs_ in done.items()
     }
@@ -202,7 +212,6 @@ def main() -> int:
             f"| {r['ratio']:.3f} ({low:.3f}-{high:.3f}) | {r['mean_loss_over_steps']:.4f} "
             f"| {r['mean_loss_over_steps_ratio']:.3f} ({a_low:.3f}-{a_high:.3f}) |"
         )
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     labels = list(rows)
     lines += [
         "",

@@ -75,33 +75,13 @@ def ratio_precision(
     }
 
 
-def rollouts(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, list[Any]]:
-    """Each optimizer's rollout of every task, each from a fresh state on the same tasks."""
-    return {
-        label: [rollout(opt, task, steps) for task in tasks] for label, opt in optimizers.items()
-    }
-
-
-def loss_curves(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
-    """f(theta_t), t = 0 .. steps, of every problem of ``tasks`` for each optimizer: shape
-    (steps + 1, runs), float64, problems concatenated; each run from a fresh state on the same
-    tasks."""
-    return {
-        label: torch.cat([r.losses.double() for r in done], 1)
-        for label, done in rollouts(optimizers, tasks, steps).items()
-    }
-
-
-def run_norms(params: list[torch.Tensor]) -> torch.Tensor:
-    """The norm of each parameter tensor of each run: shape (tensors, problems), float64, from a
-    task's parameters, whose first dimension is the problem."""
-    return torch.stack([p.detach().double().flatten(1).norm(dim=1).cpu() for p in params])
-
-
 def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
     """f(theta_steps) of every problem of ``tasks`` (concatenated, float64) for each optimizer,
     each run from a fresh state on the same tasks."""
-    return {label: c[-1] for label, c in loss_curves(optimizers, tasks, steps).items()}
+    return {
+        label: torch.cat([rollout(opt, task, steps).losses[-1].double().cpu() for task in tasks])
+        for label, opt in optimizers.items()
+    }
 
 
 def write_result(out: str | Path, name: str, result: dict[str, Any], lines: list[str]) -> None:
