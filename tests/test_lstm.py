@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig, from_spec, log_sign_preprocess
+from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig, from_spec, log_sign_preprocess
 from l2o.optimizers.lstm import LSTMLayer, tanh_
 
 
@@ -105,6 +105,14 @@ def test_forget_bias_initialises_the_forget_gate_only():
         ({"gain": -0.1}, "Invalid gain: -0.1 (an initial learning rate > 0, e.g. 0.001, or 0 for"),
         ({"gain": float("inf")}, "Invalid gain: inf"),
         ({"gain": "0.1"}, "Invalid gain: '0.1'"),
+        ({"gain": [0.1, 0.1]}, "Invalid gain: [0.1, 0.1] (a list of 1 initial learning rates"),
+        (
+            {"momentum": [0.9], "rms_decay": 0.99, "gain": [0, 0.1, 0]},
+            "Invalid gain: [0.0, 0.1, 0.0] (a list of 2 or 4 initial learning rates, one per "
+            "signal: the gradient, then each momentum, then each of them RMS-scaled)",
+        ),
+        ({"gain": [-1.0]}, "Invalid gain: [-1.0] (a list of 1 initial learning rates >= 0"),
+        ({"zero_output": 1}, "Invalid zero_output: 1 (true or false)"),
     ],
 )
 def test_invalid_config_names_the_value(kwargs, message):
@@ -386,3 +394,57 @@ def test_gain_adds_a_term_linear_in_the_gradient_and_each_momentum():
         (c,), s = opt.step([g1], state)
         (c,), _ = opt.step([g2], s)
     torch.testing.assert_close(c, u.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_gain_on_the_rms_scaled_momentum_with_zero_output_starts_as_adam():
+    """gain = [0, 0, 0, lr] reads only m_hat / sqrt(v_hat) (momentum 0.9, RMS decay 0.999) and,
+    with the output weight at zero, the learned optimizer's first steps are Adam's at lr. The
+    rate of that one signal is meta-trained, and so is the LSTM's output once it moves off 0."""
+    torch.manual_seed(5)
+    config = LSTMConfig(
+        hidden_size=5, momentum=[0.9], rms_decay=0.999, gain=[0, 0, 0, 0.003], zero_output=True
+    )
+    opt = CoordinatewiseLSTM(config).double()
+    assert opt.gain.weight.shape == (1, 5)
+    assert not opt.output.weight.any() and opt.cells[0].weight.any()
+    spec = json.loads(json.dumps(opt.spec()))
+    assert spec["gain"] == [0, 0, 0, 0.003] and spec["zero_output"] is True
+    assert from_spec(spec).config == config
+    adam = Adam(lr=0.003)
+    params = [torch.randn(4, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)]
+    state, adam_state = opt.init_state(params), adam.init_state(params)
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        updates, state = opt.step(grads, state)
+        want, adam_state = adam.step(grads, adam_state)
+        for u, w in zip(updates, want):  # the rate exp(log lr) was rounded to float32
+            torch.testing.assert_close(u, w, rtol=1e-6, atol=0)
+    # Meta-gradients reach the rate and the output weight (the LSTM's cells only once w != 0).
+    (u,), _ = opt.step([grads[1]], opt.init_state([params[1]]))
+    d_rate, d_out = torch.autograd.grad(u.sum(), [opt.gain.bias, opt.output.weight])
+    assert d_rate.abs().sum() > 0 and d_out.abs().sum() > 0
+
+
+def test_gain_list_sets_each_signals_rate_and_leaves_out_the_zeros():
+    """A list gives each signal its own initial rate; a float gives every raw signal the same one
+    (the term as it was before lists), so both build the same parameters."""
+    as_float = LSTMConfig(hidden_size=4, momentum=[0.5], gain=0.01)
+    as_list = LSTMConfig(hidden_size=4, momentum=[0.5], gain=[0.01, 0.01])
+    assert as_float.gain_rates == as_list.gain_rates == (0.01, 0.01)
+    assert LSTMConfig(momentum=[0.5], rms_decay=0.9, gain=0.01).gain_rates == (0.01, 0.01, 0, 0)
+    torch.manual_seed(6)
+    a = CoordinatewiseLSTM(as_float).double()
+    b = CoordinatewiseLSTM(as_list).double()
+    b.load_state_dict(a.state_dict())
+    g = [torch.randn(6, dtype=torch.float64)]
+    torch.testing.assert_close(a.step(g, a.init_state(g))[0], b.step(g, b.init_state(g))[0])
+    # Only the momentum, at 0.02: the update is the paper's minus 0.02 m_hat (= g at step 1).
+    only = CoordinatewiseLSTM(dataclasses.replace(as_list, gain=[0, 0.02])).double()
+    plain = CoordinatewiseLSTM(dataclasses.replace(as_list, gain=0.0)).double()
+    plain.load_state_dict({k: v for k, v in only.state_dict().items() if "gain" not in k})
+    assert only.gain.weight.shape == (1, 4)
+    (u,), _ = only.step(g, only.init_state(g))
+    (p,), _ = plain.step(g, plain.init_state(g))
+    torch.testing.assert_close(u, p - 0.02 * g[0])
+    # All zero: no term at all.
+    assert CoordinatewiseLSTM(dataclasses.replace(as_list, gain=[0, 0])).gain is None

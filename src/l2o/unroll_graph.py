@@ -127,10 +127,13 @@ def build_graph(spec: GraphSpec) -> GraphDef:
             previous = [f"optimizer/lstm/layer_{k}"]
         output_weights = [n for n in phi if n.startswith("optimizer/phi/output_")]
         description = f"g_t = {c.output_scale} * (W h_t + b)"
-        if c.gain:  # the linear term reads the signals themselves
+        if opt.gain is not None:  # the linear term reads the signals themselves
             output_weights += [n for n in phi if n.startswith("optimizer/phi/gain_")]
-            previous += signals
-            description += " - sum_j exp(A_j h_t + c_j) s_j over the gradient and each momentum s_j"
+            read = [j for j, rate in enumerate(c.gain_rates) if rate > 0]
+            previous += [signals[j] for j in read if j < len(signals)]
+            if any(j >= len(signals) for j in read):
+                previous.append("optimizer/rms_scaled")
+            description += " - sum_j exp(A_j h_t + c_j) s_j over the signals s_j it reads"
         nodes.append(
             _node(
                 "optimizer/output", "Linear", [*previous, *output_weights], description=description

@@ -17,7 +17,11 @@ tanh(t / s) for each timescale s: with it, the LSTM can learn a schedule over th
 meta-trained on. ``LSTMConfig.gain`` adds a term linear in the gradient to its update:
 -sum_j exp(a_j(h_t)) s_j over the gradient and each momentum s_j, with per-coordinate learning
 rates exp(a_j) read off the LSTM's last hidden state (the paper's update, a bounded function of
-log|g| and sign g, cannot grow in proportion to the gradient as SGD's and NAG's steps do).
+log|g| and sign g, cannot grow in proportion to the gradient as SGD's and NAG's steps do). Given as
+a list, ``gain`` sets each signal's initial rate, and with ``rms_decay`` the term can read the
+RMS-scaled signals too: ``momentum=[0.9], rms_decay=0.999, gain=[0, 0, 0, lr]`` and
+``zero_output=True`` start exactly as Adam at learning rate lr, which meta-training then modifies
+(a nominal optimizer inside the learned one, as in Harrison et al., 2022).
 """
 
 from __future__ import annotations
@@ -71,8 +75,14 @@ class LSTMConfig:
     time_scales: tuple[float, ...] = ()
     # Beyond the paper: the initial learning rate of an update term linear in the signals (the
     # gradient and each momentum): update = output_scale (w h + b) - sum_j exp(a_j h + c_j) s_j,
-    # with a_j = 0 and c_j = log(gain) at the start. 0 = off (the paper's update).
-    gain: float = 0.0
+    # with a_j = 0 and c_j = log(gain) at the start. 0 = off (the paper's update). A list gives
+    # each signal's own initial rate, 0 leaving that signal out: one per signal (the gradient,
+    # then each momentum) or, with rms_decay, one per signal and then one per RMS-scaled signal.
+    gain: float | tuple[float, ...] = 0.0
+    # Beyond the paper: start with the output weight w at zero, so that the first updates are
+    # the linear term's alone (with gain on Adam's m / sqrt(v): Adam). False = the paper's
+    # initialisation, U(-1/sqrt(H), 1/sqrt(H)).
+    zero_output: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
@@ -101,11 +111,31 @@ class LSTMConfig:
             lambda s: 0 < s < math.inf,
             "a list of timescales in steps, each finite and > 0, e.g. [10, 30, 100]; [] for none",
         )
-        self._set_number(
-            "gain",
-            lambda g: 0 <= g < math.inf,
-            "an initial learning rate > 0, e.g. 0.001, or 0 for none",
-        )
+        if isinstance(self.gain, (list, tuple)):
+            signals = 1 + len(self.momentum)
+            lengths = (signals, 2 * signals) if self.rms_decay else (signals,)
+            self._set_numbers(
+                "gain",
+                lambda g: 0 <= g < math.inf,
+                f"a list of {' or '.join(map(str, lengths))} initial learning rates >= 0, one per "
+                "signal (the gradient, then each momentum"
+                + (", then each of them RMS-scaled)" if self.rms_decay else ")"),
+            )
+            if len(self.gain) not in lengths:
+                raise ValueError(
+                    f"Invalid gain: {list(self.gain)!r} (a list of "
+                    f"{' or '.join(map(str, lengths))} initial learning rates, one per signal: "
+                    "the gradient, then each momentum"
+                    + (", then each of them RMS-scaled)" if self.rms_decay else ")")
+                )
+        else:
+            self._set_number(
+                "gain",
+                lambda g: 0 <= g < math.inf,
+                "an initial learning rate > 0, e.g. 0.001, or 0 for none",
+            )
+        if not isinstance(self.zero_output, bool):
+            raise ValueError(f"Invalid zero_output: {self.zero_output!r} (true or false)")
 
     def _set_number(self, name: str, valid, expected: str) -> None:
         """Check field ``name`` is a real number (not a bool) that ``valid`` accepts; store it
@@ -123,6 +153,15 @@ class LSTMConfig:
         ):
             raise ValueError(f"Invalid {name}: {values!r} ({expected})")
         object.__setattr__(self, name, tuple(float(v) for v in values))
+
+    @property
+    def gain_rates(self) -> tuple[float, ...]:
+        """The linear term's initial rate for each signal: the gradient and each momentum, then
+        (with rms_decay) each of them RMS-scaled; 0 = not in the term."""
+        signals = 1 + len(self.momentum)
+        rates = self.gain if isinstance(self.gain, tuple) else (self.gain,) * signals
+        padding = 2 * signals if self.rms_decay else signals
+        return rates + (0.0,) * (padding - len(rates))
 
     @property
     def input_size(self) -> int:
@@ -241,8 +280,13 @@ class CoordinatewiseLSTM(StepOptimizer):
             nn.Linear(len(c.time_scales), 4 * c.hidden_size, bias=False) if c.time_scales else None
         )
         self.register_buffer("scales", torch.tensor(c.time_scales), persistent=False)
-        # Linear term: log learning rates a_j h + c_j of the gradient and each momentum.
-        self.gain = nn.Linear(c.hidden_size, 1 + len(c.momentum)) if c.gain else None
+        # Linear term: log learning rates a_j h + c_j of the signals it reads (``gain_rates`` > 0).
+        used = [j for j, rate in enumerate(c.gain_rates) if rate > 0]
+        self.gain = nn.Linear(c.hidden_size, len(used)) if used else None
+        self.register_buffer("gain_signals", torch.tensor(used, dtype=torch.long), persistent=False)
+        signals = 1 + len(c.momentum)
+        self._gain_reads_scaled = any(j >= signals for j in used)
+        self._gain_reads_all = used == list(range(signals))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -254,12 +298,15 @@ class CoordinatewiseLSTM(StepOptimizer):
                 cell.bias.zero_()
                 cell.bias[h : 2 * h].fill_(self.config.forget_bias)
             self.output.weight.uniform_(-bound, bound)
+            if self.config.zero_output:
+                self.output.weight.zero_()
             self.output.bias.zero_()
             if self.time is not None:
                 self.time.weight.zero_()
             if self.gain is not None:
                 self.gain.weight.zero_()
-                self.gain.bias.fill_(math.log(self.config.gain))
+                rates = [r for r in self.config.gain_rates if r > 0]
+                self.gain.bias.copy_(torch.tensor(rates).log())
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         n = sum(p.numel() for p in params)
@@ -286,10 +333,10 @@ class CoordinatewiseLSTM(StepOptimizer):
         return signal.unsqueeze(-1)
 
     def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, Tensor, OptState]:
-        """Flat gradient (N,) -> the LSTM's input (N, input_size), the signals as they are
-        (N, 1 + len(momentum): the gradient and each bias-corrected momentum, which ``gain``'s
-        linear term reads) and the new running averages (the state's "momentum" and "rms"
-        entries, when it keeps them). The input is the preprocessed gradient, then each
+        """Flat gradient (N,) -> the LSTM's input (N, input_size), the signals ``gain``'s linear
+        term reads (N, len(gain_signals)): of the gradient and each bias-corrected momentum, then
+        (rms_decay) each of them RMS-scaled) and the new running averages (the state's "momentum"
+        and "rms" entries, when it keeps them). The input is the preprocessed gradient, then each
         momentum preprocessed the same way, then (rms_decay) the signals divided by the
         gradient's bias-corrected RMS."""
         c = self.config
@@ -309,7 +356,12 @@ class CoordinatewiseLSTM(StepOptimizer):
             v = torch.lerp(grad * grad, state["rms"][0], c.rms_decay)
             averages["rms"] = [v]
             rms = (v / (1 - c.rms_decay**t)).sqrt() + 1e-8
-            x = torch.cat([x, stacked / rms.unsqueeze(-1)], dim=-1)
+            scaled = stacked / rms.unsqueeze(-1)
+            x = torch.cat([x, scaled], dim=-1)
+            if self._gain_reads_scaled:
+                stacked = torch.cat([stacked, scaled], dim=-1)
+        if self.gain is not None and not self._gain_reads_all:
+            stacked = stacked.index_select(1, self.gain_signals)
         return x, stacked, averages
 
     def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
@@ -371,8 +423,8 @@ class CoordinatewiseLSTM(StepOptimizer):
         signals: Tensor,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """m(grad_t, h_t; phi) on transposed tensors: x (input_size, n), h and c (hidden, n)
-        per layer, each layer's gate bias, the raw signals (1 + len(momentum), n) -> update g_t
-        (n,) and the new h and c."""
+        per layer, each layer's gate bias, the linear term's signals (len(gain_signals), n) ->
+        update g_t (n,) and the new h and c."""
         new_hs, new_cs = [], []
         for cell, bias, h, c in zip(self.cells, biases, hs, cs):
             h, c = LSTMLayer.apply(x, h, c, cell.weight, bias)
@@ -398,7 +450,9 @@ class CoordinatewiseLSTM(StepOptimizer):
             "momentum": list(self.config.momentum),
             "time_scales": list(self.config.time_scales),
         }
-        for name in ("momentum", "rms_decay", "time_scales", "gain"):
+        if isinstance(self.config.gain, tuple):
+            spec["gain"] = list(self.config.gain)
+        for name in ("momentum", "rms_decay", "time_scales", "gain", "zero_output"):
             if not spec[name]:
                 del spec[name]
         return spec
