@@ -71,6 +71,7 @@ def _assert_equal(got, want):
         {"momentum": (0.9,), "rms_decay": 0.99},
         {"time_scales": (3, 30)},
         {"momentum": (0.9,), "gain": 0.01},
+        {"momentum": (0.9,), "rms_decay": 0.999, "gain": (0, 0.01, 0, 0.001)},
     ],
 )
 def test_usual_loop_gives_the_updates_of_direct_step_calls(config):
