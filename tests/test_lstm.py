@@ -105,13 +105,16 @@ def test_forget_bias_initialises_the_forget_gate_only():
         ({"gain": -0.1}, "Invalid gain: -0.1 (an initial learning rate > 0, e.g. 0.001, or 0 for"),
         ({"gain": float("inf")}, "Invalid gain: inf"),
         ({"gain": "0.1"}, "Invalid gain: '0.1'"),
-        ({"gain": [0.1, 0.1]}, "Invalid gain: [0.1, 0.1] (a list of 1 initial learning rates"),
+        ({"gain": [0.1, 0.1]}, "Invalid gain: [0.1, 0.1] (a list of initial learning rates >= 0"),
         (
             {"momentum": [0.9], "rms_decay": 0.99, "gain": [0, 0.1, 0]},
-            "Invalid gain: [0.0, 0.1, 0.0] (a list of 2 or 4 initial learning rates, one per "
-            "signal: the gradient, then each momentum, then each of them RMS-scaled)",
+            "Invalid gain: [0.0, 0.1, 0.0] (a list of initial learning rates >= 0, one per signal, "
+            "2 or 4 in all: the gradient, then each momentum, then each of them RMS-scaled)",
         ),
-        ({"gain": [-1.0]}, "Invalid gain: [-1.0] (a list of 1 initial learning rates >= 0"),
+        (
+            {"gain": [-1.0]},
+            "Invalid gain: [-1.0] (a list of initial learning rates >= 0, one per signal, 1 in",
+        ),
         ({"zero_output": 1}, "Invalid zero_output: 1 (true or false)"),
     ],
 )

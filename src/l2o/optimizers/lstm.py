@@ -114,20 +114,14 @@ class LSTMConfig:
         if isinstance(self.gain, (list, tuple)):
             signals = 1 + len(self.momentum)
             lengths = (signals, 2 * signals) if self.rms_decay else (signals,)
-            self._set_numbers(
-                "gain",
-                lambda g: 0 <= g < math.inf,
-                f"a list of {' or '.join(map(str, lengths))} initial learning rates >= 0, one per "
-                "signal (the gradient, then each momentum"
-                + (", then each of them RMS-scaled)" if self.rms_decay else ")"),
+            expected = (
+                "a list of initial learning rates >= 0, one per signal, "
+                f"{' or '.join(map(str, lengths))} in all: the gradient, then each momentum"
+                + (", then each of them RMS-scaled" if self.rms_decay else "")
             )
+            self._set_numbers("gain", lambda g: 0 <= g < math.inf, expected)
             if len(self.gain) not in lengths:
-                raise ValueError(
-                    f"Invalid gain: {list(self.gain)!r} (a list of "
-                    f"{' or '.join(map(str, lengths))} initial learning rates, one per signal: "
-                    "the gradient, then each momentum"
-                    + (", then each of them RMS-scaled)" if self.rms_decay else ")")
-                )
+                raise ValueError(f"Invalid gain: {list(self.gain)!r} ({expected})")
         else:
             self._set_number(
                 "gain",
