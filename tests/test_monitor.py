@@ -239,3 +239,11 @@ def test_graph_shows_the_linear_term_reading_the_signals():
     assert inputs[:3] == ["optimizer/lstm/layer_1", "optimizee/gradient", "optimizer/momentum"]
     assert {"optimizer/phi/gain_weight", "optimizer/phi/gain_bias"} <= set(inputs)
     assert "exp(A_j h_t + c_j) s_j" in output.attr["description"].s.decode()
+    # Only Adam's m_hat / sqrt(v_hat): the term reads the RMS-scaled signals, not the raw ones.
+    adam_start = LSTMConfig(momentum=(0.9,), rms_decay=0.999, gain=(0, 0, 0, 0.01))
+    graph = build_graph(
+        GraphSpec(CoordinatewiseLSTM(adam_start), "quadratic", "adam", 1e-3, 20, False)
+    )
+    inputs = list({n.name: n for n in graph.node}["optimizer/output"].input)
+    assert inputs[:2] == ["optimizer/lstm/layer_1", "optimizer/rms_scaled"]
+    assert "optimizee/gradient" not in inputs and "optimizer/momentum" not in inputs
