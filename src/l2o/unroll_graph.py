@@ -129,9 +129,8 @@ def build_graph(spec: GraphSpec) -> GraphDef:
         description = f"g_t = {c.output_scale} * (W h_t + b)"
         if opt.gain is not None:  # the linear term reads the signals themselves
             output_weights += [n for n in phi if n.startswith("optimizer/phi/gain_")]
-            read = [j for j, rate in enumerate(c.gain_rates) if rate > 0]
-            previous += [signals[j] for j in read if j < len(signals)]
-            if any(j >= len(signals) for j in read):
+            previous += [signals[j] for j in c.gain_signals if j < len(signals)]
+            if any(j >= len(signals) for j in c.gain_signals):
                 previous.append("optimizer/rms_scaled")
             description += " - sum_j exp(A_j h_t + c_j) s_j over the signals s_j it reads"
         nodes.append(

@@ -158,6 +158,11 @@ class LSTMConfig:
         return rates + (0.0,) * (padding - len(rates))
 
     @property
+    def gain_signals(self) -> tuple[int, ...]:
+        """The signals the linear term reads (those of ``gain_rates`` > 0), by index."""
+        return tuple(j for j, rate in enumerate(self.gain_rates) if rate > 0)
+
+    @property
     def input_size(self) -> int:
         # per signal (the gradient and each momentum): its preprocessing, then its RMS-scaled copy
         per_signal = (2 if self.preprocess == "log_sign" else 1) + int(self.rms_decay > 0)
@@ -274,13 +279,14 @@ class CoordinatewiseLSTM(StepOptimizer):
             nn.Linear(len(c.time_scales), 4 * c.hidden_size, bias=False) if c.time_scales else None
         )
         self.register_buffer("scales", torch.tensor(c.time_scales), persistent=False)
-        # Linear term: log learning rates a_j h + c_j of the signals it reads (``gain_rates`` > 0).
-        used = [j for j, rate in enumerate(c.gain_rates) if rate > 0]
-        self.gain = nn.Linear(c.hidden_size, len(used)) if used else None
-        self.register_buffer("gain_signals", torch.tensor(used, dtype=torch.long), persistent=False)
+        # Linear term: log learning rates a_j h + c_j of the signals it reads.
+        read = c.gain_signals
+        self.gain = nn.Linear(c.hidden_size, len(read)) if read else None
+        self.register_buffer("gain_signals", torch.tensor(read, dtype=torch.long), persistent=False)
+        # Decided once, so a step does only the work its term needs.
         signals = 1 + len(c.momentum)
-        self._gain_reads_scaled = any(j >= signals for j in used)
-        self._gain_reads_all = used == list(range(signals))
+        self._gain_reads_scaled = any(j >= signals for j in read)
+        self._gain_reads_all = read == tuple(range(signals))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -291,6 +297,8 @@ class CoordinatewiseLSTM(StepOptimizer):
                 cell.weight.uniform_(-bound, bound)
                 cell.bias.zero_()
                 cell.bias[h : 2 * h].fill_(self.config.forget_bias)
+            # Drawn even when zeroed next: the random stream, and so every weight drawn after it
+            # (e.g. the next group's LSTM), stays that of the paper's initialisation.
             self.output.weight.uniform_(-bound, bound)
             if self.config.zero_output:
                 self.output.weight.zero_()
@@ -299,7 +307,7 @@ class CoordinatewiseLSTM(StepOptimizer):
                 self.time.weight.zero_()
             if self.gain is not None:
                 self.gain.weight.zero_()
-                rates = [r for r in self.config.gain_rates if r > 0]
+                rates = [self.config.gain_rates[j] for j in self.config.gain_signals]
                 self.gain.bias.copy_(torch.tensor(rates).log())
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
