@@ -1,0 +1,239 @@
+"""Benchmark: how far below tuned Adam's loss at step T is a target such as 0.85 of it?
+
+Two measurements on the held-out runs of benchmarks/checkpoints.py (test tasks 1000 on), with the
+baselines at the learning rates benchmarks/results/<task>.json tuned for T steps:
+
+1. **Steps.** Adam and NAG train on for ``--long-steps`` steps. For each, the first step at which
+   its mean loss over the runs (averaged over a centred window of ``--window`` steps, since
+   minibatch losses are noisy) falls to ``--target`` x Adam's mean loss at step T (averaged the
+   same way), i.e. how many steps tuned Adam and NAG need to reach what the target asks of an
+   optimizer in T.
+2. **One learning rate per parameter tensor.** Adam with a multiplier on its tuned learning rate
+   for every tensor (``GroupedOptimizer``, one Adam per tensor), the multipliers found by
+   coordinate descent on ``--tune-runs`` validation nets (other seeds: validation tasks 3000
+   on): for each tensor in turn, x ``--factor`` and / ``--factor``, kept while the mean
+   validation loss at step T falls. Then its loss at step T on the held-out runs, against Adam's.
+   How much of the target per-layer step sizes alone (which a learned optimizer could find) give.
+
+Writes benchmarks/results/<name>.{json,md,png}. Reproduce:
+
+    python benchmarks/headroom.py --config configs/conv.toml --name conv-headroom
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from checkpoints import FIRST_TEST_TASK, tuned_lr  # noqa: E402
+from common import machine, ratio_precision, write_result  # noqa: E402
+from l2o.config import load_config  # noqa: E402
+from l2o.evaluate import rollout  # noqa: E402
+from l2o.meta.seeds import task_seed  # noqa: E402
+from l2o.optimizers import Adam, make_baseline  # noqa: E402
+from l2o.optimizers.grouped import GroupedOptimizer  # noqa: E402
+
+FIRST_TUNE_TASK = 3000
+
+
+def per_tensor_adam(lr: float, names: list[str], multipliers: dict[str, float]) -> GroupedOptimizer:
+    """Adam with learning rate lr x multipliers[name] on each parameter tensor (groups are named
+    without dots, which module names cannot hold)."""
+    groups = [n.replace(".", "_") for n in names]
+    return GroupedOptimizer({g: Adam(lr * multipliers[n]) for g, n in zip(groups, names)}, groups)
+
+
+def curves(optimizer, tasks: list, steps: int) -> torch.Tensor:
+    """The loss curves (steps + 1, runs) of ``optimizer`` on every problem of ``tasks``."""
+    return torch.cat(
+        [rollout(optimizer, t, steps).losses.double().reshape(steps + 1, -1) for t in tasks], 1
+    )
+
+
+def smooth(mean_curve: torch.Tensor, window: int) -> torch.Tensor:
+    """A centred moving average (shorter at the ends)."""
+    x = mean_curve.view(1, 1, -1)
+    return F.avg_pool1d(x, window, 1, window // 2, count_include_pad=False).view(-1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "conv.toml"))
+    parser.add_argument("--runs", type=int, default=48, help="held-out nets")
+    parser.add_argument(
+        "--tune-runs", type=int, default=16, help="validation nets for the multipliers"
+    )
+    parser.add_argument("--problems-per-task", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=100, help="T: the horizon of the target")
+    parser.add_argument("--long-steps", type=int, default=300)
+    parser.add_argument("--target", type=float, default=0.85)
+    parser.add_argument("--window", type=int, default=11)
+    parser.add_argument("--factor", type=float, default=3.0)
+    parser.add_argument("--name", default="headroom")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    for flag in ("runs", "tune_runs", "problems_per_task", "steps", "window"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.long_steps <= args.steps:
+        parser.error(f"--long-steps must be > --steps ({args.steps}), got {args.long_steps}")
+    if not (0 < args.target < 1 and args.factor > 1):
+        parser.error(f"need 0 < --target < 1 and --factor > 1, got {args.target}, {args.factor}")
+
+    family = dataclasses.replace(load_config(args.config).task, num_problems=args.problems_per_task)
+    lrs = {b: tuned_lr(family.to_config(), args.steps, b) for b in ("adam", "nag")}
+    if None in lrs.values():
+        parser.error(f"benchmarks/results/{family.name}.json tuned no adam / nag lr for this task")
+    per_task = args.problems_per_task
+    test = [
+        family.sample(task_seed("test", FIRST_TEST_TASK + i))
+        for i in range(-(-args.runs // per_task))
+    ]
+    tune = [
+        family.sample(task_seed("validation", FIRST_TUNE_TASK + i))
+        for i in range(-(-args.tune_runs // per_task))
+    ]
+
+    # 1. How many steps tuned Adam and NAG need to reach the target.
+    long = {
+        b: curves(make_baseline(b, lr), test, args.long_steps)[:, : args.runs]
+        for b, lr in lrs.items()
+    }
+    smoothed = {b: smooth(c.mean(1), args.window) for b, c in long.items()}
+    goal = args.target * float(smoothed["adam"][args.steps])
+    reach = {
+        b: next((t for t, v in enumerate(s.tolist()) if v <= goal), None)
+        for b, s in smoothed.items()
+    }
+    for b in lrs:
+        print(
+            f"{b}: reaches {args.target} x Adam's loss at step {args.steps} at step {reach[b]}",
+            flush=True,
+        )
+
+    # 2. Adam with one learning-rate multiplier per tensor, by coordinate descent.
+    names = test[0].param_names
+    multipliers = {n: 1.0 for n in names}
+
+    def tune_loss(mults: dict[str, float]) -> float:
+        opt = per_tensor_adam(lrs["adam"], names, mults)
+        loss = curves(opt, tune, args.steps)[-1, : args.tune_runs].mean()
+        return float(loss) if math.isfinite(loss) else math.inf
+
+    best = tune_loss(multipliers)
+    search = [{"multipliers": dict(multipliers), "validation": best}]
+    print(f"per-tensor Adam, all x1: validation {best:.4f}", flush=True)
+    for name in names:
+        for step in (args.factor, 1 / args.factor):
+            improved = False
+            while True:
+                trial = {**multipliers, name: multipliers[name] * step}
+                loss = tune_loss(trial)
+                search.append({"multipliers": trial, "validation": loss})
+                print(f"{name} x{trial[name]:.3g}: validation {loss:.4f}", flush=True)
+                if loss >= best:
+                    break
+                best, multipliers, improved = loss, trial, True
+            if improved:
+                break
+    final = {
+        "adam": long["adam"][args.steps],
+        "nag": long["nag"][args.steps],
+        "per-tensor adam": curves(
+            per_tensor_adam(lrs["adam"], names, multipliers), test, args.steps
+        )[-1, : args.runs],
+    }
+    rows = [
+        {
+            "optimizer": label,
+            "loss_at_T": float(losses.mean()),
+            **ratio_precision(losses, final["adam"], block=args.runs, draws=10000),
+        }
+        for label, losses in final.items()
+    ]
+
+    result = {
+        "task": family.to_config(),
+        "runs": args.runs,
+        "tune_runs": args.tune_runs,
+        "steps": args.steps,
+        "long_steps": args.long_steps,
+        "target": args.target,
+        "window": args.window,
+        "lrs": lrs,
+        "reach_step": reach,
+        "mean_curves": {b: c.mean(1).tolist() for b, c in long.items()},
+        "multipliers": multipliers,
+        "search": search,
+        "rows": rows,
+        "note": args.note,
+        "machine": machine(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for b, s in smoothed.items():
+        ax.plot(s.numpy(), label=f"{b} (lr {lrs[b]:.3g}), mean of {args.runs} runs")
+    ax.axhline(
+        goal, color="gray", linestyle="--", label=f"{args.target} x Adam at step {args.steps}"
+    )
+    ax.axvline(args.steps, color="gray", linestyle=":")
+    ax.set(xlabel="step", ylabel=f"training loss (moving average of {args.window})", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"{args.name}.png", dpi=120)
+    steps_text = ", ".join(
+        f"{b} at step {reach[b]}"
+        if reach[b] is not None
+        else f"{b} not within {args.long_steps} steps"
+        for b in lrs
+    )
+    lines = [
+        f"# How far is {args.target} of tuned Adam at step {args.steps}? {args.name}",
+        "",
+        f"Held-out runs: {args.runs} of the {family.name} task of {Path(args.config).name} on "
+        f"{family.dataset} (test tasks {FIRST_TEST_TASK} on, the runs of "
+        "benchmarks/checkpoints.py); Adam at lr "
+        f"{lrs['adam']:.3g} and NAG at lr {lrs['nag']:.3g}, as {family.name}.json tuned them for "
+        f"{args.steps} steps.",
+        "",
+        f"**Steps.** Adam's mean loss at step {args.steps} (moving average over {args.window} "
+        f"steps) is {float(smoothed['adam'][args.steps]):.4f}; {args.target} of it is "
+        f"{goal:.4f}. Trained on at the same rates, they reach it: {steps_text}.",
+        "",
+        f"**One learning rate per tensor.** Adam with a multiplier per parameter tensor on lr "
+        f"{lrs['adam']:.3g}, found by coordinate descent (x{args.factor:g} or /{args.factor:g}, "
+        f"kept while better) on {args.tune_runs} validation nets "
+        f"({len(search)} trials): "
+        + ", ".join(f"{n} x{m:.3g}" for n, m in multipliers.items() if m != 1.0)
+        + " (the others x1).",
+        "",
+        f"| optimizer | loss at step {args.steps} | / Adam (95% interval) |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        low, high = r["ratio_95_interval"]
+        lines.append(
+            f"| {r['optimizer']} | {r['loss_at_T']:.4f} | {r['ratio']:.3f} ({low:.3f}-{high:.3f}) |"
+        )
+    lines += ["", f"![mean loss curves]({args.name}.png)"]
+    write_result(out, args.name, result, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
