@@ -35,4 +35,5 @@ bench: $(STAMP)
 	$(PY) benchmarks/quadratic.py --config configs/quadratic-paper.toml --name quadratic-paper
 	$(PY) benchmarks/mnist.py
 	$(PY) benchmarks/conv.py
+	$(PY) benchmarks/headroom.py --config configs/conv.toml --name conv-headroom
 	$(PY) benchmarks/optim_overhead.py

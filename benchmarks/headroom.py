@@ -72,6 +72,11 @@ def smooth(mean_curve: torch.Tensor, window: int) -> torch.Tensor:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "conv.toml"))
+    parser.add_argument(
+        "--set", action="append", default=[], help="task override, e.g. task.batch_size=64"
+    )
+    parser.add_argument("--adam-lr", type=float, help="default: the one <task>.json tuned")
+    parser.add_argument("--nag-lr", type=float, help="default: the one <task>.json tuned")
     parser.add_argument("--runs", type=int, default=48, help="held-out nets")
     parser.add_argument(
         "--tune-runs", type=int, default=16, help="validation nets for the multipliers"
@@ -94,10 +99,23 @@ def main() -> int:
     if not (0 < args.target < 1 and args.factor > 1):
         parser.error(f"need 0 < --target < 1 and --factor > 1, got {args.target}, {args.factor}")
 
-    family = dataclasses.replace(load_config(args.config).task, num_problems=args.problems_per_task)
-    lrs = {b: tuned_lr(family.to_config(), args.steps, b) for b in ("adam", "nag")}
-    if None in lrs.values():
-        parser.error(f"benchmarks/results/{family.name}.json tuned no adam / nag lr for this task")
+    family = dataclasses.replace(
+        load_config(args.config, args.set).task, num_problems=args.problems_per_task
+    )
+    given = {"adam": args.adam_lr, "nag": args.nag_lr}
+    bad = {b: lr for b, lr in given.items() if lr is not None and not lr > 0}
+    if bad:
+        parser.error(f"learning rates must be > 0, got {bad}")
+    lrs = {
+        b: tuned_lr(family.to_config(), args.steps, b) if lr is None else lr
+        for b, lr in given.items()
+    }
+    untuned = [b for b, lr in lrs.items() if lr is None]
+    if untuned:
+        parser.error(
+            f"benchmarks/results/{family.name}.json tuned {untuned} for no setting with this "
+            f"task and {args.steps} steps; give --adam-lr / --nag-lr"
+        )
     per_task = args.problems_per_task
     test = [
         family.sample(task_seed("test", FIRST_TEST_TASK + i))
@@ -119,11 +137,13 @@ def main() -> int:
         b: next((t for t, v in enumerate(s.tolist()) if v <= goal), None)
         for b, s in smoothed.items()
     }
-    for b in lrs:
-        print(
-            f"{b}: reaches {args.target} x Adam's loss at step {args.steps} at step {reach[b]}",
-            flush=True,
-        )
+    steps_text = ", ".join(
+        f"{b} at step {reach[b]}"
+        if reach[b] is not None
+        else f"{b} not within {args.long_steps} steps"
+        for b in lrs
+    )
+    print(f"{args.target} x Adam's loss at step {args.steps} reached by {steps_text}", flush=True)
 
     # 2. Adam with one learning-rate multiplier per tensor, by coordinate descent.
     names = test[0].param_names
@@ -196,20 +216,20 @@ def main() -> int:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / f"{args.name}.png", dpi=120)
-    steps_text = ", ".join(
-        f"{b} at step {reach[b]}"
-        if reach[b] is not None
-        else f"{b} not within {args.long_steps} steps"
-        for b in lrs
-    )
     lines = [
         f"# How far is {args.target} of tuned Adam at step {args.steps}? {args.name}",
         "",
         f"Held-out runs: {args.runs} of the {family.name} task of {Path(args.config).name} on "
         f"{family.dataset} (test tasks {FIRST_TEST_TASK} on, the runs of "
         "benchmarks/checkpoints.py); Adam at lr "
-        f"{lrs['adam']:.3g} and NAG at lr {lrs['nag']:.3g}, as {family.name}.json tuned them for "
-        f"{args.steps} steps.",
+        f"{lrs['adam']:.3g} and NAG at lr {lrs['nag']:.3g} ("
+        + "; ".join(
+            f"{b}'s given by --{b}-lr"
+            if given[b] is not None
+            else f"{b}'s as {family.name}.json tuned it for {args.steps} steps"
+            for b in lrs
+        )
+        + ").",
         "",
         f"**Steps.** Adam's mean loss at step {args.steps} (moving average over {args.window} "
         f"steps) is {float(smoothed['adam'][args.steps]):.4f}; {args.target} of it is "

@@ -83,3 +83,114 @@ def test_bad_arguments_are_one_line_errors(idx_dir, tmp_path):
     clash = run(idx_dir, tmp_path, "adam=mnist-mlp-lstm", "--adam-lr", "0.01")
     assert clash.returncode == 2 and "checkpoint labels ['adam']" in clash.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+HEADROOM = ROOT / "benchmarks" / "headroom.py"
+
+
+def run_headroom(idx_dir, out, *args):
+    command = [
+        sys.executable,
+        str(HEADROOM),
+        "--config",
+        str(ROOT / "configs" / "mnist.toml"),
+        "--set",
+        f"task.data_dir={json.dumps(str(idx_dir))}",
+        "--set",
+        "task.batch_size=16",
+        "--runs",
+        "3",
+        "--tune-runs",
+        "2",
+        "--problems-per-task",
+        "2",
+        "--steps",
+        "5",
+        "--out",
+        str(out),
+        "--name",
+        "headroom",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_headroom_steps_and_per_tensor_rates(idx_dir, tmp_path):
+    done = run_headroom(
+        idx_dir,
+        tmp_path,
+        "--long-steps",
+        "40",
+        "--adam-lr",
+        "0.03",
+        "--nag-lr",
+        "0.3",
+        "--window",
+        "3",
+        "--target",
+        "0.95",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "headroom.json").read_text())
+    assert result["lrs"] == {"adam": 0.03, "nag": 0.3}
+
+    # the step each reaches 0.95 x Adam's loss at step 5, recomputed from the mean curves
+    def smooth(curve, t):
+        window = curve[max(0, t - 1) : t + 2]
+        return sum(window) / len(window)
+
+    adam = result["mean_curves"]["adam"]
+    goal = 0.95 * smooth(adam, 5)
+    for name, curve in result["mean_curves"].items():
+        assert len(curve) == 41
+        hits = [t for t in range(41) if smooth(curve, t) <= goal * (1 + 1e-9)]
+        assert hits and result["reach_step"][name] == hits[0]
+    # coordinate descent keeps the best trial
+    best = min(result["search"], key=lambda trial: trial["validation"])
+    assert result["multipliers"] == best["multipliers"]
+    assert set(result["multipliers"]) == {
+        "layers.0.weight",
+        "layers.0.bias",
+        "layers.2.weight",
+        "layers.2.bias",
+    }
+    rows = {row["optimizer"]: row for row in result["rows"]}
+    assert rows["adam"]["ratio"] == 1.0
+    assert rows["adam"]["loss_at_T"] == pytest.approx(adam[5], rel=1e-6)
+    md = (tmp_path / "headroom.md").read_text()
+    assert "| per-tensor adam |" in md and "![mean loss curves](headroom.png)" in md
+    assert (tmp_path / "headroom.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_per_tensor_adam_at_x1_is_adam(idx_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from headroom import curves, per_tensor_adam
+    from l2o.config import load_config
+    from l2o.meta.seeds import task_seed
+    from l2o.optimizers import Adam
+
+    config = load_config(
+        ROOT / "configs" / "mnist.toml",
+        [f"task.data_dir={json.dumps(str(idx_dir))}", "task.batch_size=16"],
+    )
+    task = config.task.sample(task_seed("test", 0))
+    names = task.param_names
+    adam = curves(Adam(0.01), [task], 4)
+    assert curves(per_tensor_adam(0.01, names, dict.fromkeys(names, 1.0)), [task], 4).equal(adam)
+    faster = dict.fromkeys(names, 1.0) | {"layers.0.weight": 3.0}
+    assert not curves(per_tensor_adam(0.01, names, faster), [task], 4).equal(adam)
+
+
+def test_headroom_bad_arguments_are_one_line_errors(idx_dir, tmp_path):
+    short = run_headroom(
+        idx_dir, tmp_path, "--long-steps", "5", "--adam-lr", "0.03", "--nag-lr", "0.3"
+    )
+    assert short.returncode == 2 and "--long-steps must be > --steps (5), got 5" in short.stderr
+    negative = run_headroom(idx_dir, tmp_path, "--adam-lr", "-1", "--nag-lr", "0.3")
+    assert (
+        negative.returncode == 2
+        and "learning rates must be > 0, got {'adam': -1.0}" in negative.stderr
+    )
+    untuned = run_headroom(idx_dir, tmp_path, "--adam-lr", "0.03")
+    assert untuned.returncode == 2 and "tuned ['nag'] for no setting" in untuned.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
