@@ -47,7 +47,8 @@ and one for the rest) becomes one parameter group per group of its assignment.
 
 **The loss.** ``step(closure)`` evaluates the closure with grad enabled and returns its loss;
 ``step(loss=loss)`` hands over the loss of the usual loop. Optimizers with ``reads_loss = True``
-receive it, detached, as ``step(grads, state, loss=loss)``; the others never see it.
+receive it, detached, as ``step(grads, state, loss=loss)``; the others never see it. Those with
+``reads_params = True`` receive the parameters' current values, detached, as ``params=``.
 
 **state_dict.** As torch.optim's, with each group's ``optimizer`` saved as its ``spec()`` (a
 JSON-ready description, so ``torch.load(weights_only=True)`` reads it): the weights of a learned
@@ -71,7 +72,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from l2o.checkpoint import load
-from l2o.optimizers.base import OptState, StepOptimizer, map_state
+from l2o.optimizers.base import OptState, StepOptimizer, call_step, map_state
 from l2o.optimizers.grouped import GroupedOptimizer
 
 OptimizerLike = StepOptimizer | str | Path
@@ -220,8 +221,10 @@ class LearnedOptimizer(Optimizer):
             else:
                 state = _merge([self.state[p] for p in params], numels)
             grads = [p.grad if p.grad.dtype == dtype else p.grad.to(dtype) for p in params]
-            kwargs = {"loss": loss} if optimizer.reads_loss else {}
-            updates, state = optimizer.step(grads, state, **kwargs)
+            values = None
+            if optimizer.reads_params:
+                values = [p.detach() if p.dtype == dtype else p.detach().to(dtype) for p in params]
+            updates, state = call_step(optimizer, grads, state, loss, values)
             for p, update in zip(params, updates):
                 # In float32 for half-precision parameters, rounded once when stored.
                 p.add_(update, alpha=group["lr"])

@@ -41,7 +41,7 @@ def record_steps(
             loss = task.loss(leaves, task.batch(t - 1))
         grads = torch.autograd.grad(loss.sum(), leaves)
         with torch.no_grad():
-            updates, state = call_step(optimizer, grads, state, loss.detach())
+            updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
             params = [p.detach() + u for p, u in zip(leaves, updates)]
         if t in at:
             records[t] = {
@@ -129,7 +129,7 @@ def trajectory(optimizer: StepOptimizer, task: Task, steps: int) -> Tensor:
             loss = task.loss(leaves, task.batch(t))
         grads = torch.autograd.grad(loss.sum(), leaves)
         with torch.no_grad():
-            updates, state = call_step(optimizer, grads, state, loss.detach())
+            updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
             params = [p.detach() + u for p, u in zip(leaves, updates)]
         path.append(params[0].reshape(-1).clone())
     return torch.stack(path)

@@ -45,7 +45,7 @@ def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
             break
         grads = torch.autograd.grad(loss.sum(), leaves)
         with torch.no_grad():
-            updates, state = call_step(optimizer, grads, state, loss.detach())
+            updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
             params = [p.detach() + u for p, u in zip(leaves, updates)]
         buffers = after
     curve = torch.stack(losses).float().cpu()  # .cpu() also waits for an accelerator

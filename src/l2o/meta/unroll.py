@@ -111,9 +111,11 @@ def unroll(
         grads = torch.autograd.grad(
             loss.sum(), params, create_graph=second_order, retain_graph=True
         )
-        # The loss reaches optimizers that read it as an input, like the gradient.
+        # The loss reaches optimizers that read it as an input, like the gradient; theta_t
+        # reaches those that read it as it is (its history through the earlier updates is
+        # part of the meta-gradient, as the updates' own).
         step_loss = loss if second_order else loss.detach()
-        updates, opt_state = call_step(optimizer, grads, opt_state, step_loss)
+        updates, opt_state = call_step(optimizer, grads, opt_state, step_loss, params)
         params = [p + u for p, u in zip(params, updates)]
         buffers = after
         # f(theta_{t+1}) is both a meta-loss term and the loss whose gradient drives the next step.

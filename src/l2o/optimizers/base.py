@@ -19,6 +19,9 @@ parameters in one call and to keep each parameter's state apart.
 An optimizer that uses the loss f(theta_t) sets ``reads_loss = True`` and takes it as a keyword,
 ``step(grads, state, loss=loss)`` (a tensor: a scalar, or one value per problem; None when the
 caller has none). Callers pass it only to such optimizers, so no other ``step`` changes.
+Likewise an optimizer that reads the parameters theta_t themselves (e.g. to learn a
+weight-decay-like term) sets ``reads_params = True`` and takes them as a keyword,
+``step(grads, state, params=params)``: tensors shaped like ``grads``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class StepOptimizer(nn.Module):
     """Base class: ``init_state(params) -> state`` and ``step(grads, state) -> (updates, state)``."""
 
     reads_loss: bool = False  # True: ``step`` takes the loss as a keyword (see the module doc)
+    reads_params: bool = False  # True: ``step`` takes theta_t as a keyword (see the module doc)
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         raise NotImplementedError
@@ -59,11 +63,16 @@ def call_step(
     grads: Sequence[Tensor],
     state: OptState,
     loss: Tensor | None = None,
+    params: Sequence[Tensor] | None = None,
 ) -> tuple[list[Tensor], OptState]:
-    """``optimizer.step(grads, state)``, handing ``loss`` over to optimizers that read it."""
+    """``optimizer.step(grads, state)``, handing ``loss`` and ``params`` over to optimizers that
+    read them."""
+    kwargs: dict[str, Any] = {}
     if optimizer.reads_loss:
-        return optimizer.step(grads, state, loss=loss)
-    return optimizer.step(grads, state)
+        kwargs["loss"] = loss
+    if optimizer.reads_params:
+        kwargs["params"] = params
+    return optimizer.step(grads, state, **kwargs)
 
 
 def flatten(tensors: Sequence[Tensor], dtype: torch.dtype | None = None) -> Tensor:

@@ -76,14 +76,23 @@ class GroupedOptimizer(StepOptimizer):
     def reads_loss(self) -> bool:  # type: ignore[override]
         return any(opt.reads_loss for opt in self.groups.values())
 
+    @property
+    def reads_params(self) -> bool:  # type: ignore[override]
+        return any(opt.reads_params for opt in self.groups.values())
+
     def step(
-        self, grads: Sequence[Tensor], state: OptState, loss: Tensor | None = None
+        self,
+        grads: Sequence[Tensor],
+        state: OptState,
+        loss: Tensor | None = None,
+        params: Sequence[Tensor] | None = None,
     ) -> tuple[list[Tensor], OptState]:
         split = self._split(grads)
+        split_params = self._split(params) if params is not None else {}
         updates: dict[str, list[Tensor]] = {}
         new_state = {}
         for g, opt in self.groups.items():
-            updates[g], new_state[g] = call_step(opt, split[g], state[g], loss)
+            updates[g], new_state[g] = call_step(opt, split[g], state[g], loss, split_params.get(g))
         position = {g: iter(u) for g, u in updates.items()}
         return [next(position[g]) for g in self.assignment], new_state
 

@@ -83,6 +83,10 @@ class LSTMConfig:
     # the linear term's alone (with gain on Adam's m / sqrt(v): Adam). False = the paper's
     # initialisation, U(-1/sqrt(H), 1/sqrt(H)).
     zero_output: bool = False
+    # Beyond the paper: the LSTM also reads each coordinate's value theta_t, preprocessed like
+    # the gradient (learned_optimization's optimizers read it too: it lets one learn terms like
+    # weight decay). Callers then pass the parameters: ``step(grads, state, params=theta_t)``.
+    param_input: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
@@ -130,6 +134,8 @@ class LSTMConfig:
             )
         if not isinstance(self.zero_output, bool):
             raise ValueError(f"Invalid zero_output: {self.zero_output!r} (true or false)")
+        if not isinstance(self.param_input, bool):
+            raise ValueError(f"Invalid param_input: {self.param_input!r} (true or false)")
 
     def _set_number(self, name: str, valid, expected: str) -> None:
         """Check field ``name`` is a real number (not a bool) that ``valid`` accepts; store it
@@ -165,8 +171,9 @@ class LSTMConfig:
     @property
     def input_size(self) -> int:
         # per signal (the gradient and each momentum): its preprocessing, then its RMS-scaled copy
-        per_signal = (2 if self.preprocess == "log_sign" else 1) + int(self.rms_decay > 0)
-        return per_signal * (1 + len(self.momentum))
+        preprocessed = 2 if self.preprocess == "log_sign" else 1
+        per_signal = preprocessed + int(self.rms_decay > 0)
+        return per_signal * (1 + len(self.momentum)) + preprocessed * self.param_input
 
 
 def log_sign_preprocess(grad: Tensor, p: float = 10.0) -> Tensor:
@@ -310,6 +317,10 @@ class CoordinatewiseLSTM(StepOptimizer):
                 rates = [self.config.gain_rates[j] for j in self.config.gain_signals]
                 self.gain.bias.copy_(torch.tensor(rates).log())
 
+    @property
+    def reads_params(self) -> bool:  # type: ignore[override]
+        return self.config.param_input
+
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         n = sum(p.numel() for p in params)
         ref = self.output.weight
@@ -366,12 +377,27 @@ class CoordinatewiseLSTM(StepOptimizer):
             stacked = stacked.index_select(1, self.gain_signals)
         return x, stacked, averages
 
-    def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
+    def step(
+        self,
+        grads: Sequence[Tensor],
+        state: OptState,
+        params: Sequence[Tensor] | None = None,
+    ) -> tuple[list[Tensor], OptState]:
+        """One step; ``params`` (theta_t, shaped like ``grads``) only when it reads them
+        (``config.param_input``)."""
         # The maths runs on transposes, x: (input_size, N) and h, c: (hidden, N), so that each
         # gate below is a contiguous block of memory: elementwise ops on the column slices of an
         # (N, 4 hidden) tensor are many times slower on CPU, and they dominate the step. The states
         # handed out are the (N, hidden) transposes of these contiguous tensors (no copy).
-        x, signals, averages = self.inputs(flatten(grads, self.output.weight.dtype), state)
+        dtype = self.output.weight.dtype
+        x, signals, averages = self.inputs(flatten(grads, dtype), state)
+        if self.config.param_input:
+            if params is None or len(params) != len(grads):
+                raise ValueError(
+                    "this LSTM reads the parameters (param_input = true): pass "
+                    "step(grads, state, params=theta_t), one tensor per gradient"
+                )
+            x = torch.cat([x, self.preprocess(flatten(params, dtype))], dim=-1)
         x, signals = x.t(), signals.t()
         hs = [h.t() for h in state["h"]]
         cs = [c.t() for c in state["c"]]
@@ -454,7 +480,7 @@ class CoordinatewiseLSTM(StepOptimizer):
         }
         if isinstance(self.config.gain, tuple):
             spec["gain"] = list(self.config.gain)
-        for name in ("momentum", "rms_decay", "time_scales", "gain", "zero_output"):
+        for name in ("momentum", "rms_decay", "time_scales", "gain", "zero_output", "param_input"):
             if not spec[name]:
                 del spec[name]
         return spec
