@@ -116,6 +116,7 @@ def test_forget_bias_initialises_the_forget_gate_only():
             "Invalid gain: [-1.0] (a list of initial learning rates >= 0, one per signal, 1 in",
         ),
         ({"zero_output": 1}, "Invalid zero_output: 1 (true or false)"),
+        ({"param_input": "yes"}, "Invalid param_input: 'yes' (true or false)"),
     ],
 )
 def test_invalid_config_names_the_value(kwargs, message):
@@ -451,3 +452,41 @@ def test_gain_list_sets_each_signals_rate_and_leaves_out_the_zeros():
     torch.testing.assert_close(u, p - 0.02 * g[0])
     # All zero: no term at all.
     assert CoordinatewiseLSTM(dataclasses.replace(as_list, gain=[0, 0])).gain is None
+
+
+def test_param_input_reads_theta_preprocessed_like_the_gradient():
+    """param_input adds theta_t to the LSTM's input (log_sign: 2 more columns); a step then needs
+    the parameters, the updates depend on them, and meta-gradients reach their input weights."""
+    config = LSTMConfig(hidden_size=6, param_input=True)
+    assert (
+        config.input_size == 4 and LSTMConfig(preprocess="none", param_input=True).input_size == 2
+    )
+    torch.manual_seed(8)
+    opt = CoordinatewiseLSTM(config).double()
+    assert opt.reads_params and not CoordinatewiseLSTM(LSTMConfig()).reads_params
+    spec = json.loads(json.dumps(opt.spec()))
+    assert spec["param_input"] is True and from_spec(spec).config == config
+    assert "param_input" not in CoordinatewiseLSTM(LSTMConfig()).spec()  # the paper's spec
+    grads = [torch.randn(5, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    theta = [torch.randn_like(g) for g in grads]
+    state = opt.init_state(theta)
+    with pytest.raises(ValueError, match="reads the parameters"):
+        opt.step(grads, state)
+    updates, _ = opt.step(grads, state, params=theta)
+    other, _ = opt.step(grads, state, params=[-t for t in theta])
+    assert all(u.shape == g.shape for u, g in zip(updates, grads))
+    assert not torch.equal(updates[0], other[0])  # theta's sign changes the update
+    # The first layer's weights for theta's two columns (after the gradient's) get meta-gradients.
+    (d_weight,) = torch.autograd.grad(sum(u.sum() for u in updates), [opt.cells[0].weight])
+    assert d_weight[:, 2:4].abs().sum() > 0
+    # With theta's input weights at zero it is the paper's LSTM with the other weights.
+    plain = CoordinatewiseLSTM(dataclasses.replace(config, param_input=False)).double()
+    weights = opt.state_dict()
+    first = weights["cells.0.weight"]
+    weights["cells.0.weight"] = torch.cat([first[:, :2], first[:, 4:]], 1)
+    plain.load_state_dict(weights)
+    with torch.no_grad():
+        first[:, 2:4] = 0
+    (a, _), _ = opt.step(grads, state, params=theta)
+    (b, _), _ = plain.step(grads, plain.init_state(theta))
+    torch.testing.assert_close(a, b)

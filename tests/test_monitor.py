@@ -195,6 +195,25 @@ def test_graph_shows_the_lstm_inputs(momentum):
     assert "optimizer/rms" not in nodes
 
 
+def test_graph_shows_theta_read_by_optimizers_that_read_it():
+    from l2o.optimizers import SGD, CoordinatewiseLSTM, LSTMConfig
+    from l2o.unroll_graph import GraphSpec, build_graph
+
+    lstm = CoordinatewiseLSTM(LSTMConfig(param_input=True))
+    nodes = {
+        n.name: n for n in build_graph(GraphSpec(lstm, "quadratic", "adam", 1e-3, 20, False)).node
+    }
+    assert list(nodes["optimizer/preprocess"].input) == ["optimizee/gradient", "optimizee/theta_t"]
+
+    class DecayedSGD(SGD):
+        reads_params = True
+
+    for opt, reads in ((SGD(0.1), False), (DecayedSGD(0.1), True)):
+        graph = build_graph(GraphSpec(opt, "quadratic", "adam", 1e-3, 20, False))
+        output = {n.name: n for n in graph.node}["optimizer/output"]
+        assert ("optimizee/theta_t" in output.input) is reads
+
+
 def test_graph_shows_the_rms_scaled_inputs():
     from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig
     from l2o.unroll_graph import GraphSpec, build_graph

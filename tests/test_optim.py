@@ -21,6 +21,7 @@ from l2o.optimizers import (
     LSTMConfig,
     StepOptimizer,
 )
+from l2o.optimizers.base import call_step
 from l2o.tasks import QuadraticFamily
 
 
@@ -72,6 +73,7 @@ def _assert_equal(got, want):
         {"time_scales": (3, 30)},
         {"momentum": (0.9,), "gain": 0.01},
         {"momentum": (0.9,), "rms_decay": 0.999, "gain": (0, 0.01, 0, 0.001)},
+        {"param_input": True},
     ],
 )
 def test_usual_loop_gives_the_updates_of_direct_step_calls(config):
@@ -89,7 +91,8 @@ def test_usual_loop_gives_the_updates_of_direct_step_calls(config):
         loss = (functional_call(reference, leaves, (x,)) - y).pow(2).mean()
         grads = torch.autograd.grad(loss, list(leaves.values()))
         with torch.no_grad():
-            updates, state = lstm.step(grads, state)
+            theta = [p.detach() for p in leaves.values()]  # read by param_input LSTMs only
+            updates, state = call_step(lstm, grads, state, params=theta)
             params = {n: p.detach() + u for (n, p), u in zip(leaves.items(), updates)}
         _assert_equal([p.detach() for p in model.parameters()], list(params.values()))
     first = next(iter(reference.parameters()))

@@ -167,3 +167,40 @@ def test_the_loss_reaches_optimizers_that_read_it_in_unroll_rollout_and_groups()
     grouped = GroupedOptimizer({"all": opt}, ["all"])
     assert grouped.reads_loss
     torch.testing.assert_close(rollout(grouped, task, 1).losses[1], expected.float())
+
+
+class _DecayedSGD(SGD):
+    """A toy optimizer that reads theta: the step is SGD's minus 0.1 theta (weight decay)."""
+
+    reads_params = True
+
+    def step(self, grads, state, params=None):
+        updates, state = super().step(grads, state)
+        return [u - 0.1 * p for u, p in zip(updates, params)], state
+
+
+def test_theta_reaches_optimizers_that_read_it_in_unroll_rollout_and_groups():
+    from l2o.evaluate import rollout
+    from l2o.meta import init_unroll, unroll
+    from l2o.tasks import QuadraticFamily
+
+    task = QuadraticFamily(num_problems=1).sample(0, dtype=torch.float64)
+    theta = task.init_params()[0].requires_grad_()
+    opt = _DecayedSGD(lr=1e-3)
+    (grad,) = torch.autograd.grad(task.loss([theta]).sum(), [theta])
+    expected = task.loss([theta.detach() - 1e-3 * grad - 0.1 * theta.detach()])
+    torch.testing.assert_close(rollout(opt, task, 1).losses[1], expected.float())
+    first = unroll(task, opt, init_unroll(task, opt), [1.0])
+    torch.testing.assert_close(first.losses[0], expected.detach())
+    grouped = GroupedOptimizer({"all": opt}, ["all"])
+    assert grouped.reads_params and not grouped.reads_loss
+    torch.testing.assert_close(rollout(grouped, task, 1).losses[1], expected.float())
+
+
+def test_grouped_optimizer_hands_each_group_its_own_parameters():
+    grouped = GroupedOptimizer({"a": _DecayedSGD(lr=1.0), "b": SGD(lr=1.0)}, ["a", "b", "a"])
+    assert grouped.reads_params and not SGD(lr=1.0).reads_params
+    params = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([3.0])]
+    grads = [torch.tensor([10.0]), torch.tensor([20.0]), torch.tensor([30.0])]
+    updates, _ = grouped.step(grads, grouped.init_state(params), params=params)
+    assert [u.item() for u in updates] == pytest.approx([-10.1, -20.0, -30.3])

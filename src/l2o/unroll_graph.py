@@ -81,7 +81,8 @@ def build_graph(spec: GraphSpec) -> GraphDef:
             _node(
                 "optimizer/preprocess",
                 "LogSign" if c.preprocess == "log_sign" else "Identity",
-                signals,
+                # param_input: theta_t is read too, preprocessed like the gradient
+                [*signals, "optimizee/theta_t"] if c.param_input else signals,
                 description=f"Appendix A, p = {c.p}" if c.preprocess == "log_sign" else "none",
             )
         )
@@ -139,7 +140,8 @@ def build_graph(spec: GraphSpec) -> GraphDef:
             )
         )
     else:
-        nodes.append(_node("optimizer/output", type(opt).__name__, ["optimizee/gradient", *phi]))
+        reads = ["optimizee/gradient"] + (["optimizee/theta_t"] if opt.reads_params else [])
+        nodes.append(_node("optimizer/output", type(opt).__name__, [*reads, *phi]))
     nodes += [
         _node(
             "unroll/theta_next",

@@ -21,7 +21,9 @@ log|g| and sign g, cannot grow in proportion to the gradient as SGD's and NAG's 
 a list, ``gain`` sets each signal's initial rate, and with ``rms_decay`` the term can read the
 RMS-scaled signals too: ``momentum=[0.9], rms_decay=0.999, gain=[0, 0, 0, lr]`` and
 ``zero_output=True`` start exactly as Adam at learning rate lr, which meta-training then modifies
-(a nominal optimizer inside the learned one, as in Harrison et al., 2022).
+(a nominal optimizer inside the learned one, as in Harrison et al., 2022). With
+``LSTMConfig.param_input`` it also reads each coordinate's value theta_t (callers pass it:
+``reads_params``), as learned_optimization's optimizers do.
 """
 
 from __future__ import annotations
