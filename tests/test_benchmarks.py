@@ -24,27 +24,19 @@ def idx_dir(tmp_path_factory):
     return root
 
 
-def run(idx_dir, out, *args):
+def run_script(script, idx_dir, out, name, steps, *args):
+    """A benchmark script on the tiny IDX files: 3 runs in tasks of 2 nets, batches of 16."""
     command = [
-        sys.executable,
-        str(SCRIPT),
-        *args,
-        "--set",
-        f"task.data_dir={json.dumps(str(idx_dir))}",
-        "--set",
-        "task.batch_size=16",
-        "--runs",
-        "3",
-        "--problems-per-task",
-        "2",
-        "--steps",
-        "6",
-        "--out",
-        str(out),
-        "--name",
-        "side-by-side",
+        *(sys.executable, str(script), *args),
+        *("--set", f"task.data_dir={json.dumps(str(idx_dir))}", "--set", "task.batch_size=16"),
+        *("--runs", "3", "--problems-per-task", "2", "--steps", str(steps)),
+        *("--out", str(out), "--name", name),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def run(idx_dir, out, *args):
+    return run_script(SCRIPT, idx_dir, out, "side-by-side", 6, *args)
 
 
 def test_compares_checkpoints_and_baselines_in_steps(idx_dir, tmp_path):
@@ -89,30 +81,8 @@ HEADROOM = ROOT / "benchmarks" / "headroom.py"
 
 
 def run_headroom(idx_dir, out, *args):
-    command = [
-        sys.executable,
-        str(HEADROOM),
-        "--config",
-        str(ROOT / "configs" / "mnist.toml"),
-        "--set",
-        f"task.data_dir={json.dumps(str(idx_dir))}",
-        "--set",
-        "task.batch_size=16",
-        "--runs",
-        "3",
-        "--tune-runs",
-        "2",
-        "--problems-per-task",
-        "2",
-        "--steps",
-        "5",
-        "--out",
-        str(out),
-        "--name",
-        "headroom",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    config = ("--config", str(ROOT / "configs" / "mnist.toml"), "--tune-runs", "2")
+    return run_script(HEADROOM, idx_dir, out, "headroom", 5, *config, *args)
 
 
 def test_headroom_steps_and_per_tensor_rates(idx_dir, tmp_path):
