@@ -62,6 +62,31 @@ def tuned_lr(task: dict, steps: int, baseline: str = "adam") -> float | None:
     return None
 
 
+def baseline_lrs(parser, family, steps: int, given: dict[str, float | None], hint: str) -> dict:
+    """Each baseline's learning rate: the one given, else the one benchmarks/<task>.json tuned for
+    this task and number of steps. A parser error (its ``hint`` says what to do) for a given rate
+    that is not > 0 and for baselines with neither."""
+    bad = {b: lr for b, lr in given.items() if lr is not None and not lr > 0}
+    if bad:
+        parser.error(f"learning rates must be > 0, got {bad}")
+    task = family.to_config()
+    lrs = {b: tuned_lr(task, steps, b) if lr is None else lr for b, lr in given.items()}
+    untuned = [b for b, lr in lrs.items() if lr is None]
+    if untuned:
+        parser.error(
+            f"benchmarks/results/{family.name}.json tuned {untuned} for no setting with this "
+            f"task and {steps} steps; {hint}"
+        )
+    return lrs
+
+
+def sample_tasks(family, kind: str, first: int, runs: int, device: str = "cpu") -> list:
+    """Tasks of ``family`` with seeds task_seed(kind, first), (kind, first + 1), ..., enough for
+    ``runs`` problems (the last task may hold more)."""
+    count = -(-runs // family.num_problems)
+    return [family.sample(task_seed(kind, first + i), device=device) for i in range(count)]
+
+
 def run_norms(params: list[torch.Tensor]) -> torch.Tensor:
     """The norm of each parameter tensor of each run: shape (tensors, problems), float64, from a
     task's parameters, whose first dimension is the problem."""
@@ -125,19 +150,10 @@ def main() -> int:
             f"--config {args.config} is a {family.name!r} task; this benchmark compares "
             f"checkpoints on the mnist and conv families (benchmarks/mnist.py, conv.py)"
         )
-    lrs = {b: tuned_lr(family.to_config(), args.steps, b) for b in baselines}
-    if args.adam_lr is not None:
-        lrs["adam"] = args.adam_lr
-    untuned = [b for b, lr in lrs.items() if lr is None]
-    if untuned:
-        parser.error(
-            f"benchmarks/results/{family.name}.json tuned {untuned} for no setting with this "
-            f"task and {args.steps} steps; give --adam-lr (Adam) or leave them out of --baselines"
-        )
-    tasks = [
-        family.sample(task_seed("test", FIRST_TEST_TASK + i), device=args.device)
-        for i in range(-(-args.runs // args.problems_per_task))
-    ]
+    given = {b: args.adam_lr if b == "adam" else None for b in baselines}
+    hint = "give --adam-lr (Adam) or leave them out of --baselines"
+    lrs = baseline_lrs(parser, family, args.steps, given, hint)
+    tasks = sample_tasks(family, "test", FIRST_TEST_TASK, args.runs, args.device)
     optimizers = {label: load_checkpoint(resolve(path))[0] for label, path in pairs}
     optimizers.update({b: make_baseline(b, lr) for b, lr in lrs.items()})
     optimizers = {label: opt.to(args.device) for label, opt in optimizers.items()}

@@ -38,11 +38,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from checkpoints import FIRST_TEST_TASK, tuned_lr  # noqa: E402
-from common import machine, ratio_precision, write_result  # noqa: E402
+from checkpoints import FIRST_TEST_TASK, baseline_lrs, sample_tasks  # noqa: E402
+from common import final_losses, machine, ratio_precision, write_result  # noqa: E402
 from l2o.config import load_config  # noqa: E402
 from l2o.evaluate import rollout  # noqa: E402
-from l2o.meta.seeds import task_seed  # noqa: E402
 from l2o.optimizers import Adam, make_baseline  # noqa: E402
 from l2o.optimizers.grouped import GroupedOptimizer  # noqa: E402
 
@@ -103,28 +102,9 @@ def main() -> int:
         load_config(args.config, args.set).task, num_problems=args.problems_per_task
     )
     given = {"adam": args.adam_lr, "nag": args.nag_lr}
-    bad = {b: lr for b, lr in given.items() if lr is not None and not lr > 0}
-    if bad:
-        parser.error(f"learning rates must be > 0, got {bad}")
-    lrs = {
-        b: tuned_lr(family.to_config(), args.steps, b) if lr is None else lr
-        for b, lr in given.items()
-    }
-    untuned = [b for b, lr in lrs.items() if lr is None]
-    if untuned:
-        parser.error(
-            f"benchmarks/results/{family.name}.json tuned {untuned} for no setting with this "
-            f"task and {args.steps} steps; give --adam-lr / --nag-lr"
-        )
-    per_task = args.problems_per_task
-    test = [
-        family.sample(task_seed("test", FIRST_TEST_TASK + i))
-        for i in range(-(-args.runs // per_task))
-    ]
-    tune = [
-        family.sample(task_seed("validation", FIRST_TUNE_TASK + i))
-        for i in range(-(-args.tune_runs // per_task))
-    ]
+    lrs = baseline_lrs(parser, family, args.steps, given, "give --adam-lr / --nag-lr")
+    test = sample_tasks(family, "test", FIRST_TEST_TASK, args.runs)
+    tune = sample_tasks(family, "validation", FIRST_TUNE_TASK, args.tune_runs)
 
     # 1. How many steps tuned Adam and NAG need to reach the target.
     long = {
@@ -151,31 +131,35 @@ def main() -> int:
 
     def tune_loss(mults: dict[str, float]) -> float:
         opt = per_tensor_adam(lrs["adam"], names, mults)
-        loss = curves(opt, tune, args.steps)[-1, : args.tune_runs].mean()
+        loss = final_losses({"trial": opt}, tune, args.steps)["trial"][: args.tune_runs].mean()
         return float(loss) if math.isfinite(loss) else math.inf
 
     best = tune_loss(multipliers)
     search = [{"multipliers": dict(multipliers), "validation": best}]
     print(f"per-tensor Adam, all x1: validation {best:.4f}", flush=True)
+
+    def descend(name: str, factor: float) -> bool:
+        """Multiply ``name``'s multiplier by ``factor`` while that lowers the validation loss;
+        True if it did at least once."""
+        nonlocal best, multipliers
+        moved = False
+        while True:
+            trial = {**multipliers, name: multipliers[name] * factor}
+            loss = tune_loss(trial)
+            search.append({"multipliers": trial, "validation": loss})
+            print(f"{name} x{trial[name]:.3g}: validation {loss:.4f}", flush=True)
+            if loss >= best:
+                return moved
+            best, multipliers, moved = loss, trial, True
+
     for name in names:
-        for step in (args.factor, 1 / args.factor):
-            improved = False
-            while True:
-                trial = {**multipliers, name: multipliers[name] * step}
-                loss = tune_loss(trial)
-                search.append({"multipliers": trial, "validation": loss})
-                print(f"{name} x{trial[name]:.3g}: validation {loss:.4f}", flush=True)
-                if loss >= best:
-                    break
-                best, multipliers, improved = loss, trial, True
-            if improved:
-                break
+        if not descend(name, args.factor):
+            descend(name, 1 / args.factor)
+    per_tensor = per_tensor_adam(lrs["adam"], names, multipliers)
     final = {
         "adam": long["adam"][args.steps],
         "nag": long["nag"][args.steps],
-        "per-tensor adam": curves(
-            per_tensor_adam(lrs["adam"], names, multipliers), test, args.steps
-        )[-1, : args.runs],
+        "per-tensor adam": final_losses({"p": per_tensor}, test, args.steps)["p"][: args.runs],
     }
     rows = [
         {

@@ -221,9 +221,7 @@ class LearnedOptimizer(Optimizer):
             else:
                 state = _merge([self.state[p] for p in params], numels)
             grads = [p.grad if p.grad.dtype == dtype else p.grad.to(dtype) for p in params]
-            values = None
-            if optimizer.reads_params:
-                values = [p.detach() if p.dtype == dtype else p.detach().to(dtype) for p in params]
+            values = [p.detach().to(dtype) for p in params] if optimizer.reads_params else None
             updates, state = call_step(optimizer, grads, state, loss, values)
             for p, update in zip(params, updates):
                 # In float32 for half-precision parameters, rounded once when stored.
