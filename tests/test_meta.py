@@ -100,6 +100,11 @@ def test_loss_weights():
         [0, 0, 1],
         [0, 0, 1],
     ]
+    assert MetaTrainConfig(horizon=5, truncation=2, loss_weights="linear").truncation_weights() == [
+        [0.2, 0.4],
+        [0.6, 0.8],
+        [1.0],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +116,7 @@ def test_loss_weights():
             {"meta_optimizer": "adagrad"},
             "Invalid meta_optimizer: 'adagrad' (valid: adam, sgd, rmsprop)",
         ),
-        ({"loss_weights": "max"}, "Invalid loss_weights: 'max' (valid: sum, mean, last)"),
+        ({"loss_weights": "max"}, "Invalid loss_weights: 'max' (valid: sum, mean, last, linear)"),
         ({"epochs": 0}, "Invalid epochs: 0"),
         ({"device": "gpu7"}, "Invalid device: 'gpu7'"),
         ({"ema_decay": 1.0}, "Invalid ema_decay: 1.0 (must be in [0, 1)"),

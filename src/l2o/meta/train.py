@@ -47,7 +47,7 @@ from l2o.monitor import Monitor
 from l2o.optimizers.base import StepOptimizer
 from l2o.tasks.base import TaskFamily
 
-LOSS_WEIGHTS = ("sum", "mean", "last")
+LOSS_WEIGHTS = ("sum", "mean", "last", "linear")
 META_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -59,8 +59,9 @@ class MetaTrainConfig:
     epochs: int = 2000
     horizon: int = 100  # T: inner steps per task
     truncation: int = 20  # K: steps per truncated-BPTT segment
-    # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), or
-    # "last" (only the last step of each truncation, i.e. f(theta_T) when K = T).
+    # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), "last"
+    # (only the last step of each truncation, i.e. f(theta_T) when K = T) or "linear" (w_t = t/T:
+    # the later steps, nearer the f(theta_T) that evaluation reports, weigh more).
     loss_weights: str = "sum"
     # Each term of L: "sum" = f(theta_t) (the paper); "relative" = the truncation's sum divided
     # by the mean loss at its start (equalises meta-gradient scales across truncations);
@@ -181,6 +182,8 @@ class MetaTrainConfig:
         """w_t for every step, split into truncations of K (the last may be shorter)."""
         T, K = self.horizon, self.truncation
         w = [1.0 / T if self.loss_weights == "mean" else 1.0] * T
+        if self.loss_weights == "linear":
+            w = [t / T for t in range(1, T + 1)]
         chunks = [w[s : s + K] for s in range(0, T, K)]
         if self.loss_weights == "last":
             chunks = [[0.0] * (len(c) - 1) + [1.0] for c in chunks]
