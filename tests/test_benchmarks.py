@@ -164,3 +164,53 @@ def test_headroom_bad_arguments_are_one_line_errors(idx_dir, tmp_path):
     untuned = run_headroom(idx_dir, tmp_path, "--adam-lr", "0.03")
     assert untuned.returncode == 2 and "tuned ['nag'] for no setting" in untuned.stderr
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def write_metrics(run_dir, scores, epochs):
+    """A run directory whose metrics.jsonl validated at the epochs of ``scores`` (1-based)."""
+    run_dir.mkdir(parents=True)
+    lines = []
+    for epoch in range(epochs):
+        entry = {"epoch": epoch, "meta_loss": 1.0, "seconds": 3.0 * (epoch + 1)}
+        if epoch + 1 in scores:
+            entry["validation_final_loss"] = scores[epoch + 1]
+        lines.append(json.dumps(entry))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+def run_meta_runs(tmp_path, *args):
+    script = ROOT / "benchmarks" / "meta_runs.py"
+    command = [sys.executable, str(script), *args, "--out", str(tmp_path / "out"), "--name", "v"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_meta_runs_puts_validations_side_by_side(tmp_path):
+    a = write_metrics(tmp_path / "a", {2: 0.5, 4: 0.3, 6: 0.4}, 6)
+    b = write_metrics(tmp_path / "b", {2: 0.6, 4: 0.7}, 5)  # stopped early
+    done = run_meta_runs(tmp_path, f"preset={a}", f"variant={b}", "--note", "two runs")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "out" / "v.json").read_text())
+    assert result["runs"]["preset"]["best_epoch"] == 4
+    assert result["runs"]["preset"]["best_validation"] == 0.3
+    assert result["runs"]["variant"]["epochs"] == 5
+    assert result["runs"]["variant"]["seconds"] == 15.0
+    md = (tmp_path / "out" / "v.md").read_text()
+    assert "| 4 | **0.3000** | 0.7000 |" in md
+    assert "| 6 | 0.4000 | - |" in md
+    assert "| variant | " in md and "two runs" in md
+    assert (tmp_path / "out" / "v.png").stat().st_size > 0
+
+
+def test_meta_runs_errors_are_one_line(tmp_path):
+    a = write_metrics(tmp_path / "a", {2: 0.5}, 2)
+    empty = write_metrics(tmp_path / "empty", {}, 1)
+    for args, message in [
+        ((f"{tmp_path / 'nowhere'}",), "is not LABEL=RUN_DIR"),
+        ((f"x={tmp_path / 'nowhere'}",), "no metrics.jsonl in"),
+        ((f"x={a}", f"x={a}"), "label 'x' given twice"),
+        ((f"x={empty}",), "holds no validation"),
+    ]:
+        done = run_meta_runs(tmp_path, *args)
+        assert done.returncode != 0
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,129 @@
+"""Meta-training runs side by side: what each validation scored, read from the runs' logs.
+
+Every run directory of ``l2o train`` holds metrics.jsonl, one line per epoch, with the
+validation score (mean f(theta_T) over the validation tasks, the same tasks for every run of a
+family) on the lines of the epochs that validated. This puts those scores side by side, one
+column per run, with each run's best, how many epochs it ran and for how long; and draws them.
+It is how a variant that was stopped early (or one whose checkpoints are gone) is compared
+with the preset's run: at equal epochs, on the same validation tasks. Only what the runs wrote
+is read; nothing is trained or evaluated here. Writes benchmarks/results/<name>.{json,md,png}.
+
+    python benchmarks/meta_runs.py preset=runs/mnist linear=runs/lin/fashion-mnist \
+        --name mnist-linear-weights-validation --note '...'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine, write_result  # noqa: E402
+
+
+def read_run(run_dir: Path) -> dict:
+    """The validation scores of a run (1-based epoch -> mean f(theta_T)), its epochs and the
+    meta-training seconds of its last logged epoch."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"error: no metrics.jsonl in {run_dir} (a run directory of l2o train)")
+    scores, epochs, seconds = {}, 0, math.nan
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            epochs, seconds = entry["epoch"] + 1, entry["seconds"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: {path}:{number} is not an epoch's metrics line ({e})") from e
+        if "validation_final_loss" in entry:
+            scores[epochs] = entry["validation_final_loss"]
+    if not scores:
+        raise SystemExit(f"error: {path} holds no validation (the run stopped before validating)")
+    best = min(scores, key=scores.get)
+    return {
+        "run_dir": str(run_dir),
+        "epochs": epochs,
+        "seconds": seconds,
+        "validation": scores,
+        "best_epoch": best,
+        "best_validation": scores[best],
+    }
+
+
+def plot(runs: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, run in runs.items():
+        epochs = sorted(run["validation"])
+        ax.plot(epochs, [run["validation"][e] for e in epochs], marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation: mean f(theta_T)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(name: str, runs: dict[str, dict]) -> list[str]:
+    labels = list(runs)
+    lines = [
+        f"# Meta-training runs side by side: {name}",
+        "",
+        "Validation score (mean f(theta_T) over the same validation tasks) at each epoch that "
+        "validated, from each run's metrics.jsonl; - = the run did not get there. Best of each "
+        "run in bold.",
+        "",
+        "| run | run directory | epochs run | minutes | best validation | at epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, run in runs.items():
+        lines.append(
+            f"| {label} | {run['run_dir']} | {run['epochs']} | {run['seconds'] / 60:.1f} | "
+            f"{run['best_validation']:.4f} | {run['best_epoch']} |"
+        )
+    lines += ["", "| epoch | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for epoch in sorted({e for run in runs.values() for e in run["validation"]}):
+        cells = []
+        for run in runs.values():
+            score = run["validation"].get(epoch)
+            cell = "-" if score is None else f"{score:.4f}"
+            cells.append(f"**{cell}**" if epoch == run["best_epoch"] else cell)
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    return [*lines, "", f"![validation]({name}.png)"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    parser.add_argument("--name", required=True, help="result files <name>.{json,md,png}")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--note", default="", help="what the runs are: their commands, machine")
+    args = parser.parse_args(argv)
+    runs: dict[str, dict] = {}
+    for item in args.runs:
+        label, sep, run_dir = item.partition("=")
+        if not (sep and label and run_dir):
+            raise SystemExit(f"error: {item!r} is not LABEL=RUN_DIR")
+        if label in runs:
+            raise SystemExit(f"error: label {label!r} given twice")
+        runs[label] = read_run(Path(run_dir))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(runs, out / f"{args.name}.png")
+    result = {"runs": runs, "note": args.note, "machine": machine()}
+    write_result(out, args.name, result, markdown(args.name, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
