@@ -181,9 +181,10 @@ class MetaTrainConfig:
     def truncation_weights(self) -> list[list[float]]:
         """w_t for every step, split into truncations of K (the last may be shorter)."""
         T, K = self.horizon, self.truncation
-        w = [1.0 / T if self.loss_weights == "mean" else 1.0] * T
         if self.loss_weights == "linear":
             w = [t / T for t in range(1, T + 1)]
+        else:
+            w = [1.0 / T if self.loss_weights == "mean" else 1.0] * T
         chunks = [w[s : s + K] for s in range(0, T, K)]
         if self.loss_weights == "last":
             chunks = [[0.0] * (len(c) - 1) + [1.0] for c in chunks]
