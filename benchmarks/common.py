@@ -75,13 +75,18 @@ def ratio_precision(
     }
 
 
+def loss_curves(optimizer, tasks: list, steps: int) -> torch.Tensor:
+    """f(theta_t) for t = 0..steps of every problem of ``tasks``, float64, shape (steps + 1,
+    problems, the tasks' concatenated), each task from a fresh optimizer state."""
+    return torch.cat(
+        [rollout(optimizer, t, steps).losses.double().reshape(steps + 1, -1) for t in tasks], 1
+    )
+
+
 def final_losses(optimizers: dict[str, Any], tasks: list, steps: int) -> dict[str, torch.Tensor]:
     """f(theta_steps) of every problem of ``tasks`` (concatenated, float64) for each optimizer,
     each run from a fresh state on the same tasks."""
-    return {
-        label: torch.cat([rollout(opt, task, steps).losses[-1].double().cpu() for task in tasks])
-        for label, opt in optimizers.items()
-    }
+    return {label: loss_curves(opt, tasks, steps)[-1] for label, opt in optimizers.items()}
 
 
 def write_result(out: str | Path, name: str, result: dict[str, Any], lines: list[str]) -> None:

@@ -39,9 +39,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from checkpoints import FIRST_TEST_TASK, baseline_lrs, sample_tasks  # noqa: E402
-from common import final_losses, machine, ratio_precision, write_result  # noqa: E402
+from common import final_losses, loss_curves, machine, ratio_precision, write_result  # noqa: E402
 from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import rollout  # noqa: E402
+from l2o.evaluate.report import save_figure  # noqa: E402
 from l2o.optimizers import Adam, make_baseline  # noqa: E402
 from l2o.optimizers.grouped import GroupedOptimizer  # noqa: E402
 
@@ -53,13 +53,6 @@ def per_tensor_adam(lr: float, names: list[str], multipliers: dict[str, float]) 
     without dots, which module names cannot hold)."""
     groups = [n.replace(".", "_") for n in names]
     return GroupedOptimizer({g: Adam(lr * multipliers[n]) for g, n in zip(groups, names)}, groups)
-
-
-def curves(optimizer, tasks: list, steps: int) -> torch.Tensor:
-    """The loss curves (steps + 1, runs) of ``optimizer`` on every problem of ``tasks``."""
-    return torch.cat(
-        [rollout(optimizer, t, steps).losses.double().reshape(steps + 1, -1) for t in tasks], 1
-    )
 
 
 def smooth(mean_curve: torch.Tensor, window: int) -> torch.Tensor:
@@ -108,7 +101,7 @@ def main() -> int:
 
     # 1. How many steps tuned Adam and NAG need to reach the target.
     long = {
-        b: curves(make_baseline(b, lr), test, args.long_steps)[:, : args.runs]
+        b: loss_curves(make_baseline(b, lr), test, args.long_steps)[:, : args.runs]
         for b, lr in lrs.items()
     }
     smoothed = {b: smooth(c.mean(1), args.window) for b, c in long.items()}
@@ -189,7 +182,7 @@ def main() -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for b, s in smoothed.items():
         ax.plot(s.numpy(), label=f"{b} (lr {lrs[b]:.3g}), mean of {args.runs} runs")
     ax.axhline(
@@ -199,7 +192,7 @@ def main() -> int:
     ax.set(xlabel="step", ylabel=f"training loss (moving average of {args.window})", yscale="log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / f"{args.name}.png", dpi=120)
+    save_figure(fig, out / f"{args.name}.png")
     lines = [
         f"# How far is {args.target} of tuned Adam at step {args.steps}? {args.name}",
         "",

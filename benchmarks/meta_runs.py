@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine, write_result  # noqa: E402
+from l2o.evaluate.draw import plot_validation_runs, read_metrics, validation_scores  # noqa: E402
 
 
 def read_run(run_dir: Path) -> dict:
@@ -32,15 +32,12 @@ def read_run(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise SystemExit(f"error: no metrics.jsonl in {run_dir} (a run directory of l2o train)")
-    scores, epochs, seconds = {}, 0, math.nan
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            epochs, seconds = entry["epoch"] + 1, entry["seconds"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: {path}:{number} is not an epoch's metrics line ({e})") from e
-        if "validation_final_loss" in entry:
-            scores[epochs] = entry["validation_final_loss"]
+    try:
+        entries = read_metrics(path)
+        epochs, seconds = entries[-1]["epoch"] + 1, entries[-1]["seconds"]
+        scores = validation_scores(entries)
+    except (json.JSONDecodeError, IndexError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: {path} is not a run's metrics.jsonl ({e!r})") from e
     if not scores:
         raise SystemExit(f"error: {path} holds no validation (the run stopped before validating)")
     best = min(scores, key=scores.get)
@@ -52,26 +49,6 @@ def read_run(run_dir: Path) -> dict:
         "best_epoch": best,
         "best_validation": scores[best],
     }
-
-
-def plot(runs: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, run in runs.items():
-        epochs = sorted(run["validation"])
-        ax.plot(epochs, [run["validation"][e] for e in epochs], marker=".", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation: mean f(theta_T)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def markdown(name: str, runs: dict[str, dict]) -> list[str]:
@@ -119,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         runs[label] = read_run(Path(run_dir))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot(runs, out / f"{args.name}.png")
+    plot_validation_runs(
+        {label: run["validation"] for label, run in runs.items()}, out / f"{args.name}.png"
+    )
     result = {"runs": runs, "note": args.note, "machine": machine()}
     write_result(out, args.name, result, markdown(args.name, runs))
     return 0

@@ -134,7 +134,8 @@ def test_headroom_steps_and_per_tensor_rates(idx_dir, tmp_path):
 
 def test_per_tensor_adam_at_x1_is_adam(idx_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from headroom import curves, per_tensor_adam
+    from common import loss_curves as curves
+    from headroom import per_tensor_adam
     from l2o.config import load_config
     from l2o.meta.seeds import task_seed
     from l2o.optimizers import Adam

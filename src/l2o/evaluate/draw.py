@@ -32,18 +32,27 @@ def _pyplot():
     return plt
 
 
+def read_metrics(metrics_path: str | Path) -> list[dict[str, Any]]:
+    """The entries of a run's metrics.jsonl, one per epoch (``json.JSONDecodeError`` if one is
+    not JSON)."""
+    return [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+
+
+def validation_scores(entries: list[dict[str, Any]]) -> dict[int, float]:
+    """Epoch (1-based) -> validation f(theta_T), for the epochs of ``entries`` that validated."""
+    return {
+        e["epoch"] + 1: e["validation_final_loss"] for e in entries if "validation_final_loss" in e
+    }
+
+
 def plot_meta_training(metrics_path: str | Path, path: str | Path, title: str = "") -> None:
     """Meta-loss per epoch and validation f(theta_T) at each validation, log scale."""
-    entries = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+    entries = read_metrics(metrics_path)
     if not entries:
         raise L2OError(f"{metrics_path} holds no epochs yet")
     epochs = [e["epoch"] + 1 for e in entries]
     meta = [e["meta_loss"] if math.isfinite(e["meta_loss"]) else math.nan for e in entries]
-    val = [
-        (e["epoch"] + 1, e["validation_final_loss"])
-        for e in entries
-        if "validation_final_loss" in e
-    ]
+    val = list(validation_scores(entries).items())
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     a.plot(epochs, meta, linewidth=0.6, alpha=0.5, label="per epoch")
@@ -69,6 +78,22 @@ def plot_meta_training(metrics_path: str | Path, path: str | Path, title: str = 
     b.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_validation_runs(runs: dict[str, dict[int, float]], path: str | Path) -> None:
+    """Validation f(theta_T) against epoch of several runs (label -> ``validation_scores``), one
+    line each, log scale."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for label, scores in runs.items():
+        ax.plot(list(scores), list(scores.values()), marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation: mean f(θ_T)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     save_figure(fig, path)
 
