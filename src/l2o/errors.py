@@ -1,8 +1,17 @@
-"""Errors that reach the user as one line (the CLI prints them and exits non-zero)."""
+"""Errors that reach the user as one line (the CLI prints them and exits non-zero).
+
+Every problem with the user's input or files is an ``L2OError``: the CLI prints its message
+on one line and exits with status 2. Any other exception is a bug in l2o: the CLI prints a
+short "internal error" line (the traceback with ``--debug``).
+"""
 
 
 class L2OError(Exception):
     """A problem with the user's input or files, with a message that says what would be valid."""
+
+
+class InvalidInput(L2OError, ValueError):
+    """A bad argument or configuration value. Also a ``ValueError``, as Python users expect."""
 
 
 class CheckpointError(L2OError):
