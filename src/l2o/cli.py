@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from l2o.errors import L2OError
+from l2o.errors import InvalidInput, L2OError
 
 DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
 DEFAULT_TEST_TASKS = 8
@@ -117,7 +117,7 @@ def _parse_grid(text: str | None) -> list[float] | None:
         low, high, per_decade = text.split(",")
         return lr_grid(float(low), float(high), int(per_decade))
     except ValueError as e:
-        raise ValueError(
+        raise InvalidInput(
             f"Invalid --lr-grid {text!r} (expected LOW,HIGH,PER_DECADE like 1e-4,10,4): {e}"
         ) from e
 
@@ -128,7 +128,7 @@ def _parse_baselines(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
         if n not in BASELINES:
-            raise ValueError(
+            raise InvalidInput(
                 f"unknown optimizer {n!r} in --baselines (valid: {', '.join(BASELINES)})"
             )
     return names
@@ -140,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.figure is not None:
         given = [flag for flag, value in _preset_flags(args).items() if value is not None]
         if given:
-            raise ValueError(
+            raise InvalidInput(
                 f"{given[0]} cannot be combined with --figure (the figure preset "
                 f"{args.figure} sets it; edit a copy of the preset instead)"
             )
@@ -222,7 +222,7 @@ def _evaluate_figure(
 
     options, settings = load_figure_preset(preset)
     if not settings:
-        raise ValueError(f"figure preset {preset} lists no [[setting]] and no [grid]")
+        raise InvalidInput(f"figure preset {preset} lists no [[setting]] and no [grid]")
     source = resolve(optimizer_path)
     optimizer, record = load_checkpoint(source)
     task_cfg = _task_config(record, task_name, overrides)
@@ -257,7 +257,7 @@ def _task_config(record: dict[str, Any], task_name: str | None, overrides: list[
 
     for text in overrides:
         if parse_override(text)[0] != "task":
-            raise ValueError(f"Invalid override {text!r} for evaluate (only task.* may be set)")
+            raise InvalidInput(f"Invalid override {text!r} for evaluate (only task.* may be set)")
     # A run's checkpoint records its "task"; a pretrained optimizer the task it was "trained_on".
     task_cfg = dict(record.get("task") or record.get("trained_on") or {"name": "quadratic"})
     if task_name is not None and task_name != task_cfg.get("name"):
@@ -356,7 +356,7 @@ def _prepare_data(family: Any, download: bool) -> None:
     if locate is not None:
         locate(download=download)
     elif download:
-        raise ValueError(f"--download: task {family.name!r} reads no dataset")
+        raise InvalidInput(f"--download: task {family.name!r} reads no dataset")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -374,7 +374,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _check_positive(flag: str, value: int) -> None:
     if value < 1:
-        raise ValueError(f"Invalid {flag}: {value} (must be >= 1)")
+        raise InvalidInput(f"Invalid {flag}: {value} (must be >= 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from l2o.errors import InvalidInput
 from l2o.meta.train import MetaTrainConfig
 from l2o.optimizers import SGD, Adam, CoordinatewiseLSTM, LSTMConfig, RMSprop, StepOptimizer
 from l2o.tasks import TaskFamily, make_task_family
@@ -101,7 +102,7 @@ def _build(cls: type, section: str, options: dict[str, Any]) -> Any:
     valid = [f.name for f in fields(cls)]
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)} "
             f"(valid: {', '.join(valid)})"
         )
@@ -122,7 +123,7 @@ def _build(cls: type, section: str, options: dict[str, Any]) -> Any:
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown config section(s) {', '.join(unknown)} (valid: {', '.join(SECTIONS)})"
         )
     task = {"name": "quadratic", **data.get("task", {})}
@@ -140,7 +141,7 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
     """The ``[optimizer.groups.NAME]`` tables; LSTM groups start from ``defaults``."""
     if not isinstance(data, dict):
-        raise ValueError(
+        raise InvalidInput(
             f"Invalid optimizer.groups: {data!r} (a table of groups, e.g. [optimizer.groups.conv] "
             f'with params = ["conv*"])'
         )
@@ -149,18 +150,18 @@ def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
     for name, options in data.items():
         where = f"optimizer.groups.{name}"
         if not GROUP_NAME.fullmatch(name):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid group name {name!r} (letters, digits, _ and -, not starting with a digit)"
             )
         if not isinstance(options, dict):
-            raise ValueError(f"Invalid {where}: {options!r} (a table with params = [...])")
+            raise InvalidInput(f"Invalid {where}: {options!r} (a table with params = [...])")
         options = dict(options)
         params = options.pop("params", None)
         params = [params] if isinstance(params, str) else params
         if not (
             isinstance(params, list) and params and all(isinstance(p, str) and p for p in params)
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid {where}.params: {params!r} (a non-empty list of glob patterns of "
                 f'parameter names, e.g. ["conv*"])'
             )
@@ -172,12 +173,12 @@ def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
             try:
                 HAND_DESIGNED[kind](**options)
             except TypeError as e:
-                raise ValueError(f"Invalid option for {where} (kind {kind!r}): {e}") from e
+                raise InvalidInput(f"Invalid option for {where} (kind {kind!r}): {e}") from e
             groups[name] = GroupConfig(tuple(params), kind, options=options)
         else:
-            raise ValueError(f"Invalid {where}.kind: {kind!r} (valid: {kinds})")
+            raise InvalidInput(f"Invalid {where}.kind: {kind!r} (valid: {kinds})")
     if groups and all(g.kind != "lstm" for g in groups.values()):
-        raise ValueError(
+        raise InvalidInput(
             f"optimizer.groups {', '.join(groups)} are all hand-designed: at least one must be "
             f'learned (kind = "lstm") for there to be anything to meta-train'
         )
@@ -189,7 +190,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     key, sep, raw = text.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or section not in SECTIONS or not name:
-        raise ValueError(
+        raise InvalidInput(
             f"Invalid override {text!r} (expected section.key=value with section one of "
             f"{', '.join(SECTIONS)}, e.g. meta.epochs=100)"
         )
@@ -209,7 +210,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in path:
             table = table.setdefault(part, {})
             if not isinstance(table, dict):
-                raise ValueError(f"Invalid override {text!r}: {part} is not a table")
+                raise InvalidInput(f"Invalid override {text!r}: {part} is not a table")
         table[key] = value
     return data
 
@@ -219,11 +220,11 @@ def load_config_dict(path: str | Path | None) -> dict[str, Any]:
         return {}
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+        raise InvalidInput(f"config file not found: {path}")
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"config file {path} is not valid TOML ({e})") from e
+        raise InvalidInput(f"config file {path} is not valid TOML ({e})") from e
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -72,6 +72,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from l2o.checkpoint import load
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, call_step, map_state
 from l2o.optimizers.grouped import GroupedOptimizer
 
@@ -148,7 +149,7 @@ class LearnedOptimizer(Optimizer):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         optimizer = param_group.get("optimizer", self.defaults["optimizer"])
         if optimizer is None:
-            raise ValueError(
+            raise InvalidInput(
                 "Invalid optimizer: None (give optimizer= to LearnedOptimizer or to every "
                 "parameter group: a StepOptimizer, a pretrained name or a checkpoint path)"
             )
@@ -163,7 +164,7 @@ class LearnedOptimizer(Optimizer):
         for p in params:
             t = p[1] if isinstance(p, tuple) else p  # (name, tensor) from named_parameters()
             if isinstance(t, Tensor) and not t.is_floating_point():
-                raise ValueError(
+                raise InvalidInput(
                     f"Invalid parameter dtype: {t.dtype} (l2o optimizers step real "
                     f"floating-point tensors)"
                 )
@@ -182,7 +183,7 @@ class LearnedOptimizer(Optimizer):
         """
         if closure is not None:
             if loss is not None:
-                raise ValueError("give step() a closure or a loss, not both")
+                raise InvalidInput("give step() a closure or a loss, not both")
             with torch.enable_grad():
                 loss = closure()
         handed = None
@@ -252,19 +253,19 @@ class LearnedOptimizer(Optimizer):
                 state_dict = result
         groups, saved_groups = self.param_groups, copy.deepcopy(state_dict["param_groups"])
         if len(groups) != len(saved_groups):
-            raise ValueError(
+            raise InvalidInput(
                 f"loaded state dict has {len(saved_groups)} parameter groups, "
                 f"this optimizer has {len(groups)}"
             )
         for i, (group, saved) in enumerate(zip(groups, saved_groups)):
             if len(group["params"]) != len(saved["params"]):
-                raise ValueError(
+                raise InvalidInput(
                     f"loaded state dict's parameter group {i} has {len(saved['params'])} "
                     f"parameters, this optimizer's has {len(group['params'])}"
                 )
             ours = _describe(group["optimizer"])
             if "optimizer" in saved and saved["optimizer"] != ours:
-                raise ValueError(
+                raise InvalidInput(
                     f"loaded state dict's parameter group {i} was saved with optimizer "
                     f"{saved['optimizer']}, this optimizer's group {i} uses {ours}"
                 )
@@ -317,7 +318,7 @@ class LearnedOptimizer(Optimizer):
 
 def _check_lr(lr: Any) -> None:
     if isinstance(lr, Tensor) or not isinstance(lr, (int, float)) or not lr >= 0.0:
-        raise ValueError(f"Invalid learning rate: {lr} (must be a number >= 0)")
+        raise InvalidInput(f"Invalid learning rate: {lr} (must be a number >= 0)")
 
 
 def _expand_grouped(group: dict[str, Any]) -> list[dict[str, Any]]:
@@ -327,7 +328,7 @@ def _expand_grouped(group: dict[str, Any]) -> list[dict[str, Any]]:
         return [group]
     params = group["params"]
     if isinstance(params, set) or len(params) != len(optimizer.assignment):
-        raise ValueError(
+        raise InvalidInput(
             f"Invalid parameters for a GroupedOptimizer: {len(params)} tensors, its assignment "
             f"has {len(optimizer.assignment)} (give them in the order it was built for)"
         )

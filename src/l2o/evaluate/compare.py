@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
 from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
@@ -30,7 +31,7 @@ Progress = Callable[[str], None]
 def lr_grid(low: float = 1e-4, high: float = 10.0, per_decade: int = 4) -> list[float]:
     """Log-spaced learning rates from ``low`` to ``high``, ``per_decade`` points per decade."""
     if not (0 < low < high) or per_decade < 1:
-        raise ValueError(
+        raise InvalidInput(
             f"Invalid grid: low={low}, high={high}, per_decade={per_decade} "
             f"(need 0 < low < high and per_decade >= 1)"
         )
@@ -84,7 +85,7 @@ def tune_learning_rate(
         scores[lr] = final_score(losses)
     best = min(scores, key=lambda lr: scores[lr])
     if not math.isfinite(scores[best]):
-        raise ValueError(
+        raise InvalidInput(
             f"every learning rate of {name} diverged on {family.name}: grid {list(grid)}"
         )
     return best, scores
@@ -188,7 +189,7 @@ def compare(
     grid = list(grid or lr_grid())
     for name in baselines:
         if name not in BASELINES:
-            raise ValueError(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
+            raise InvalidInput(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
     say = progress or (lambda _: None)
     advance = bar.update if bar is not None else (lambda n: None)
     results: dict[str, OptimizerResult] = {}

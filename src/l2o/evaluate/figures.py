@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from l2o.errors import InvalidInput
 from l2o.evaluate.compare import Comparison, OptimizerResult, lr_grid, tune_learning_rate
 from l2o.evaluate.report import save_figure
 from l2o.evaluate.rollout import rollout
@@ -56,16 +57,16 @@ class EvaluationOptions:
         for name in ("test_runs", "validation_runs", "problems_per_task"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
+                raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
         for runs in (self.test_runs, self.validation_runs):
             if runs % self.problems_per_task:
-                raise ValueError(
+                raise InvalidInput(
                     f"Invalid runs: {runs} is not a multiple of problems_per_task = "
                     f"{self.problems_per_task}"
                 )
         for b in self.baselines:
             if b not in BASELINES:
-                raise ValueError(f"unknown baseline {b!r} (valid: {', '.join(BASELINES)})")
+                raise InvalidInput(f"unknown baseline {b!r} (valid: {', '.join(BASELINES)})")
         object.__setattr__(self, "baselines", tuple(self.baselines))
         object.__setattr__(self, "lr_grid", tuple(self.lr_grid))
 
@@ -104,19 +105,19 @@ def load_figure_preset(path: str | Path) -> tuple[EvaluationOptions, list[Settin
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError as e:
-        raise ValueError(f"figure preset not found: {path}") from e
+        raise InvalidInput(f"figure preset not found: {path}") from e
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"figure preset {path} is not valid TOML ({e})") from e
+        raise InvalidInput(f"figure preset {path} is not valid TOML ({e})") from e
     unknown = set(data) - {"evaluate", "setting", "grid"}
     if unknown:
-        raise ValueError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+        raise InvalidInput(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     try:
         options = EvaluationOptions(**data.get("evaluate", {}))
         settings = [Setting(**s) for s in data.get("setting", [])]
         if "grid" in data:
             settings += grid_settings(**data["grid"])
     except TypeError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise InvalidInput(f"{path}: {e}") from e
     return options, settings
 
 

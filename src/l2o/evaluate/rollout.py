@@ -40,10 +40,10 @@ def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
                 loss, after = task.loss_and_buffers(leaves, buffers, task.batch(t))
             else:
                 loss, after = task.loss(leaves, task.batch(t)), buffers
-        losses.append(loss.detach())
-        if t == steps:
-            break
-        grads = torch.autograd.grad(loss.sum(), leaves)
+            losses.append(loss.detach())
+            if t == steps:
+                break
+            grads = torch.autograd.grad(loss.sum(), leaves)  # works inside torch.no_grad() too
         with torch.no_grad():
             updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
             params = [p.detach() + u for p, u in zip(leaves, updates)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from l2o.errors import InvalidInput
+
 STREAMS = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -14,7 +16,7 @@ def task_seed(stream: str, index: int, base_seed: int = 0) -> int:
     run's tasks are reproducible from its seed alone (which is what makes resume exact).
     """
     if stream not in STREAMS:
-        raise ValueError(f"unknown seed stream {stream!r} (valid: {', '.join(STREAMS)})")
+        raise InvalidInput(f"unknown seed stream {stream!r} (valid: {', '.join(STREAMS)})")
     sequence = np.random.SeedSequence([STREAMS[stream], base_seed, index])
     # 63 bits: collisions between streams are out of reach for any realistic run length.
     return int(sequence.generate_state(1, dtype=np.uint64)[0]) >> 1

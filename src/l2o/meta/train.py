@@ -37,7 +37,7 @@ from l2o.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from l2o.errors import CheckpointError, MetaTrainingDiverged
+from l2o.errors import CheckpointError, InvalidInput, MetaTrainingDiverged
 from l2o.evaluate.behaviour import state_histograms
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
@@ -103,22 +103,22 @@ class MetaTrainConfig:
         ):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
+                raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
         if self.truncation > self.horizon:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid truncation: K = {self.truncation} is longer than the horizon "
                 f"T = {self.horizon} (need 1 <= K <= T)"
             )
         if self.loss_weights not in LOSS_WEIGHTS:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid loss_weights: {self.loss_weights!r} (valid: {', '.join(LOSS_WEIGHTS)})"
             )
         if self.meta_loss not in META_LOSSES:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid meta_loss: {self.meta_loss!r} (valid: {', '.join(META_LOSSES)})"
             )
         if self.meta_lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r} "
                 f"(valid: {', '.join(LR_SCHEDULES)})"
             )
@@ -128,17 +128,17 @@ class MetaTrainConfig:
             and not isinstance(decay_from, bool)
             and 0 <= decay_from < 1
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid meta_lr_decay_from: {decay_from!r} (must be in [0, 1): "
                 f"the fraction of the epochs before the cosine decay starts)"
             )
         if decay_from > 0 and self.meta_lr_schedule != "cosine":
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid meta_lr_decay_from: {decay_from!r} with meta_lr_schedule = "
                 f"{self.meta_lr_schedule!r} (it needs meta_lr_schedule = 'cosine', or 0)"
             )
         if self.meta_optimizer not in META_OPTIMIZERS:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid meta_optimizer: {self.meta_optimizer!r} "
                 f"(valid: {', '.join(META_OPTIMIZERS)})"
             )
@@ -147,28 +147,28 @@ class MetaTrainConfig:
             and math.isfinite(self.meta_lr)
             and self.meta_lr > 0
         ):
-            raise ValueError(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
+            raise InvalidInput(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
         if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0):
-            raise ValueError(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
+            raise InvalidInput(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
         if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid ema_decay: {self.ema_decay!r} (must be in [0, 1); 0 = no averaging)"
             )
         if not isinstance(self.init_from, str):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid init_from: {self.init_from!r} (must be a string: a pretrained name, "
                 f'a checkpoint or a run directory; "" = random init)'
             )
         if not isinstance(self.keep_checkpoints, bool):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid keep_checkpoints: {self.keep_checkpoints!r} (must be true or false)"
             )
         if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
+            raise InvalidInput(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
         try:
             torch.device(self.device)
         except RuntimeError as e:
-            raise ValueError(f"Invalid device: {self.device!r} (e.g. cpu, cuda, cuda:1)") from e
+            raise InvalidInput(f"Invalid device: {self.device!r} (e.g. cpu, cuda, cuda:1)") from e
 
     def meta_lr_at(self, epoch: int) -> float:
         """The meta-learning rate used during ``epoch`` (0-based)."""
@@ -199,7 +199,7 @@ def make_meta_optimizer(name: str, params: Sequence[Tensor], lr: float) -> torch
         return torch.optim.SGD(params, lr=lr)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
-    raise ValueError(f"Invalid meta_optimizer: {name!r} (valid: {', '.join(META_OPTIMIZERS)})")
+    raise InvalidInput(f"Invalid meta_optimizer: {name!r} (valid: {', '.join(META_OPTIMIZERS)})")
 
 
 def validate(
@@ -279,7 +279,7 @@ class MetaTrainer:
         monitor: Monitor | None = None,
     ) -> None:
         if not optimizer.is_learned:
-            raise ValueError(f"optimizer {optimizer} has no meta-parameters to train")
+            raise InvalidInput(f"optimizer {optimizer} has no meta-parameters to train")
         self.optimizer = optimizer.to(config.device)
         self.family, self.config = family, config
         self.run_dir = Path(run_dir)

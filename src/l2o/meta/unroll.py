@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, call_step, detach_state
 from l2o.tasks.base import Task
 
@@ -96,7 +97,7 @@ def unroll(
 ) -> UnrollResult:
     """Take ``len(weights)`` steps from ``state``; weights[k] is w_t of f(theta_{s+k+1})."""
     if meta_loss not in META_LOSSES:
-        raise ValueError(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
+        raise InvalidInput(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
     # theta_s must be differentiable so that f can be differentiated with respect to it.
     params = [p if p.requires_grad else p.detach().requires_grad_() for p in state.params]
     opt_state, start, buffers = state.opt_state, state.step, state.buffers

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.adam import Adam
 from l2o.optimizers.base import OptState, StepOptimizer, detach_state, flatten, unflatten
 from l2o.optimizers.grouped import GroupedOptimizer, assign_groups
@@ -25,7 +26,7 @@ BASELINES: dict[str, Callable[[float], StepOptimizer]] = {
 def make_baseline(name: str, lr: float) -> StepOptimizer:
     """Build the hand-designed optimizer ``name`` (sgd, nag, rmsprop, adam) with learning rate lr."""
     if name not in BASELINES:
-        raise ValueError(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
+        raise InvalidInput(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
     return BASELINES[name](lr)
 
 
@@ -44,7 +45,7 @@ def from_spec(spec: dict[str, Any]) -> StepOptimizer:
         "adam": lambda betas=(0.9, 0.999), **kw: Adam(betas=tuple(betas), **kw),
     }
     if kind not in builders:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown optimizer kind {kind!r} (valid: lstm, grouped, {', '.join(builders)})"
         )
     return builders[kind](**options)

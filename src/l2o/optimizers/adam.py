@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 
 
@@ -43,12 +44,14 @@ class Adam(StepOptimizer):
     ) -> None:
         super().__init__()
         if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
+            raise InvalidInput(f"Invalid learning rate: {lr} (must be >= 0)")
         if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon: {eps} (must be >= 0)")
+            raise InvalidInput(f"Invalid epsilon: {eps} (must be >= 0)")
         for i, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
+                raise InvalidInput(
+                    f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))"
+                )
         self.lr, self.betas, self.eps = lr, tuple(betas), eps
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:

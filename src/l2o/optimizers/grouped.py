@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, call_step
 
 
@@ -29,13 +30,15 @@ def assign_groups(
     for name in param_names:
         hits = [g for g, ps in globs.items() if any(fnmatch.fnmatchcase(name, p) for p in ps)]
         if not hits:
-            raise ValueError(f"parameter {name!r} matches no group pattern (groups: {dict(globs)})")
+            raise InvalidInput(
+                f"parameter {name!r} matches no group pattern (groups: {dict(globs)})"
+            )
         if len(hits) > 1:
-            raise ValueError(f"parameter {name!r} matches several groups: {', '.join(hits)}")
+            raise InvalidInput(f"parameter {name!r} matches several groups: {', '.join(hits)}")
         assignment.append(hits[0])
     empty = [g for g in globs if g not in assignment]
     if empty:
-        raise ValueError(f"group(s) {', '.join(empty)} match no parameter of {list(param_names)}")
+        raise InvalidInput(f"group(s) {', '.join(empty)} match no parameter of {list(param_names)}")
     return assignment
 
 
@@ -50,16 +53,16 @@ class GroupedOptimizer(StepOptimizer):
         super().__init__()
         unknown = sorted(set(assignment) - set(optimizers))
         if unknown:
-            raise ValueError(f"no optimizer for group(s) {unknown}; groups: {sorted(optimizers)}")
+            raise InvalidInput(f"no optimizer for group(s) {unknown}; groups: {sorted(optimizers)}")
         unused = sorted(set(optimizers) - set(assignment))
         if unused:
-            raise ValueError(f"optimizer group(s) {unused} have no parameters")
+            raise InvalidInput(f"optimizer group(s) {unused} have no parameters")
         self.groups = nn.ModuleDict(dict(optimizers))
         self.assignment = list(assignment)
 
     def _split(self, tensors: Sequence[Tensor]) -> dict[str, list[Tensor]]:
         if len(tensors) != len(self.assignment):
-            raise ValueError(
+            raise InvalidInput(
                 f"expected {len(self.assignment)} tensors (one per assigned parameter), "
                 f"got {len(tensors)}"
             )

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 
 PREPROCESSING = ("none", "log_sign")
@@ -92,19 +93,21 @@ class LSTMConfig:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
-            raise ValueError(f"Invalid num_layers: {self.num_layers} (must be an integer >= 1)")
+            raise InvalidInput(f"Invalid num_layers: {self.num_layers} (must be an integer >= 1)")
         if not (isinstance(self.hidden_size, int) and self.hidden_size >= 1):
-            raise ValueError(f"Invalid hidden_size: {self.hidden_size} (must be an integer >= 1)")
+            raise InvalidInput(f"Invalid hidden_size: {self.hidden_size} (must be an integer >= 1)")
         if self.preprocess not in PREPROCESSING:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid preprocess: {self.preprocess!r} (valid: {', '.join(PREPROCESSING)})"
             )
         if not self.p > 0:
-            raise ValueError(f"Invalid p: {self.p} (must be > 0)")
+            raise InvalidInput(f"Invalid p: {self.p} (must be > 0)")
         if not (math.isfinite(self.output_scale) and self.output_scale > 0):
-            raise ValueError(f"Invalid output_scale: {self.output_scale} (must be finite and > 0)")
+            raise InvalidInput(
+                f"Invalid output_scale: {self.output_scale} (must be finite and > 0)"
+            )
         if not math.isfinite(self.forget_bias):
-            raise ValueError(f"Invalid forget_bias: {self.forget_bias} (must be finite)")
+            raise InvalidInput(f"Invalid forget_bias: {self.forget_bias} (must be finite)")
         # Lists from TOML or JSON specs become tuples: the config stays hashable and frozen.
         self._set_numbers(
             "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), e.g. [0.9]"
@@ -127,7 +130,7 @@ class LSTMConfig:
             )
             self._set_numbers("gain", lambda g: 0 <= g < math.inf, expected)
             if len(self.gain) not in lengths:
-                raise ValueError(f"Invalid gain: {list(self.gain)!r} ({expected})")
+                raise InvalidInput(f"Invalid gain: {list(self.gain)!r} ({expected})")
         else:
             self._set_number(
                 "gain",
@@ -135,16 +138,16 @@ class LSTMConfig:
                 "an initial learning rate > 0, e.g. 0.001, or 0 for none",
             )
         if not isinstance(self.zero_output, bool):
-            raise ValueError(f"Invalid zero_output: {self.zero_output!r} (true or false)")
+            raise InvalidInput(f"Invalid zero_output: {self.zero_output!r} (true or false)")
         if not isinstance(self.param_input, bool):
-            raise ValueError(f"Invalid param_input: {self.param_input!r} (true or false)")
+            raise InvalidInput(f"Invalid param_input: {self.param_input!r} (true or false)")
 
     def _set_number(self, name: str, valid, expected: str) -> None:
         """Check field ``name`` is a real number (not a bool) that ``valid`` accepts; store it
         as a float, or raise naming the value and what was ``expected``."""
         value = getattr(self, name)
         if not (_is_real(value) and valid(value)):
-            raise ValueError(f"Invalid {name}: {value!r} ({expected})")
+            raise InvalidInput(f"Invalid {name}: {value!r} ({expected})")
         object.__setattr__(self, name, float(value))
 
     def _set_numbers(self, name: str, valid, expected: str) -> None:
@@ -153,7 +156,7 @@ class LSTMConfig:
         if not (
             isinstance(values, (list, tuple)) and all(_is_real(v) and valid(v) for v in values)
         ):
-            raise ValueError(f"Invalid {name}: {values!r} ({expected})")
+            raise InvalidInput(f"Invalid {name}: {values!r} ({expected})")
         object.__setattr__(self, name, tuple(float(v) for v in values))
 
     @property
@@ -395,7 +398,7 @@ class CoordinatewiseLSTM(StepOptimizer):
         x, signals, averages = self.inputs(flatten(grads, dtype), state)
         if self.config.param_input:
             if params is None or len(params) != len(grads):
-                raise ValueError(
+                raise InvalidInput(
                     "this LSTM reads the parameters (param_input = true): pass "
                     "step(grads, state, params=theta_t), one tensor per gradient"
                 )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 
 
@@ -52,13 +53,13 @@ class RMSprop(StepOptimizer):
     ) -> None:
         super().__init__()
         if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
+            raise InvalidInput(f"Invalid learning rate: {lr} (must be >= 0)")
         if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"Invalid alpha: {alpha} (must be in [0, 1))")
+            raise InvalidInput(f"Invalid alpha: {alpha} (must be in [0, 1))")
         if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon: {eps} (must be >= 0)")
+            raise InvalidInput(f"Invalid epsilon: {eps} (must be >= 0)")
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1))")
+            raise InvalidInput(f"Invalid momentum: {momentum} (must be in [0, 1))")
         self.lr, self.alpha, self.eps = lr, alpha, eps
         self.momentum, self.centered = momentum, centered
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 
 
@@ -48,11 +49,11 @@ class SGD(StepOptimizer):
     ) -> None:
         super().__init__()
         if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr} (must be >= 0)")
+            raise InvalidInput(f"Invalid learning rate: {lr} (must be >= 0)")
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1))")
+            raise InvalidInput(f"Invalid momentum: {momentum} (must be in [0, 1))")
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(
+            raise InvalidInput(
                 f"Nesterov momentum needs momentum > 0 and dampening = 0, "
                 f"got momentum={momentum}, dampening={dampening}"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily
 from l2o.tasks.conv import ConvFamily, ConvTask
 from l2o.tasks.mlp import MLPFamily, MLPTask
@@ -25,12 +26,12 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
 def make_task_family(name: str, **options: Any) -> TaskFamily:
     """Build the task family ``name`` from its options, e.g. ``make_task_family("quadratic", dim=5)``."""
     if name not in TASK_FAMILIES:
-        raise ValueError(f"unknown task {name!r} (valid: {', '.join(TASK_FAMILIES)})")
+        raise InvalidInput(f"unknown task {name!r} (valid: {', '.join(TASK_FAMILIES)})")
     cls = TASK_FAMILIES[name]
     valid = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise ValueError(
+        raise InvalidInput(
             f"unknown option(s) {', '.join(unknown)} for task {name!r} (valid: {', '.join(valid)})"
         )
     return cls(**options)

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
+
 
 class Task:
     """One problem instance (possibly a batch of ``num_problems`` independent ones).
@@ -60,15 +62,15 @@ def generator(seed: int) -> torch.Generator:
     """A CPU generator: tasks are drawn on the CPU, then moved, so a seed means the same task
     on every device."""
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"Invalid seed: {seed!r} (must be an integer >= 0)")
+        raise InvalidInput(f"Invalid seed: {seed!r} (must be an integer >= 0)")
     return torch.Generator().manual_seed(seed)
 
 
 def check_positive_int(name: str, value: Any) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 1)")
+        raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
 
 
 def check_choice(name: str, value: Any, valid: Sequence[str]) -> None:
     if value not in valid:
-        raise ValueError(f"Invalid {name}: {value!r} (valid: {', '.join(valid)})")
+        raise InvalidInput(f"Invalid {name}: {value!r} (valid: {', '.join(valid)})")

@@ -55,6 +55,7 @@ from l2o.data.images import (
     locate_images,
     num_classes,
 )
+from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily, check_positive_int, generator
 
 
@@ -64,7 +65,7 @@ def _int_tuple(name: str, value: Any, minimum: int, example: str) -> tuple[int, 
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
     ):
-        raise ValueError(
+        raise InvalidInput(
             f"Invalid {name}: {value!r} (a list of integers >= {minimum}, e.g. {example})"
         )
     return tuple(value)
@@ -236,7 +237,7 @@ class ConvTask(Task):
         eval mode, as a trained net is used; without, each chunk of ``chunk`` images is
         normalised with its own statistics (train mode)."""
         if split not in ("train", "test"):
-            raise ValueError(f"Invalid split: {split!r} (valid: train, test)")
+            raise InvalidInput(f"Invalid split: {split!r} (valid: train, test)")
         images = self.data.test_images if split == "test" else self.data.train_images
         labels = self.data.test_labels if split == "test" else self.data.train_labels
         index = self.test_index if split == "test" else self.train_index
@@ -283,17 +284,17 @@ class ConvFamily(TaskFamily):
 
     def __post_init__(self) -> None:
         if self.dataset not in IMAGE_DATASETS:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid dataset: {self.dataset!r} (valid: {', '.join(IMAGE_DATASETS)})"
             )
         if not isinstance(self.data_dir, str):
-            raise ValueError(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
+            raise InvalidInput(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
         channels = _int_tuple("channels", self.channels, 1, "[16, 16, 16]")
         if not channels:
-            raise ValueError("Invalid channels: [] (at least one conv layer, e.g. [16, 16, 16])")
+            raise InvalidInput("Invalid channels: [] (at least one conv layer, e.g. [16, 16, 16])")
         _, height, width = image_shape(self.dataset)
         if min(height, width) >> len(channels) < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid channels: {len(channels)} conv layers with 2x2 pooling shrink the "
                 f"{height}x{width} images of {self.dataset} to nothing "
                 f"(at most {int(math.log2(min(height, width)))} layers)"
@@ -303,7 +304,7 @@ class ConvFamily(TaskFamily):
         object.__setattr__(self, "hidden_sizes", hidden)
         check_positive_int("kernel_size", self.kernel_size)
         if self.kernel_size % 2 == 0:
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid kernel_size: {self.kernel_size} (must be odd, for same padding)"
             )
         check_positive_int("batch_size", self.batch_size)
@@ -313,15 +314,15 @@ class ConvFamily(TaskFamily):
         if classes and (
             len(classes) < 2 or len(set(classes)) != len(classes) or max(classes) >= total
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid classes: {list(classes)} (at least 2 distinct labels of "
                 f"0..{total - 1}, or [] for all)"
             )
         object.__setattr__(self, "classes", classes)
         if not (0 <= self.bn_momentum <= 1):
-            raise ValueError(f"Invalid bn_momentum: {self.bn_momentum!r} (must be in [0, 1])")
+            raise InvalidInput(f"Invalid bn_momentum: {self.bn_momentum!r} (must be in [0, 1])")
         if not self.bn_eps > 0:
-            raise ValueError(f"Invalid bn_eps: {self.bn_eps!r} (must be > 0)")
+            raise InvalidInput(f"Invalid bn_eps: {self.bn_eps!r} (must be > 0)")
 
     @property
     def num_outputs(self) -> int:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from l2o.data.mnist import DATASETS, ImageDataset, ensure_dataset, load_dataset
+from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily, check_choice, check_positive_int, generator
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -134,16 +135,16 @@ class MLPFamily(TaskFamily):
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
-            raise ValueError(f"Invalid dataset: {self.dataset!r} (valid: {', '.join(DATASETS)})")
+            raise InvalidInput(f"Invalid dataset: {self.dataset!r} (valid: {', '.join(DATASETS)})")
         if not isinstance(self.data_dir, str):
-            raise ValueError(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
+            raise InvalidInput(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
         sizes = self.hidden_sizes
         if isinstance(sizes, int) and not isinstance(sizes, bool):
             sizes = (sizes,)
         if not isinstance(sizes, (list, tuple)) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"Invalid hidden_sizes: {self.hidden_sizes!r} (a list of integers >= 1, e.g. "
                 f"[20] or [20, 20]; [] for a linear classifier)"
             )

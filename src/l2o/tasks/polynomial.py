@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily, check_positive_int, generator
 
 
@@ -48,7 +49,7 @@ class PolynomialFamily(TaskFamily):
         check_positive_int("num_samples", self.num_samples)
         check_positive_int("num_problems", self.num_problems)
         if not self.noise_std >= 0:
-            raise ValueError(f"Invalid noise_std: {self.noise_std} (must be >= 0)")
+            raise InvalidInput(f"Invalid noise_std: {self.noise_std} (must be >= 0)")
 
     def sample(self, seed: int, device="cpu", dtype=torch.float32) -> PolynomialTask:
         g = generator(seed)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily, check_choice, check_positive_int, generator
 
 VARIANTS = ("paper", "tf")
@@ -26,7 +27,7 @@ class QuadraticTask(Task):
 
     def __init__(self, W: Tensor, y: Tensor, theta0: Tensor) -> None:
         if W.ndim != 3 or W.shape[1:] != (y.shape[-1], theta0.shape[-1]):
-            raise ValueError(
+            raise InvalidInput(
                 f"shapes do not fit: W {tuple(W.shape)}, y {tuple(y.shape)}, "
                 f"theta0 {tuple(theta0.shape)}; need (n, m, d), (n, m), (n, d)"
             )
