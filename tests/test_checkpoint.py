@@ -1,14 +1,19 @@
 """Checkpoints: safetensors + JSON record, strict loading, clear errors, atomic writes."""
 
 import json
+import math
+import warnings
 
 import pytest
 import torch
+from safetensors.torch import save as safetensors_bytes
 
 import l2o
-from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from l2o.checkpoint import load_checkpoint, read_checkpoint, resolve, save_checkpoint
 from l2o.errors import CheckpointError
+from l2o.meta import MetaTrainConfig, MetaTrainer
 from l2o.optimizers import Adam, CoordinatewiseLSTM, GroupedOptimizer, LSTMConfig
+from l2o.tasks import QuadraticFamily
 
 
 def _updates(opt, grads, steps=3):
@@ -97,3 +102,167 @@ def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     assert [
         p.name for p in tmp_path.iterdir() if p.name.startswith(".")
     ] == []  # no temp files left
+
+
+def _small_lstm():
+    return CoordinatewiseLSTM(LSTMConfig(num_layers=1, hidden_size=4))
+
+
+def _data_start(data: bytes) -> int:
+    """Where a safetensors file's tensor data begin (after its 8-byte length and header)."""
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def _one_line_error(excinfo, path) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_saved_checkpoints_are_version_2_with_a_checksum_the_record_cannot_override(tmp_path):
+    path = save_checkpoint(tmp_path / "opt", _small_lstm(), {"format_version": 1, "checksum": 0})
+    _, record = read_checkpoint(path)
+    assert record["format_version"] == 2 and record["checksum"].startswith("sha256:")
+    assert len(record["checksum"]) == len("sha256:") + 64
+
+
+def test_a_byte_changed_in_the_tensor_data_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "opt", _small_lstm(), {})
+    data = bytearray(path.read_bytes())
+    data[(_data_start(data) + len(data)) // 2] ^= 0x01  # a low bit: still a finite weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as e:
+        l2o.load(path)
+    message = _one_line_error(e, path)
+    assert message.startswith(f"checkpoint {path} is corrupt: its tensor data or record do not ")
+    assert "recorded" in message and "found" in message and "restore it from a copy" in message
+
+
+def test_a_record_changed_behind_the_checksum_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "opt", _small_lstm(), {"description": "tested"})
+    tensors, record = read_checkpoint(path)
+    record["description"] = "better than Adam"  # the checksum stays the old one
+    path.write_bytes(safetensors_bytes(tensors, metadata={"l2o": json.dumps(record)}))
+    with pytest.raises(CheckpointError, match="do not match the checksum in its record"):
+        read_checkpoint(path)
+    del record["checksum"]
+    path.write_bytes(safetensors_bytes(tensors, metadata={"l2o": json.dumps(record)}))
+    with pytest.raises(CheckpointError, match="its record has no 'checksum'"):
+        read_checkpoint(path)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    opt = _small_lstm()
+    with torch.no_grad():
+        opt.output.weight[0, 0] = math.nan
+    path = save_checkpoint(tmp_path / "opt", opt, {})
+    with pytest.raises(CheckpointError) as e:
+        l2o.load(path)
+    assert _one_line_error(e, path) == (
+        f"checkpoint {path} is corrupt: nan or inf in output.weight (all its tensors must be "
+        f"finite); re-train or restore it from a copy"
+    )
+    # inf in a resume tensor is as corrupt: resuming from it would go nowhere
+    path = save_checkpoint(
+        tmp_path / "last",
+        _small_lstm(),
+        {},
+        {"meta_optimizer/0/exp_avg_sq": torch.tensor([math.inf])},
+    )
+    with pytest.raises(CheckpointError, match=r"nan or inf in meta_optimizer/0/exp_avg_sq \("):
+        read_checkpoint(path)
+
+
+def _save_version_1(path, optimizer, extra=None):
+    """A checkpoint as l2o wrote them before checksums (format version 1)."""
+    tensors = {k: v.detach().contiguous() for k, v in optimizer.state_dict().items()}
+    tensors.update(extra or {})
+    record = {
+        "format": "l2o-checkpoint",
+        "format_version": 1,
+        "l2o_version": "0.1.0",
+        "optimizer": optimizer.spec(),
+    }
+    text = json.dumps(record, indent=2, sort_keys=True)
+    path.write_bytes(safetensors_bytes(tensors, metadata={"l2o": text}))
+    path.with_suffix(".json").write_text(text + "\n")
+    return path
+
+
+def test_version_1_checkpoints_still_load_but_must_be_finite(tmp_path):
+    opt = _small_lstm()
+    path = _save_version_1(tmp_path / "v1.safetensors", opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded, record = load_checkpoint(path)
+    assert record["format_version"] == 1 and "checksum" not in record
+    assert torch.equal(loaded.output.weight, opt.output.weight)
+    path = _save_version_1(tmp_path / "inf.safetensors", opt, {"x": torch.tensor([-math.inf])})
+    with pytest.raises(CheckpointError, match=r"is corrupt: nan or inf in x \("):
+        load_checkpoint(path)
+
+
+def test_a_json_copy_that_disagrees_with_the_record_warns_and_is_ignored(tmp_path):
+    path = save_checkpoint(tmp_path / "best", _small_lstm(), {"metrics": {"best_epoch": 300}})
+    copy = path.with_suffix(".json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact copy: no warning
+        read_checkpoint(path)
+    edited = json.loads(copy.read_text())
+    edited["metrics"]["best_epoch"] = 100
+    edited["optimizer"]["hidden_size"] = 40
+    edited["note"] = "added by hand"
+    copy.write_text(json.dumps(edited))
+    with pytest.warns(UserWarning) as caught:
+        optimizer, record = load_checkpoint(path)
+    assert [str(w.message) for w in caught] == [
+        f"{copy} disagrees with the record inside best.safetensors on metrics.best_epoch, note, "
+        f"optimizer.hidden_size; the record inside best.safetensors is used (the .json is only a "
+        f"readable copy)"
+    ]
+    assert record["metrics"]["best_epoch"] == 300 and optimizer.spec()["hidden_size"] == 4
+    copy.write_text("{ not json")
+    with pytest.warns(UserWarning, match=rf"^{copy} is unreadable \(.*\); the record inside"):
+        read_checkpoint(path)
+
+
+def _run_without_best(run_dir, monkeypatch):
+    """A real run whose every validation scored nan: only checkpoints/last is written."""
+    import l2o.meta.train as train
+
+    monkeypatch.setattr(
+        train, "validate", lambda *a: {"final_loss": math.inf, "summed_loss": math.nan, "curve": []}
+    )
+    config = MetaTrainConfig(
+        epochs=2, horizon=4, truncation=2, validate_every=1, validation_tasks=1, ema_decay=0.5
+    )
+    trainer = MetaTrainer(_small_lstm(), QuadraticFamily(num_problems=2), config, run_dir)
+    trainer.run()
+    return trainer
+
+
+def test_a_run_without_best_says_why_and_where_its_latest_weights_are(tmp_path, monkeypatch):
+    run = tmp_path / "q"
+    trainer = _run_without_best(run, monkeypatch)
+    last = run / "checkpoints" / "last.safetensors"
+    assert last.is_file() and not (run / "checkpoints" / "best.safetensors").exists()
+    message = (
+        f"run {run} has no best checkpoint: no validation up to epoch 2 scored a finite loss; "
+        f"its latest weights are in {last} (l2o.load('{run / 'checkpoints' / 'last'}'))"
+    )
+    for call in (resolve, l2o.load):
+        with pytest.raises(CheckpointError) as e:
+            call(run)
+        assert str(e.value) == message
+    loaded = l2o.load(run / "checkpoints" / "last")  # its meta_optimizer/* tensors are skipped
+    assert torch.equal(loaded.output.weight, trainer.optimizer.output.weight)
+
+
+def test_a_directory_without_checkpoints_says_whether_it_is_a_run(tmp_path):
+    with pytest.raises(CheckpointError) as e:
+        l2o.load(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path} is a directory but not a run directory (no config")
+    (tmp_path / "config.toml").write_text("")
+    with pytest.raises(CheckpointError) as e:
+        l2o.load(tmp_path)
+    assert str(e.value).startswith(f"run {tmp_path} has no checkpoint yet: meta-training stopped")

@@ -16,8 +16,8 @@ from l2o.errors import CheckpointError
 
 FOLDER = Path(__file__).resolve().parent
 
-# The keys every shipped record has, besides the format/format_version/l2o_version/optimizer
-# keys that save_checkpoint adds.
+# The keys every shipped record has, besides the format/format_version/l2o_version/optimizer/
+# checksum keys that save_checkpoint adds.
 RECORD_KEYS = ("description", "trained_on", "training", "metrics", "benchmark", "command")
 
 
