@@ -82,8 +82,15 @@ def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):
     message = _error(capsys, ["train", "--run-dir", str(run), *FAST])
     assert str(run) in message and "--force" in message
     assert (run / "precious.txt").read_text() == "keep me"
-    assert main(["train", "--run-dir", str(run), "--force", *FAST]) == 0
-    assert not (run / "precious.txt").exists()
+    # --force replaces only what l2o created: not this directory, but an earlier run, yes.
+    message = _error(capsys, ["train", "--run-dir", str(run), "--force", *FAST])
+    assert "l2o did not create it" in message
+    assert (run / "precious.txt").read_text() == "keep me"
+    other = tmp_path / "other"
+    assert main(["train", "--run-dir", str(other), "--quiet", *FAST]) == 0
+    (other / "extra.txt").write_text("from the first run")
+    assert main(["train", "--run-dir", str(other), "--force", "--quiet", *FAST]) == 0
+    assert not (other / "extra.txt").exists()
 
 
 @pytest.mark.parametrize(

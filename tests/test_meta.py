@@ -225,7 +225,7 @@ def test_nonfinite_meta_updates_are_skipped_and_counted(tmp_path):
 def test_too_many_nonfinite_in_a_row_stops_with_a_clear_message(tmp_path):
     family = _nan_family({3, 4, 5, 6})
     trainer = _trainer(tmp_path, 10, family, max_nonfinite_in_a_row=3)
-    with pytest.raises(MetaTrainingDiverged, match=r"3 non-finite .* in a row at epoch 5"):
+    with pytest.raises(MetaTrainingDiverged, match=r"3 non-finite .* in a row at epoch 6"):
         trainer.run()
     # The checkpoint of epoch 3 is intact and finite.
     optimizer, record = load_checkpoint(tmp_path / "checkpoints" / "last")

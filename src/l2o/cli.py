@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from l2o.devices import check_device
 from l2o.errors import InvalidInput, L2OError
 
 DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
@@ -41,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         force=args.force,
         resume=args.resume,
         quiet=args.quiet,
+        inputs=[args.config] if args.config else [],
     )
     if not args.quiet:
         print(
@@ -59,21 +61,27 @@ def _evaluate(
     validation_tasks: int,
     baselines: list[str],
     grid: list[float] | None,
-    out: Path,
+    out: str | Path,
     device: str,
     quiet: bool,
     download: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """Compare a trained optimizer with tuned baselines into the new directory ``out``; every
+    input (checkpoint, task, dataset, device) is checked before ``out`` is created."""
     from l2o.checkpoint import load_checkpoint, resolve
     from l2o.evaluate import compare, format_table, write_json, write_report
     from l2o.evaluate.draw import draw_results
+    from l2o.runs import prepare_directory
     from l2o.tasks import make_task_family
 
+    check_device(device)
     source = resolve(optimizer_path)
     optimizer, record = load_checkpoint(source)
     task_cfg = _task_config(record, task_name, overrides)
     family = make_task_family(task_cfg.pop("name"), **task_cfg)
     _prepare_data(family, download)
+    out = prepare_directory(out, force, "evaluation", _inputs(source, family))
     steps = steps or record.get("training", {}).get("horizon", 100)
     from l2o.evaluate.compare import count_rollouts, lr_grid
     from l2o.monitor import Progress
@@ -135,8 +143,6 @@ def _parse_baselines(text: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from l2o.runs import prepare_directory
-
     if args.figure is not None:
         given = [flag for flag, value in _preset_flags(args).items() if value is not None]
         if given:
@@ -166,7 +172,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _check_positive("--steps", args.steps)
     baselines = _parse_baselines(args.baselines or ",".join(DEFAULT_BASELINES))
     grid = _parse_grid(args.lr_grid)
-    out = prepare_directory(args.out, args.force)
     _evaluate(
         args.optimizer,
         args.task,
@@ -176,10 +181,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         validation_tasks,
         baselines,
         grid,
-        out,
+        args.out,
         args.device,
         args.quiet,
         download=args.download,
+        force=args.force,
     )
     return 0
 
@@ -220,15 +226,19 @@ def _evaluate_figure(
     )
     from l2o.runs import prepare_directory
 
+    check_device(device)
     options, settings = load_figure_preset(preset)
     if not settings:
         raise InvalidInput(f"figure preset {preset} lists no [[setting]] and no [grid]")
     source = resolve(optimizer_path)
     optimizer, record = load_checkpoint(source)
     task_cfg = _task_config(record, task_name, overrides)
+    inputs: list[Path] = [Path(preset)]
     for setting in settings:  # every setting's task is valid, its data found, before any run
-        _prepare_data(setting_family(task_cfg, setting, options), download)
-    out = prepare_directory(out_dir, force)
+        family = setting_family(task_cfg, setting, options)
+        _prepare_data(family, download)
+        inputs += _inputs(source, family)
+    out = prepare_directory(out_dir, force, "evaluation", inputs)
     report: dict[str, Any] = {
         "figure": str(preset),
         "learned_optimizer": {"checkpoint": str(source), "spec": record["optimizer"]},
@@ -291,8 +301,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from l2o.runs import prepare_directory, train
 
     _check_positive("--epochs", args.epochs)
-    out = prepare_directory(args.out, args.force)
+    check_device(args.device)
     config = demo_config(args.epochs, args.device)
+    out = prepare_directory(args.out, args.force, "demo")
     start = time.perf_counter()
     print(f"[1/2] meta-training the paper's 2x20 LSTM on 10-d quadratics for {args.epochs} epochs")
     train(config, out / "run", quiet=args.quiet)
@@ -342,6 +353,12 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inputs(checkpoint: Path, family: Any) -> list[Path]:
+    """The files a command reads, which ``--force`` must never delete."""
+    data_dir = getattr(family, "data_dir", "")
+    return [checkpoint, *([Path(data_dir)] if data_dir else [])]
+
+
 def _data_overrides(args: argparse.Namespace) -> list[str]:
     """--data-dir DIR as the override task.data_dir="DIR" (for tasks that read a dataset)."""
     if args.data_dir is None:
@@ -379,6 +396,9 @@ def _check_positive(flag: str, value: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2o", description="Learned optimizers in PyTorch.")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of any error (for bug reports)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="meta-train a learned optimizer")
@@ -454,16 +474,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; problems with the user's input or files (``L2OError``, and ``OSError``
+    such as a full disk) print one line and exit 2; anything else is a bug in l2o: one line
+    saying so and exit 1 (with ``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (L2OError, ValueError, OSError) as e:
-        message = " ".join(str(e).split())  # always one line
-        print(f"l2o: error: {message}", file=sys.stderr)
+    except (L2OError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"l2o: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("l2o: interrupted; checkpoints written so far are intact", file=sys.stderr)
+        print(
+            "l2o: interrupted; every file written so far is complete "
+            "(continue a meta-training run with --resume)",
+            file=sys.stderr,
+        )
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(
+            f"l2o: internal error: {type(e).__name__}: {_one_line(e)} (a bug in l2o: rerun with "
+            f"--debug for the traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

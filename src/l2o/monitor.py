@@ -95,15 +95,23 @@ class Monitor:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.total_epochs, self.quiet, self.stream = total_epochs, quiet, stream
+        self.tensorboard = tensorboard
         self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         self.progress: Progress | None = None
         self.last_validation = math.nan
+        self.skipped: set[str] = set()  # histogram tags that could not be drawn (said once)
 
-    def start(self, first_epoch: int, graph: Any | None = None) -> None:
+    def start(self, first_epoch: int, graph: Any | None = None, resumed: bool = False) -> None:
+        """Open the event file; ``resumed``: the run continues after ``first_epoch`` epochs in
+        an existing directory, so TensorBoard discards what an earlier attempt logged after
+        them (``purge_step``) and no step appears twice."""
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(
+                log_dir=str(self.run_dir / "tensorboard"),
+                purge_step=first_epoch + 1 if resumed else None,
+            )
         self.progress = Progress(
             self.total_epochs, "meta-training", self.quiet, self.stream, initial=first_epoch
         )
@@ -159,11 +167,22 @@ class Monitor:
         if math.isfinite(scores["summed_loss"]):
             w.add_scalar("validation/summed_loss", scores["summed_loss"], step)
         for tag, values in histograms.items():
-            finite = values[values.isfinite()]
-            if finite.numel():
-                w.add_histogram(tag, finite, step)
+            finite = values[values.isfinite()].double()
+            try:
+                if finite.numel():
+                    w.add_histogram(tag, finite, step)
+            except ValueError as e:  # e.g. values so large that numpy cannot bin them
+                if tag not in self.skipped:
+                    self.skipped.add(tag)
+                    self._say(f"TensorBoard: histogram {tag} skipped from epoch {step} ({e})")
         w.add_figure("validation/loss_curve", _curve_figure(scores["curve"], task_name, step), step)
         w.flush()
+
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress.write(message)
+        elif not self.quiet:
+            print(message, file=self.stream or sys.stdout, flush=True)
 
     def close(self) -> None:
         if self.progress is not None:

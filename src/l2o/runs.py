@@ -1,23 +1,82 @@
-"""Run directories: create them safely, meta-train into them, evaluate what they hold."""
+"""Run directories: create them safely, meta-train into them, evaluate what they hold.
+
+Nothing is lost: every input of a command (configuration, checkpoint, dataset, device) is
+checked before the first file is written, and ``--force`` replaces only a directory that l2o
+created for the same kind of output (its ``.l2o`` marker says which), never one that holds an
+input of the command, the current directory, the home directory or an ancestor of them.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-from l2o.checkpoint import atomic_write_text, load_weights, read_checkpoint, resolve
+from l2o.checkpoint import (
+    atomic_write_text,
+    checkpoint_path,
+    load_weights,
+    read_checkpoint,
+    resolve,
+)
 from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_toml
-from l2o.errors import L2OError, RunDirectoryExists
+from l2o.devices import check_device
+from l2o.errors import InvalidInput, L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
 from l2o.monitor import Monitor
 from l2o.optimizers import CoordinatewiseLSTM, GroupedOptimizer, StepOptimizer, assign_groups
 
+MARKER = ".l2o"  # {"kind": ..., "l2o_version": ...} in every directory that l2o creates
+KINDS = ("run", "evaluation", "demo")
 
-def prepare_directory(path: str | Path, force: bool) -> Path:
-    """Create an empty output directory; an existing non-empty one needs ``force``."""
+
+def directory_kind(path: str | Path) -> str | None:
+    """The kind of output l2o created ``path`` for (its marker), or None if it has no marker."""
+    try:
+        return json.loads((Path(path) / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_replaceable(path: Path, kind: str, inputs: Iterable[str | Path]) -> None:
+    """Refuse (one line, naming the reason) to let ``--force`` delete ``path``."""
+    target = path.resolve()
+    refuse = f"refusing to replace {path} with --force"
+    protected = [("the current directory", Path.cwd()), ("your home directory", Path.home())]
+    protected += [(f"{p}, an input of this command", Path(p)) for p in inputs]
+    for what, other in protected:
+        other = other.expanduser().resolve()
+        if target == other or target in other.parents:
+            held = "is" if target == other else "holds"
+            raise RunDirectoryExists(f"{refuse}: it {held} {what}")
+    found = directory_kind(path)
+    if found is None:
+        raise RunDirectoryExists(
+            f"{refuse}: l2o did not create it (no {MARKER} marker in it); delete it yourself "
+            f"or choose another directory"
+        )
+    if found != kind:
+        raise RunDirectoryExists(
+            f"{refuse}: it holds an l2o {found} directory, not an {kind} directory; "
+            f"choose another directory"
+        )
+
+
+def prepare_directory(
+    path: str | Path, force: bool, kind: str, inputs: Iterable[str | Path] = ()
+) -> Path:
+    """Create an empty output directory for ``kind`` of output and mark it as l2o's.
+
+    An existing empty directory is used as it is; a non-empty one needs ``force``, and even
+    then is replaced only if l2o created it for the same ``kind`` and it is none of the
+    protected places (it holds none of ``inputs``, and is not the current or home directory or
+    an ancestor of them). Call it only once every input has been validated: it is the first
+    write of a command."""
+    if kind not in KINDS:
+        raise InvalidInput(f"Invalid directory kind: {kind!r} (valid: {', '.join(KINDS)})")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirectoryExists(f"{path} exists and is not a directory")
@@ -27,9 +86,24 @@ def prepare_directory(path: str | Path, force: bool) -> Path:
                 f"directory {path} exists and is not empty; use --force to overwrite it "
                 f"(or --resume to continue a meta-training run)"
             )
+        _check_replaceable(path, kind, inputs)
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+    from l2o import __version__
+
+    atomic_write_text(path / MARKER, json.dumps({"kind": kind, "l2o_version": __version__}) + "\n")
     return path
+
+
+def remove_interrupted_writes(directory: Path) -> list[Path]:
+    """Delete the temporary files that an interrupted atomic write left behind
+    (``l2o.checkpoint.atomic_write_bytes`` writes ``.NAME.XXXX.tmp`` and renames it)."""
+    removed = []
+    for folder in (directory, directory / "checkpoints"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def build_learned_optimizer(
@@ -82,6 +156,45 @@ def initialise_from(optimizer: StepOptimizer, source: str) -> None:
         load_weights(target, tensors, str(path))
 
 
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_resumable(config: ExperimentConfig, run_dir: Path) -> int:
+    """Check that ``run_dir`` is a run of ``config`` (only meta.epochs may differ, and not be
+    fewer than the epochs done). Returns the epochs its last checkpoint has done (0: none)."""
+    saved = run_dir / "config.toml"
+    if not saved.is_file():
+        raise L2OError(f"cannot resume: {saved} not found (is {run_dir} a run directory?)")
+    theirs = _flatten(config_from_dict(load_config_dict(saved)).to_dict())
+    ours = _flatten(config.to_dict())
+    differ = sorted(
+        k for k in {*theirs, *ours} if k != "meta.epochs" and theirs.get(k) != ours.get(k)
+    )
+    if differ:
+        details = ", ".join(f"{k} = {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in differ)
+        raise L2OError(
+            f"cannot resume {run_dir}: the configuration differs from {saved} ({details}); "
+            f"only meta.epochs may change"
+        )
+    last = checkpoint_path(run_dir / "checkpoints" / "last")
+    if not last.is_file():
+        return 0
+    done = int(read_checkpoint(last)[1].get("epoch", 0))
+    if config.meta.epochs < done:
+        raise L2OError(
+            f"cannot resume {run_dir} with meta.epochs = {config.meta.epochs}: it has done {done} "
+            f"epochs already (set meta.epochs > {done} to train for longer; nothing was changed)"
+        )
+    return done
+
+
 def train(
     config: ExperimentConfig,
     run_dir: str | Path,
@@ -89,29 +202,36 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     tensorboard: bool = True,
+    inputs: Sequence[str | Path] = (),
 ) -> TrainingState:
     """Meta-train as ``config`` says into ``run_dir`` (a new directory, or one to resume).
+
+    Everything is checked before the first file is written: the configuration, the device, the
+    dataset files and ``meta.init_from``'s checkpoint. ``inputs``: more files the caller read
+    (the config file), which ``force`` must not delete. ``resume`` continues from
+    ``checkpoints/last`` (or from epoch 0 if the run stopped before its first checkpoint);
+    ``metrics.jsonl`` and TensorBoard are cut back to that epoch, so every epoch appears once.
 
     Progress goes to stdout (a bar on a terminal, log lines otherwise; nothing if ``quiet``),
     TensorBoard event files to ``run_dir/tensorboard``."""
     run_dir = Path(run_dir)
-    if resume:
-        saved = run_dir / "config.toml"
-        if not saved.is_file():
-            raise L2OError(f"cannot resume: {saved} not found (is {run_dir} a run directory?)")
-        # Only the number of epochs may change on resume (to train for longer).
-        saved_config = config_from_dict(load_config_dict(saved)).to_dict()
-        saved_config["meta"]["epochs"] = config.meta.epochs
-        if saved_config != config.to_dict():
-            raise L2OError(
-                f"cannot resume {run_dir}: the configuration differs from {saved} "
-                f"(only meta.epochs may change)"
-            )
+    if force and resume:
+        raise InvalidInput("--force and --resume cannot be combined (resume keeps the run)")
+    check_device(config.meta.device)
+    locate_data = getattr(config.task, "locate_data", None)
+    if locate_data is not None:
+        locate_data()  # reads and verifies the dataset files
+    done = _check_resumable(config, run_dir) if resume else 0
     optimizer = build_learned_optimizer(config)  # before any file is written: groups may not fit
-    if config.meta.init_from and not resume:  # resuming loads phi from checkpoints/last
+    protected = [*inputs]
+    if config.meta.init_from and done == 0:  # resuming loads phi from checkpoints/last
+        protected.append(resolve(config.meta.init_from))
         initialise_from(optimizer, config.meta.init_from)
+    if getattr(config.task, "data_dir", ""):
+        protected.append(config.task.data_dir)
     if not resume:
-        prepare_directory(run_dir, force)
+        prepare_directory(run_dir, force, "run", protected)
+    remove_interrupted_writes(run_dir)
     atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
     trainer = MetaTrainer(
         optimizer,
@@ -122,6 +242,8 @@ def train(
         record={"groups": config.group_patterns()} if config.groups else None,
         monitor=Monitor(run_dir, config.meta.epochs, quiet=quiet, tensorboard=tensorboard),
     )
-    if resume:
+    if done:
         trainer.resume()
+    elif resume:  # stopped before its first checkpoint: start again from epoch 0
+        trainer.restart()
     return trainer.run()

@@ -22,7 +22,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,11 +35,12 @@ from torch import Tensor
 
 from l2o.checkpoint import (
     RESUME_PREFIX,
+    atomic_write_text,
     load_weights,
     read_checkpoint,
     save_checkpoint,
 )
-from l2o.errors import CheckpointError, InvalidInput, MetaTrainingDiverged
+from l2o.errors import CheckpointError, InvalidInput, L2OError, MetaTrainingDiverged
 from l2o.evaluate.behaviour import state_histograms
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
@@ -50,6 +53,10 @@ from l2o.tasks.base import TaskFamily
 LOSS_WEIGHTS = ("sum", "mean", "last", "linear")
 META_OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -142,15 +149,11 @@ class MetaTrainConfig:
                 f"Invalid meta_optimizer: {self.meta_optimizer!r} "
                 f"(valid: {', '.join(META_OPTIMIZERS)})"
             )
-        if not (
-            isinstance(self.meta_lr, (int, float))
-            and math.isfinite(self.meta_lr)
-            and self.meta_lr > 0
-        ):
+        if not (_is_real(self.meta_lr) and 0 < self.meta_lr < math.inf):
             raise InvalidInput(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
-        if not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0):
+        if not (_is_real(self.clip_grad_norm) and 0 <= self.clip_grad_norm < math.inf):
             raise InvalidInput(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
-        if not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
+        if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise InvalidInput(
                 f"Invalid ema_decay: {self.ema_decay!r} (must be in [0, 1); 0 = no averaging)"
             )
@@ -163,9 +166,13 @@ class MetaTrainConfig:
             raise InvalidInput(
                 f"Invalid keep_checkpoints: {self.keep_checkpoints!r} (must be true or false)"
             )
-        if not (isinstance(self.seed, int) and self.seed >= 0):
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
             raise InvalidInput(f"Invalid seed: {self.seed!r} (must be an integer >= 0)")
+        if not isinstance(self.second_order, bool):
+            raise InvalidInput(f"Invalid second_order: {self.second_order!r} (true or false)")
         try:
+            if not isinstance(self.device, str):
+                raise RuntimeError(self.device)
             torch.device(self.device)
         except RuntimeError as e:
             raise InvalidInput(f"Invalid device: {self.device!r} (e.g. cpu, cuda, cuda:1)") from e
@@ -290,6 +297,9 @@ class MetaTrainer:
             config.meta_optimizer, list(self.optimizer.parameters()), config.meta_lr
         )
         self.state = TrainingState()
+        self.checkpoint_epoch: int | None = None  # the epoch of the latest ``last`` checkpoint
+        self.resumed = False  # continuing in a run directory: TensorBoard drops later steps
+        self.monitor_failed = False
         # The averaged phi (ema_decay > 0), validated and saved as "best" instead of phi.
         self.average = None
         if config.ema_decay > 0:
@@ -340,6 +350,8 @@ class MetaTrainer:
             record["resume"] = {"meta_optimizer": rest, "training_state": asdict(self.state)}
         saved = self.optimizer if kind == "last" else self.evaluated
         save_checkpoint(self.run_dir / "checkpoints" / kind, saved, record, extra)
+        if kind == "last":
+            self.checkpoint_epoch = self.state.epoch
 
     def resume(self) -> None:
         """Continue from ``checkpoints/last``: phi, meta-optimizer state, epoch, counters."""
@@ -364,10 +376,50 @@ class MetaTrainer:
             load_weights(self.average, averaged, str(path))
         restore_meta_optimizer(self.meta_opt, tensors, record["resume"]["meta_optimizer"])
         self.state = TrainingState(**record["resume"]["training_state"])
+        self.checkpoint_epoch = self.state.epoch
+        self._truncate_metrics(self.state.epoch)
 
-    def _write_metrics(self, entry: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+    def restart(self) -> None:
+        """Start again from epoch 0 in a run directory that has no checkpoint yet (meta-training
+        was stopped before its first validation): forget the metrics of that attempt."""
+        self._truncate_metrics(0)
+        self.resumed = True
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def _truncate_metrics(self, epochs: int) -> None:
+        """Keep the metrics of the first ``epochs`` epochs, those the checkpoint covers; the
+        epochs after it will be run (and written) again. A last line cut short by a kill is
+        dropped; any other unreadable line is an error naming it."""
+        self.resumed = True
+        path = self.metrics_path
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                if number == len(lines):
+                    break  # the line being written when the run was killed
+                raise L2OError(
+                    f"cannot resume {self.run_dir}: {path} line {number} is not valid JSON "
+                    f"({e.msg}); fix or delete that line"
+                ) from e
+            if entry.get("epoch", epochs) < epochs:
+                kept.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def _write_metrics(self, entry: dict[str, Any], sync: bool = False) -> None:
+        """Append the epoch's line; ``sync``: make it durable before a checkpoint covers it."""
+        with open(self.metrics_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
 
     # -- the loop ----------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -390,9 +442,9 @@ class MetaTrainer:
                 if self.state.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
                     raise MetaTrainingDiverged(
                         f"{self.state.nonfinite_in_a_row} non-finite meta-losses/gradients in a "
-                        f"row at epoch {epoch} (max_nonfinite_in_a_row = "
+                        f"row at epoch {epoch + 1} (max_nonfinite_in_a_row = "
                         f"{cfg.max_nonfinite_in_a_row}); lower meta.meta_lr or set "
-                        f"meta.clip_grad_norm; checkpoints in {self.run_dir} are intact"
+                        f"meta.clip_grad_norm; {self._checkpoints_left()}"
                     )
                 break
             self.state.nonfinite_in_a_row = 0
@@ -423,26 +475,60 @@ class MetaTrainer:
             "coordinate_steps_per_s": coordinates * steps_done / seconds,
         }
 
+    def _checkpoints_left(self) -> str:
+        """What a stopped run leaves behind, truthfully."""
+        if self.checkpoint_epoch is None:
+            return (
+                f"no checkpoint was written (the first is due at epoch "
+                f"{min(self.config.validate_every, self.config.epochs)})"
+            )
+        best = "" if math.isfinite(self.state.best_validation) else " (no validation was finite)"
+        return (
+            f"the checkpoints in {self.run_dir / 'checkpoints'} (last: epoch "
+            f"{self.checkpoint_epoch}){best} are intact"
+        )
+
+    def _monitor(self, method: str, *args: Any) -> None:
+        """Call ``self.monitor.<method>(*args)``; arguments that are functions are called first
+        (so that what only the monitor needs is computed under the same guard). Monitoring never
+        stops a run: if it fails, say so once and go on without it."""
+        if self.monitor is None or self.monitor_failed:
+            return
+        try:
+            getattr(self.monitor, method)(*(a() if callable(a) else a for a in args))
+        except Exception as e:
+            self.monitor_failed = True
+            message = " ".join(f"{type(e).__name__}: {e}".split())
+            warnings.warn(
+                f"monitoring failed in {method}() ({message}); meta-training goes on without "
+                f"TensorBoard and progress output",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
     def run(self) -> TrainingState:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter() - self.state.seconds
-        if self.monitor is not None:
-            self.monitor.start(self.state.epoch, self.graph_spec())
+        self._monitor("start", self.state.epoch, self.graph_spec(), self.resumed)
         try:
             for epoch in range(self.state.epoch, cfg.epochs):
                 entry = self.train_epoch(epoch)
                 self.state.epoch = epoch + 1
                 self.state.seconds = time.perf_counter() - started
                 entry["seconds"] = self.state.seconds
-                if self.state.epoch % cfg.validate_every == 0 or self.state.epoch == cfg.epochs:
-                    self.validate_and_save(entry)
-                self._write_metrics(entry)
-                if self.monitor is not None:
-                    self.monitor.epoch(epoch, entry)
+                validating = self.state.epoch % cfg.validate_every == 0
+                if validating or self.state.epoch == cfg.epochs:
+                    improved = self.validate(entry)
+                    # The epoch's metrics are written (and synced) before the checkpoint that
+                    # covers them: a kill in between leaves an extra line, which resume drops.
+                    self._write_metrics(entry, sync=True)
+                    self.save_checkpoints(improved)
+                else:
+                    self._write_metrics(entry)
+                self._monitor("epoch", epoch, entry)
         finally:
-            if self.monitor is not None:
-                self.monitor.close()
+            self._monitor("close")
         return self.state
 
     def graph_spec(self):
@@ -454,7 +540,8 @@ class MetaTrainer:
             cfg.second_order,
         )  # fmt: skip
 
-    def validate_and_save(self, entry: dict[str, Any]) -> None:
+    def validate(self, entry: dict[str, Any]) -> bool:
+        """Score phi on the validation tasks into ``entry``; True if it is the best so far."""
         scores = validate(self.evaluated, self.family, self.config)
         entry["validation_final_loss"] = scores["final_loss"]
         entry["validation_summed_loss"] = scores["summed_loss"]
@@ -462,13 +549,23 @@ class MetaTrainer:
         if self.average is not None:  # the raw phi too, to see what averaging gains
             raw = validate(self.optimizer, self.family, self.config)
             entry["validation_final_loss_raw"] = raw["final_loss"]
-        if self.monitor is not None:
-            task = self.family.sample(task_seed("validation", 0), device=self.config.device)
-            histograms = state_histograms(self.evaluated, task, self.config.horizon)
-            self.monitor.validation(self.state.epoch - 1, scores, histograms, self.family.name)
-        if scores["final_loss"] < self.state.best_validation:
+        self._monitor(
+            "validation", self.state.epoch - 1, scores, self._histograms, self.family.name
+        )
+        improved = scores["final_loss"] < self.state.best_validation
+        if improved:
             self.state.best_validation = scores["final_loss"]
             self.state.best_epoch = self.state.epoch
+        return improved
+
+    def _histograms(self) -> dict[str, Tensor]:
+        """The optimizer's updates and states on validation task 0, for TensorBoard."""
+        task = self.family.sample(task_seed("validation", 0), device=self.config.device)
+        return state_histograms(self.evaluated, task, self.config.horizon)
+
+    def save_checkpoints(self, improved: bool) -> None:
+        """``best`` if the validation improved, ``epoch-N`` with keep_checkpoints, ``last``."""
+        if improved:
             self.save("best")
         if self.config.keep_checkpoints:
             self.save(f"epoch-{self.state.epoch:06d}")

@@ -42,6 +42,10 @@ from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 PREPROCESSING = ("none", "log_sign")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -92,22 +96,19 @@ class LSTMConfig:
     param_input: bool = False
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
+        if not (_is_int(self.num_layers) and self.num_layers >= 1):
             raise InvalidInput(f"Invalid num_layers: {self.num_layers} (must be an integer >= 1)")
-        if not (isinstance(self.hidden_size, int) and self.hidden_size >= 1):
+        if not (_is_int(self.hidden_size) and self.hidden_size >= 1):
             raise InvalidInput(f"Invalid hidden_size: {self.hidden_size} (must be an integer >= 1)")
         if self.preprocess not in PREPROCESSING:
             raise InvalidInput(
                 f"Invalid preprocess: {self.preprocess!r} (valid: {', '.join(PREPROCESSING)})"
             )
-        if not self.p > 0:
-            raise InvalidInput(f"Invalid p: {self.p} (must be > 0)")
-        if not (math.isfinite(self.output_scale) and self.output_scale > 0):
-            raise InvalidInput(
-                f"Invalid output_scale: {self.output_scale} (must be finite and > 0)"
-            )
-        if not math.isfinite(self.forget_bias):
-            raise InvalidInput(f"Invalid forget_bias: {self.forget_bias} (must be finite)")
+        self._set_number("p", lambda p: 0 < p < math.inf, "a number > 0, e.g. 10")
+        self._set_number(
+            "output_scale", lambda s: 0 < s < math.inf, "a finite number > 0, e.g. 0.1"
+        )
+        self._set_number("forget_bias", math.isfinite, "a finite number, e.g. 1.0")
         # Lists from TOML or JSON specs become tuples: the config stays hashable and frozen.
         self._set_numbers(
             "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), e.g. [0.9]"

@@ -10,7 +10,7 @@ same one for the same seed on every device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -71,6 +71,12 @@ def check_positive_int(name: str, value: Any) -> None:
         raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
 
 
+def check_real(name: str, value: Any, valid: Callable[[float], bool], expected: str) -> None:
+    """A real number (not a bool, not a string) that ``valid`` accepts, or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+        raise InvalidInput(f"Invalid {name}: {value!r} ({expected})")
+
+
 def check_choice(name: str, value: Any, valid: Sequence[str]) -> None:
-    if value not in valid:
+    if not isinstance(value, str) or value not in valid:
         raise InvalidInput(f"Invalid {name}: {value!r} (valid: {', '.join(valid)})")

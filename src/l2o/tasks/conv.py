@@ -56,7 +56,7 @@ from l2o.data.images import (
     num_classes,
 )
 from l2o.errors import InvalidInput
-from l2o.tasks.base import Task, TaskFamily, check_positive_int, generator
+from l2o.tasks.base import Task, TaskFamily, check_positive_int, check_real, generator
 
 
 def _int_tuple(name: str, value: Any, minimum: int, example: str) -> tuple[int, ...]:
@@ -319,10 +319,8 @@ class ConvFamily(TaskFamily):
                 f"0..{total - 1}, or [] for all)"
             )
         object.__setattr__(self, "classes", classes)
-        if not (0 <= self.bn_momentum <= 1):
-            raise InvalidInput(f"Invalid bn_momentum: {self.bn_momentum!r} (must be in [0, 1])")
-        if not self.bn_eps > 0:
-            raise InvalidInput(f"Invalid bn_eps: {self.bn_eps!r} (must be > 0)")
+        check_real("bn_momentum", self.bn_momentum, lambda m: 0 <= m <= 1, "must be in [0, 1]")
+        check_real("bn_eps", self.bn_eps, lambda e: 0 < e < math.inf, "must be > 0")
 
     @property
     def num_outputs(self) -> int:
@@ -337,7 +335,9 @@ class ConvFamily(TaskFamily):
         }
 
     def locate_data(self, download: bool = False) -> Path:
-        """The directory of the dataset's files; raises DatasetError saying where it looked."""
+        """The directory of the dataset's files, after reading and verifying every one of them
+        (the data stays cached for ``sample``); DatasetError says where it looked, or names the
+        file and what is wrong with it (see ``l2o.data.images``)."""
         return locate_images(self.dataset, self.data_dir or None, download=download)
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:

@@ -134,8 +134,7 @@ class MLPFamily(TaskFamily):
     num_problems: int = 1
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise InvalidInput(f"Invalid dataset: {self.dataset!r} (valid: {', '.join(DATASETS)})")
+        check_choice("dataset", self.dataset, list(DATASETS))
         if not isinstance(self.data_dir, str):
             raise InvalidInput(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
         sizes = self.hidden_sizes
@@ -158,8 +157,10 @@ class MLPFamily(TaskFamily):
         return {**super().to_config(), "hidden_sizes": list(self.hidden_sizes)}
 
     def locate_data(self, download: bool = False) -> Path:
-        """The directory of the dataset's files (downloading them first if asked and needed);
-        raises DatasetError saying where it looked and how to get the data."""
+        """The directory of the dataset's files, after reading and verifying every one of them
+        (downloading them first if asked and needed); the data stays cached for ``sample``.
+        DatasetError says where it looked and how to get the data, or names the file and what is
+        wrong with it (see ``l2o.data.mnist``)."""
         return ensure_dataset(self.dataset, self.data_dir or None, download=download)
 
     def sample(self, seed: int, device="cpu", dtype=torch.float32) -> MLPTask:

@@ -7,6 +7,7 @@ f(c) = mean_i (sum_j c_j x_i^j - y_i)^2, starting from c = 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2o.errors import InvalidInput
-from l2o.tasks.base import Task, TaskFamily, check_positive_int, generator
+from l2o.tasks.base import Task, TaskFamily, check_positive_int, check_real, generator
 
 
 class PolynomialTask(Task):
@@ -48,8 +48,7 @@ class PolynomialFamily(TaskFamily):
         check_positive_int("degree", self.degree)
         check_positive_int("num_samples", self.num_samples)
         check_positive_int("num_problems", self.num_problems)
-        if not self.noise_std >= 0:
-            raise InvalidInput(f"Invalid noise_std: {self.noise_std} (must be >= 0)")
+        check_real("noise_std", self.noise_std, lambda s: 0 <= s < math.inf, "must be >= 0")
 
     def sample(self, seed: int, device="cpu", dtype=torch.float32) -> PolynomialTask:
         g = generator(seed)
