@@ -14,16 +14,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from l2o.errors import InvalidInput
 from l2o.evaluate.report import save_figure
 from l2o.optimizers import StepOptimizer, make_baseline
 from l2o.optimizers.base import call_step, flatten
 from l2o.tasks import QuadraticTask, RosenbrockTask
 from l2o.tasks.base import Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def record_steps(
@@ -82,24 +86,63 @@ def plot_update_vs_gradient(
     steps: Iterable[int] = (1, 10, 50, 100),
     title: str = "",
 ) -> Path:
-    """Scatter of update g_t against gradient grad_t, one panel per step."""
+    """Scatter of update g_t against gradient grad_t at each of ``steps``, one panel each."""
     steps = sorted(steps)
     records = record_steps(optimizer, task, max(steps), steps)
+    return save_figure(update_vs_gradient_figure(records, title), path)
+
+
+def update_vs_gradient_figure(
+    records: Mapping[int, Mapping[str, Tensor]], title: str = ""
+) -> Figure:
+    """One panel per step of ``records`` (step -> flat "gradient" and "update", as
+    ``record_steps`` keeps them): update against gradient, one dot per coordinate.
+
+    Gradients span many decades, so the gradient axis is symmetric-log, with the decades of
+    ``gradient_decades``: linear up to the first. Its tick labels are 0 and every second of
+    those decades down from the largest, so that they do not overlap in a 3.2-inch panel; the
+    decades between get unlabelled ticks."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 3.2), dpi=110, sharey=True)
-    for ax, t in zip(axes if len(steps) > 1 else [axes], steps):
+    steps = sorted(records)
+    fig, axes = plt.subplots(
+        1, len(steps), figsize=(3.2 * len(steps), 3.2), dpi=110, sharey=True, squeeze=False
+    )
+    for ax, t in zip(axes[0], steps):
         g, u = records[t]["gradient"], records[t]["update"]
         ax.scatter(g.numpy(), u.numpy(), s=4, alpha=0.4)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.axvline(0, color="grey", linewidth=0.5)
-        ax.set_xscale("symlog", linthresh=max(float(g.abs().median()) * 0.1, 1e-8))
+        decades = gradient_decades(g)
+        if decades:
+            ax.set_xscale("symlog", linthresh=decades[0])
+            ax.set_xticks([-d for d in decades[::-1]] + [0.0] + decades, minor=True)
+            labelled = decades[::-1][::2]  # the largest decade, and every second one below it
+            ax.set_xticks([-d for d in labelled] + [0.0] + labelled[::-1])
         ax.set_xlabel("gradient")
         ax.set_title(f"step {t}")
         ax.grid(True, alpha=0.3)
-    (axes[0] if len(steps) > 1 else axes).set_ylabel("update g_t")
+    axes[0][0].set_ylabel("update g_t")
     fig.suptitle(title or "learned update vs gradient (one dot per coordinate)")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def gradient_decades(gradient: Tensor, span: int = 2) -> list[float]:
+    """The powers of ten that a symmetric-log axis of ``gradient``'s values marks, ascending:
+    the first is the axis' linear threshold, the last the largest power of ten at or below the
+    largest |value|. The first is at or below the larger of the 5th percentile of the nonzero
+    |values| and ``span`` decades below the largest, so the log part of the axis spans at most
+    ``span`` + 1 decades, and the few values far smaller than the rest (1e-20 next to 1e-3) fall
+    in its linear part instead of getting decades of their own. Empty when no value is finite
+    and nonzero (a linear axis then)."""
+    magnitudes = gradient.detach().abs().double().reshape(-1)
+    magnitudes = magnitudes[torch.isfinite(magnitudes) & (magnitudes > 0)]
+    if magnitudes.numel() == 0:
+        return []
+    largest = float(magnitudes.max())
+    low = float(magnitudes.kthvalue(math.ceil(0.05 * magnitudes.numel())).values)
+    first = math.floor(math.log10(max(low, largest * 10.0**-span)))
+    return [10.0**k for k in range(first, math.floor(math.log10(largest)) + 1)]
 
 
 def two_d_task(function: str) -> Task:
@@ -110,7 +153,7 @@ def two_d_task(function: str) -> Task:
     if function == "quadratic":
         W = torch.tensor([[[1.0, 0.0], [0.0, 0.2]]]) @ _rotation(math.pi / 6)
         return QuadraticTask(W, torch.zeros(1, 2), torch.tensor([[-1.5, 1.5]]))
-    raise ValueError(f"unknown 2-D function {function!r} (valid: rosenbrock, quadratic)")
+    raise InvalidInput(f"unknown 2-D function {function!r} (valid: rosenbrock, quadratic)")
 
 
 def _rotation(angle: float) -> Tensor:
@@ -144,7 +187,7 @@ def tune_on_task(name: str, task: Task, steps: int, grid: Iterable[float]) -> fl
         if math.isfinite(loss) and loss < best_loss:
             best, best_loss = lr, loss
     if best is None:
-        raise ValueError(f"every learning rate of {name} diverged on this function")
+        raise InvalidInput(f"every learning rate of {name} diverged on this function")
     return best
 
 

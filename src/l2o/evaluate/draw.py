@@ -1,7 +1,7 @@
 """``l2o plot``: draw every figure that a results file or a run directory supports.
 
 * an evaluation ``results.json``: loss vs step (log scale, tuned learning rates in the legend,
-  spread shaded) and a bar chart of final losses;
+  spread shaded) and a bar chart of final losses (median, whiskers at the quartiles);
 * a results file of several settings (``benchmarks/results/mnist.json``): the same per
   setting, and the generalization grid of Figure 5 (final loss over width x depth);
 * a run directory: meta-training curves (meta-loss and validation loss vs epoch), pictures of
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
-from l2o.errors import L2OError
+from l2o.errors import InvalidInput, L2OError
 from l2o.evaluate.report import save_figure
 
 FORMATS = ("png", "svg")
@@ -33,9 +34,27 @@ def _pyplot():
 
 
 def read_metrics(metrics_path: str | Path) -> list[dict[str, Any]]:
-    """The entries of a run's metrics.jsonl, one per epoch (``json.JSONDecodeError`` if one is
-    not JSON)."""
-    return [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line]
+    """The entries of a run's metrics.jsonl, one per epoch.
+
+    A line that is not valid JSON raises an ``L2OError`` naming the file and the line, except
+    the last line when the file does not end with a newline: that is an entry that was being
+    written when the run was killed (or is being written now: ``l2o plot`` of a run that is
+    still training). It is left out with a warning, so that the epochs before it can be
+    plotted."""
+    path = Path(metrics_path)
+    lines = path.read_text().split("\n")  # the last is "" when the file ends with a newline
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            problem = f"{path} line {number} is not valid JSON ({e.msg} at column {e.colno})"
+            if number < len(lines):
+                raise L2OError(f"{problem}: the file is damaged; fix or delete that line") from e
+            warnings.warn(f"{problem}: left out (an entry cut short)", stacklevel=2)
+    return entries
 
 
 def validation_scores(entries: list[dict[str, Any]]) -> dict[int, float]:
@@ -165,7 +184,7 @@ def draw_run(run_dir: Path, out: Path, fmt: str, steps: int | None = None) -> li
 def draw(path: str | Path, out: str | Path | None = None, fmt: str = "png") -> list[Path]:
     """Draw what ``path`` (a results JSON or a run directory) supports into ``out``."""
     if fmt not in FORMATS:
-        raise ValueError(f"Invalid format: {fmt!r} (valid: {', '.join(FORMATS)})")
+        raise InvalidInput(f"Invalid format: {fmt!r} (valid: {', '.join(FORMATS)})")
     path = Path(path)
     if path.is_dir():
         return draw_run(path, Path(out) if out else path / "figures", fmt)

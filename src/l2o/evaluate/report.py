@@ -6,9 +6,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2o.checkpoint import atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def format_table(result: dict[str, Any], reference: str = "adam") -> str:
@@ -104,33 +107,44 @@ def plot_loss_curves(result: dict[str, Any], path: str | Path, title: str | None
 def plot_final_loss_bars(
     result: dict[str, Any], path: str | Path, title: str | None = None
 ) -> None:
-    """Bar chart of the mean final loss per optimizer (log scale), with the interquartile range
-    of the final loss across runs as error bars."""
+    """``final_loss_figure`` saved to ``path`` (PNG or SVG by suffix)."""
+    save_figure(final_loss_figure(result, title), path)
+
+
+def final_loss_figure(result: dict[str, Any], title: str | None = None) -> Figure:
+    """Bar chart of the final loss per optimizer, log scale: the bar is the median over runs,
+    the whiskers go from the 25th to the 75th percentile, as the axis label says. A median
+    made infinite by diverged runs gets no bar but the word "diverged", one whose 75th
+    percentile is infinite no whiskers; the optimizer's label says how many runs diverged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(result["optimizers"])
-    stats = [result["optimizers"][n] for n in names]
-    means = [s["final_loss_mean"] for s in stats]
-    low = [
-        max(m - s["curve_q25"][-1], 0) if s["curve_q25"][-1] is not None else 0
-        for m, s in zip(means, stats)
-    ]
-    high = [
-        max(s["curve_q75"][-1] - m, 0) if s["curve_q75"][-1] is not None else 0
-        for m, s in zip(means, stats)
-    ]
+    runs = result["runs"]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    colors = [f"C{i}" for i in range(len(names))]
-    ax.bar(names, means, color=colors, yerr=[low, high], capsize=4)
+    labels = []
+    for i, (name, stats) in enumerate(result["optimizers"].items()):
+        # The last points of the quartile curves: one quantile computation, so they are ordered
+        # (None where diverged runs make one infinite).
+        low, median, high = (stats[k][-1] for k in ("curve_q25", "curve_median", "curve_q75"))
+        diverged = stats.get("diverged_runs", 0)
+        labels.append(f"{name}\n{diverged}/{runs} diverged" if diverged else name)
+        if median is None:
+            ax.text(i, 0.02, "diverged", transform=ax.get_xaxis_transform(), ha="center")
+            continue
+        ax.bar(i, median, color=f"C{i}")
+        if low is not None and high is not None:
+            ax.errorbar(i, median, yerr=[[median - low], [high - median]], fmt="none",
+                        ecolor="black", capsize=4)  # fmt: skip
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-0.6, len(labels) - 0.4)  # room for the optimizers without a bar too
     ax.set_yscale("log")
-    ax.set_ylabel(f"f(θ_T) at T = {result['steps']}")
-    ax.set_title(title or f"{result['task']['name']}: mean final loss over {result['runs']} runs")
+    ax.set_ylabel(f"median f(θ_T) at T = {result['steps']}\nwhiskers: 25th–75th percentile")
+    ax.set_title(title or f"{result['task']['name']}: final loss over {runs} runs")
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 def write_report(result: dict[str, Any], out: str | Path, figures: list[str]) -> Path:
