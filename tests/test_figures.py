@@ -128,7 +128,7 @@ def entry(epoch: int) -> str:
 def test_read_metrics_names_the_file_and_line_of_a_damaged_entry(tmp_path):
     path = write_lines(tmp_path / "metrics.jsonl", entry(0), "", entry(1)[:9] + entry(2), entry(3))
     with pytest.raises(
-        L2OError, match=r"metrics\.jsonl line 3 is not valid JSON \(.* at column \d+\)"
+        L2OError, match=r"metrics\.jsonl line 3 is not valid JSON \(.*: column \d+\)"
     ):
         read_metrics(path)
     # A last line that ends with its newline was written whole: it is not cut short.

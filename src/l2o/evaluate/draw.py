@@ -50,7 +50,7 @@ def read_metrics(metrics_path: str | Path) -> list[dict[str, Any]]:
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError as e:
-            problem = f"{path} line {number} is not valid JSON ({e.msg} at column {e.colno})"
+            problem = f"{path} line {number} is not valid JSON ({e.msg}: column {e.colno})"
             if number < len(lines):
                 raise L2OError(f"{problem}: the file is damaged; fix or delete that line") from e
             warnings.warn(f"{problem}: left out (an entry cut short)", stacklevel=2)
