@@ -12,9 +12,18 @@ import pytest
 import torch
 
 from l2o.data import DatasetError
-from l2o.data.cifar import find_cifar, load_cifar, read_binary_batch, read_python_batch, safe_load
+from l2o.data.cifar import (
+    CIFAR_DATASETS,
+    find_cifar,
+    load_cifar,
+    read_binary_batch,
+    read_python_batch,
+    safe_load,
+)
 from l2o.data.images import image_shape, load_images, num_classes
 from l2o.tasks import ConvFamily
+
+CIFAR10 = CIFAR_DATASETS["cifar10"]
 
 
 class Py2Pickler(pickle._Pickler):
@@ -106,7 +115,7 @@ def test_python_3_pickles_with_bytes_or_str_keys_are_read_too(tmp_path):
         batch = {data: x, labels: [1, 2, 3, 9]}
         path = tmp_path / f"batch{protocol}"
         path.write_bytes(pickle.dumps(batch, protocol=protocol))
-        images, labels = read_python_batch(path, b"labels", 10)
+        images, labels = read_python_batch(path, CIFAR10)
         assert np.array_equal(images, x) and labels.tolist() == [1, 2, 3, 9]
 
 
@@ -170,7 +179,7 @@ def test_malicious_pickles_are_refused_before_anything_runs(tmp_path):
             path = tmp_path / f"data_batch_{i}_{protocol}"
             path.write_bytes(pickle.dumps({"data": payload, "labels": [0]}, protocol=protocol))
             with pytest.raises(DatasetError, match=r"refused") as e:
-                read_python_batch(path, b"labels", 10)
+                read_python_batch(path, CIFAR10)
             assert str(path) in str(e.value) and (
                 "system" in str(e.value) or "eval" in str(e.value)
             )
@@ -206,10 +215,10 @@ def test_corrupt_and_invalid_files_name_the_file_and_the_problem(tmp_path):
     path = tmp_path / "b.bin"
     path.write_bytes(bytes(3073 * 2 + 100))
     with pytest.raises(DatasetError, match=r"b.bin is truncated or not a CIFAR binary batch"):
-        read_binary_batch(path, 1, 0, 10)
+        read_binary_batch(path, CIFAR10)
     path.write_bytes(bytes([12]) + bytes(3072))
     with pytest.raises(DatasetError, match=r"label 12 is outside 0\.\.9"):
-        read_binary_batch(path, 1, 0, 10)
+        read_binary_batch(path, CIFAR10)
 
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):
@@ -251,3 +260,29 @@ def test_conv_family_runs_on_32x32x3_images_and_label_subsets(tmp_path):
     assert loss.shape == (2,) and bool(torch.isfinite(loss).all())
     metrics = task.evaluate(task.init_params(), buffers=task.init_buffers())
     assert metrics["accuracy"].shape == (2,)
+
+
+def test_cifar100_checks_both_label_sets(tmp_path):
+    fine = CIFAR_DATASETS["cifar100"]
+    path = tmp_path / "train.bin"
+    path.write_bytes(bytes([20, 5]) + bytes(3072))  # coarse label 20: no such superclass
+    with pytest.raises(DatasetError, match=r"train.bin: label 20 is outside 0\.\.19"):
+        read_binary_batch(path, fine)
+    batch = {"data": _images(2, 0), "fine_labels": [1, 2], "coarse_labels": [0, 250]}
+    path.write_bytes(py2_pickle(batch))
+    with pytest.raises(DatasetError, match=r"\('coarse_labels'\): label 250 is outside 0\.\.19"):
+        read_python_batch(path, fine)
+    path.write_bytes(py2_pickle({"data": _images(2, 0), "fine_labels": [1, 99]}))
+    assert read_python_batch(path, fine)[1].tolist() == [1, 99]  # a user's own: fine labels only
+
+
+def test_a_numpy_dtype_with_flags_of_its_own_is_refused(tmp_path):
+    """One flipped byte can set a dtype's flags to "holds object references": numpy would then
+    take pixel bytes for pointers. Such a dtype is never built."""
+    data = py2_pickle({"data": _images(1, 0), "labels": [1]})
+    flags = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"  # elsize -1, alignment -1, flags 0
+    assert data.count(flags) == 1
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(data.replace(flags, flags[:-2] + b"\xfft"))
+    with pytest.raises(DatasetError, match=r"data_batch_1 is not a plain CIFAR batch: a numpy"):
+        read_python_batch(path, CIFAR10)

@@ -1,7 +1,9 @@
 """The IDX reader and dataset lookup: real file format, corrupt files, directory layouts."""
 
 import gzip
+import hashlib
 import importlib.util
+import os
 import struct
 from pathlib import Path
 
@@ -9,7 +11,10 @@ import numpy as np
 import pytest
 
 from l2o.data import DatasetError, find_dataset, load_dataset, read_idx, write_idx
-from l2o.data.mnist import FILES, SYSTEM_ROOT
+from l2o.data import mnist as mnist_module
+from l2o.data.images import load_images
+from l2o.data.mnist import FILES, OFFICIAL_MD5, SYSTEM_ROOT
+from l2o.tasks import MLPFamily
 
 FASHION = SYSTEM_ROOT / "fashion-mnist"
 needs_fashion = pytest.mark.skipif(
@@ -151,3 +156,49 @@ def test_reads_the_real_fashion_mnist_files():
     assert {p.name for p in find_dataset("fashion-mnist").values()} == {
         f"{stem}.gz" for stem in FILES.values()
     }
+
+
+@needs_fashion
+def test_the_installed_fashion_mnist_files_are_checked_against_the_official_md5():
+    """Debian's copies differ from torchvision's only in the gzip header (no file name, another
+    mtime): the table lists them, so the MD5 check runs on them, and they pass it."""
+    table = OFFICIAL_MD5["fashion-mnist"]
+    for path in find_dataset("fashion-mnist").values():
+        data = path.read_bytes()
+        assert table[(path.name, len(data))] == hashlib.md5(data).hexdigest()
+
+
+def test_a_gz_file_is_read_rather_than_the_raw_one_beside_it(tmp_path):
+    _write_dataset(tmp_path, compress=False)
+    _write_dataset(tmp_path, compress=True)  # as torchvision's download leaves them
+    assert {p.suffix for p in find_dataset("mnist", tmp_path).values()} == {".gz"}
+
+
+def test_files_are_read_once_and_again_when_they_change(tmp_path, monkeypatch):
+    _write_dataset(tmp_path)
+    reads = []
+
+    def counting_read_idx(path, **kwargs):
+        reads.append(path)
+        return read_idx(path, **kwargs)
+
+    monkeypatch.setattr(mnist_module, "read_idx", counting_read_idx)
+    family = MLPFamily(dataset="kmnist", data_dir=str(tmp_path))
+    assert family.locate_data() == tmp_path.resolve()  # verified: read into the cache
+    family.sample(0)
+    family.sample(1)
+    assert len(reads) == 4
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    write_idx(labels, np.full(5, 9, dtype=np.uint8))
+    os.utime(labels, ns=(0, 0))  # a changed file, whatever the clock's resolution
+    assert load_dataset("kmnist", tmp_path).test_labels.tolist() == [9] * 5
+    assert len(reads) == 8
+
+
+def test_images_of_another_size_are_refused_for_image_tasks(tmp_path):
+    for split, n in (("train", 3), ("t10k", 2)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", np.zeros((n, 4, 4), dtype=np.uint8))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.zeros(n, dtype=np.uint8))
+    assert load_dataset("mnist", tmp_path).num_pixels == 16  # an MLP takes any size
+    with pytest.raises(DatasetError, match=r"have 16 pixels, expected 1 x 28 x 28 = 784 for mnist"):
+        load_images("mnist", tmp_path)

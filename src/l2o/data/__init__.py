@@ -1,4 +1,5 @@
-"""Dataset readers, all offline-capable: the IDX format of MNIST, Fashion-MNIST and KMNIST."""
+"""Dataset readers, all offline-capable: the IDX format of MNIST, Fashion-MNIST and KMNIST
+(``l2o.data.mnist``) and CIFAR (``l2o.data.cifar``). Every file is verified as it is read."""
 
 from l2o.data.idx import DatasetError, parse_idx, read_idx, write_idx
 from l2o.data.mnist import (

@@ -19,8 +19,15 @@ Where the files are looked for, for each root (``data_dir`` when given, else ``$
 folder names above (torchvision's layout: ``CIFAR10(root)`` puts ``cifar-10-batches-py``
 directly under root), ``ROOT/cifar10/<folder>`` (or ``cifar-10``, ``CIFAR10``; ``cifar100``...
 for CIFAR-100), and ROOT itself. The python format is preferred when both are present; a
-dataset folder holding only some of its files is an error that names the missing ones. Every
-error names the file and what is wrong with it.
+dataset folder holding only some of its files is an error that names the missing ones.
+
+Every file is verified as it is read (``load_cifar``, which the conv family's ``locate_data``
+runs before anything is written): the pickle's structure, the binary records' size, the image
+and label counts, every label's range (CIFAR-100: coarse and fine); and a python batch with an
+official name and the official size (``OFFICIAL_MD5``) must have the official MD5, which also
+catches flipped pixel values. Other files (the binary format, whose digests are not published,
+and a user's own data) get the structural checks only. Every error names the file and what is
+wrong with it. Datasets are cached per process, as in ``l2o.data.mnist``.
 """
 
 from __future__ import annotations
@@ -33,10 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from l2o.data.idx import DatasetError
-from l2o.data.mnist import SYSTEM_ROOT, ImageDataset, download_root
+from l2o.data.idx import DatasetError, check_official, read_file
+from l2o.data.mnist import SYSTEM_ROOT, ImageDataset, cached, download_root, file_key
+from l2o.errors import InvalidInput
 
 IMAGE_SHAPE = (3, 32, 32)  # channels-first, as stored
 IMAGE_BYTES = 3 * 32 * 32
@@ -45,49 +52,68 @@ IMAGE_BYTES = 3 * 32 * 32
 @dataclass(frozen=True)
 class CIFARInfo:
     title: str
-    num_classes: int
+    label_index: int  # which of the labels below is read
     python_folder: str
     python_train: tuple[str, ...]
     python_test: str
-    python_label_key: bytes
+    python_label_keys: tuple[bytes, ...]  # the label lists of a python batch
+    label_classes: tuple[int, ...]  # how many classes each has (binary: each label byte)
     binary_folder: str
     binary_train: tuple[str, ...]
     binary_test: str
-    label_bytes: int  # bytes before each binary image
-    label_index: int  # which of them is the label
     nests: tuple[str, ...]  # other folders under a root that may hold the dataset's folder
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_classes[self.label_index]
+
+    @property
+    def label_bytes(self) -> int:
+        """Bytes before each image in a binary record."""
+        return len(self.label_classes)
 
 
 _C10 = dict(
     python_folder="cifar-10-batches-py",
     python_train=tuple(f"data_batch_{i}" for i in range(1, 6)),
     python_test="test_batch",
-    python_label_key=b"labels",
+    python_label_keys=(b"labels",),
+    label_classes=(10,),
     binary_folder="cifar-10-batches-bin",
     binary_train=tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
     binary_test="test_batch.bin",
-    label_bytes=1,
-    label_index=0,
     nests=("cifar10", "cifar-10", "CIFAR10"),
 )
 _C100 = dict(
     python_folder="cifar-100-python",
     python_train=("train",),
     python_test="test",
+    python_label_keys=(b"coarse_labels", b"fine_labels"),  # a binary record: coarse, fine
+    label_classes=(20, 100),
     binary_folder="cifar-100-binary",
     binary_train=("train.bin",),
     binary_test="test.bin",
-    label_bytes=2,
     nests=("cifar100", "cifar-100", "CIFAR100"),
 )
 CIFAR_DATASETS: dict[str, CIFARInfo] = {
-    "cifar10": CIFARInfo("CIFAR-10", 10, **_C10),
-    "cifar100": CIFARInfo(
-        "CIFAR-100", 100, python_label_key=b"fine_labels", label_index=1, **_C100
-    ),
-    "cifar100-coarse": CIFARInfo(
-        "CIFAR-100, 20 coarse labels", 20, python_label_key=b"coarse_labels", label_index=0, **_C100
-    ),
+    "cifar10": CIFARInfo("CIFAR-10", 0, **_C10),
+    "cifar100": CIFARInfo("CIFAR-100", 1, **_C100),
+    "cifar100-coarse": CIFARInfo("CIFAR-100, 20 coarse labels", 0, **_C100),
+}
+
+# The official python batches: {(file name, size in bytes): MD5}. MD5: torchvision/datasets/
+# cifar.py (CIFAR10 and CIFAR100 ``train_list``, ``test_list``); sizes: listings of the files in
+# cifar-10-python.tar.gz and cifar-100-python.tar.gz. The binary batches' digests are not
+# published (torchvision reads the python version only).
+OFFICIAL_MD5: dict[tuple[str, int], str] = {
+    ("data_batch_1", 31035704): "c99cafc152244af753f735de768cd75f",
+    ("data_batch_2", 31035320): "d4bba439e000b95fd0a9bffe97cbabec",
+    ("data_batch_3", 31035999): "54ebc095f3ab1f0389bbae665268c751",
+    ("data_batch_4", 31035696): "634d18415352ddfa80567beed471001a",
+    ("data_batch_5", 31035623): "482c414d41f54cd18b22e5b47cb7c3cb",
+    ("test_batch", 31035526): "40351d587109b95175f43aff81a1287e",
+    ("train", 155249918): "16019d7e3df5f24257cddd939b257f8d",
+    ("test", 31049707): "f0ef6b0ae62326f3e7ffdfab6717acfc",
 }
 
 
@@ -110,13 +136,20 @@ def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
 _ALLOWED = _numpy_reconstructors()
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its BUILD can be checked
     """Unpickles plain data and numpy arrays only; any other global is refused.
 
     ``find_class`` is the only way a pickle reaches code (REDUCE, BUILD, NEWOBJ, INST and
     OBJ all call what it returns), so allowing only numpy's array reconstruction means no
     file can run anything else. Python 2's strings are read as bytes.
+
+    A numpy dtype's pickled state can set any flags (a flipped bit that says "holds object
+    references" would make numpy take pixel bytes for pointers), so a dtype is built only from
+    the state numpy itself writes for its type. The pure-Python unpickler allows that check on
+    BUILD; it also reads what a corrupt length claims without allocating it first.
     """
+
+    dispatch = pickle._Unpickler.dispatch.copy()
 
     def __init__(self, file: io.BufferedIOBase, name: str) -> None:
         super().__init__(file, encoding="bytes")
@@ -129,6 +162,19 @@ class SafeUnpickler(pickle.Unpickler):
             f"{self.name} is not a plain CIFAR batch: its pickle asks for {module}.{name}, "
             f"which is refused (only numpy arrays, dicts, lists, strings and numbers are read)"
         )
+
+    def load_build(self) -> None:
+        instance, state = self.stack[-2], self.stack[-1]
+        if isinstance(instance, np.dtype):
+            plain = instance.__reduce__()[2]  # version, byte order, then what must not differ
+            if not (isinstance(state, tuple) and state[2:] == plain[2:]):
+                raise DatasetError(
+                    f"{self.name} is not a plain CIFAR batch: a numpy dtype ({instance}) with "
+                    f"fields, sizes or flags of its own is refused"
+                )
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def safe_load(data: bytes, name: str = "<bytes>") -> Any:
@@ -147,21 +193,18 @@ def _key(k: Any) -> str:
     return k.decode("latin1") if isinstance(k, bytes) else str(k)
 
 
-def read_python_batch(
-    path: str | Path, label_key: bytes, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled batch: images (N, 3072) uint8 and labels (N,) int64, checked."""
+def read_python_batch(path: str | Path, info: CIFARInfo) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch of dataset ``info``: images (N, 3072) uint8 and its labels (N,) int64,
+    checked (every label list present, the one read required)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from e
+    raw = read_file(path)
+    check_official(path, raw, OFFICIAL_MD5)
     batch = safe_load(raw, str(path))
     if not isinstance(batch, dict):
         raise DatasetError(f"{path} holds a {type(batch).__name__}, expected a dict of arrays")
     batch = {_key(k): v for k, v in batch.items()}
-    key = label_key.decode()
-    for needed in ("data", key):
+    label_key = info.python_label_keys[info.label_index].decode()
+    for needed in ("data", label_key):
         if needed not in batch:
             raise DatasetError(
                 f"{path} has no {needed!r} entry (has {', '.join(sorted(batch))}); "
@@ -180,37 +223,48 @@ def read_python_batch(
             else type(images).__name__
         )
         raise DatasetError(f"{path}: 'data' is a {what}, expected uint8 (N, {IMAGE_BYTES})")
-    labels = batch[key]
+    labels = {}
+    for key, classes in zip(info.python_label_keys, info.label_classes):
+        key, where = key.decode(), f"{path} ({key.decode()!r})"
+        if key in batch:
+            values = _integer_list(batch[key], where)
+            labels[key] = _check_labels(values, len(images), classes, where)
+    return images, labels[label_key]
+
+
+def _integer_list(values: Any, where: str) -> np.ndarray:
     if not (
-        isinstance(labels, (list, np.ndarray))
-        and all(isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in labels)
+        isinstance(values, (list, np.ndarray))
+        and all(isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in values)
     ):
-        raise DatasetError(f"{path}: {key!r} is not a list of integer labels")
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    return images, _check_labels(labels, len(images), num_classes, f"{path} ({key!r})")
+        raise DatasetError(f"{where}: not a list of integer labels")
+    try:
+        return np.asarray(values, dtype=np.int64).reshape(-1)
+    except OverflowError as e:
+        raise DatasetError(f"{where}: a label does not fit in 64 bits") from e
 
 
 # -- the binary format -------------------------------------------------------------------------
-def read_binary_batch(
-    path: str | Path, label_bytes: int, label_index: int, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One binary batch of records (label bytes, 3072 image bytes): images and labels, checked."""
+def read_binary_batch(path: str | Path, info: CIFARInfo) -> tuple[np.ndarray, np.ndarray]:
+    """One binary batch of dataset ``info``, records (label bytes, 3072 image bytes): images and
+    the labels read, checked (every label byte in its range)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from e
-    record = label_bytes + IMAGE_BYTES
+    raw = read_file(path)
+    check_official(path, raw, OFFICIAL_MD5)
+    record = info.label_bytes + IMAGE_BYTES
     if not raw or len(raw) % record:
         raise DatasetError(
             f"{path} is truncated or not a CIFAR binary batch: {len(raw)} bytes is not a "
             f"(non-zero) multiple of the record size {record} "
-            f"({label_bytes} label byte(s) + {IMAGE_BYTES} image bytes)"
+            f"({info.label_bytes} label byte(s) + {IMAGE_BYTES} image bytes)"
         )
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
-    labels = records[:, label_index].astype(np.int64)
-    images = records[:, label_bytes:].copy()
-    return images, _check_labels(labels, len(images), num_classes, str(path))
+    images = records[:, info.label_bytes :].copy()
+    labels = [
+        _check_labels(records[:, i].astype(np.int64), len(images), classes, str(path))
+        for i, classes in enumerate(info.label_classes)
+    ]
+    return images, labels[info.label_index]
 
 
 def _check_labels(labels: np.ndarray, count: int, num_classes: int, where: str) -> np.ndarray:
@@ -235,7 +289,7 @@ class CIFARFiles:
 
 def check_cifar_name(name: str) -> CIFARInfo:
     if name not in CIFAR_DATASETS:
-        raise ValueError(f"Invalid dataset: {name!r} (valid: {', '.join(CIFAR_DATASETS)})")
+        raise InvalidInput(f"Invalid dataset: {name!r} (valid: {', '.join(CIFAR_DATASETS)})")
     return CIFAR_DATASETS[name]
 
 
@@ -286,49 +340,26 @@ def how_to_get(name: str) -> str:
     )
 
 
-def read_cifar(
-    name: str, data_dir: str | Path | None = None
-) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(directory, train images, train labels, test images, test labels) as numpy arrays."""
-    info = check_cifar_name(name)
-    files = find_cifar(name, data_dir)
-
-    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        if files.format == "python":
-            return read_python_batch(path, info.python_label_key, info.num_classes)
-        return read_binary_batch(path, info.label_bytes, info.label_index, info.num_classes)
-
-    train = [read(p) for p in files.train]
-    test_x, test_y = read(files.test)
-    train_x = np.concatenate([x for x, _ in train])
-    train_y = np.concatenate([y for _, y in train])
-    return files.test.parent, train_x, train_y, test_x, test_y
-
-
-_CACHE: dict[tuple[str, str, str], ImageDataset] = {}
-
-
 def load_cifar(
     name: str, data_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> ImageDataset:
-    """Find, read, check and cache CIFAR dataset ``name`` on ``device``: images flattened to
+    """Find, read, verify and cache CIFAR dataset ``name`` on ``device``: images flattened to
     (count, 3072) uint8 in channels-first order (view them as (count, 3, 32, 32))."""
     info = check_cifar_name(name)
     files = find_cifar(name, data_dir)
-    key = (name, str(files.test.parent.resolve()), str(torch.device(device)))
-    if key not in _CACHE:
-        directory, train_x, train_y, test_x, test_y = read_cifar(name, data_dir)
+    paths = (*files.train, files.test)
+    return cached((name, *file_key(paths)), device, lambda: _read_cifar(name, info, files))
 
-        def tensor(a: np.ndarray) -> Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-        _CACHE[key] = ImageDataset(
-            name,
-            directory,
-            tensor(train_x),
-            tensor(train_y),
-            tensor(test_x),
-            tensor(test_y),
-            num_classes=info.num_classes,
-        )
-    return _CACHE[key]
+def _read_cifar(name: str, info: CIFARInfo, files: CIFARFiles) -> ImageDataset:
+    read = read_python_batch if files.format == "python" else read_binary_batch
+    train = [read(path, info) for path in files.train]
+    test_x, test_y = read(files.test, info)
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return ImageDataset(
+        name,
+        files.test.parent,
+        *(torch.from_numpy(np.ascontiguousarray(a)) for a in (train_x, train_y, test_x, test_y)),
+        num_classes=info.num_classes,
+    )
