@@ -44,10 +44,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         inputs=[args.config] if args.config else [],
     )
-    if not args.quiet:
+    checkpoints = Path(args.run_dir) / "checkpoints"
+    if state.best_epoch < 0:
+        print(
+            f"l2o: warning: meta-training ended after {state.seconds:.1f}s but no validation "
+            f"scored a finite loss, so there is no best checkpoint (lower optimizer.output_scale "
+            f"or meta.meta_lr?); the latest weights are in {checkpoints / 'last'}",
+            file=sys.stderr,
+        )
+    elif not args.quiet:
         print(
             f"done in {state.seconds:.1f}s: best validation f(theta_T) {state.best_validation:.4g} "
-            f"at epoch {state.best_epoch}; checkpoint {Path(args.run_dir) / 'checkpoints' / 'best'}"
+            f"at epoch {state.best_epoch}; checkpoint {checkpoints / 'best'}"
         )
     return 0
 

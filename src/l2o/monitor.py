@@ -172,9 +172,12 @@ class Monitor:
                 if finite.numel():
                     w.add_histogram(tag, finite, step)
             except ValueError as e:  # e.g. values so large that numpy cannot bin them
-                if tag not in self.skipped:
-                    self.skipped.add(tag)
-                    self._say(f"TensorBoard: histogram {tag} skipped from epoch {step} ({e})")
+                if not self.skipped:
+                    self._say(
+                        f"TensorBoard: histograms whose values cannot be binned are skipped "
+                        f"(first: {tag} at epoch {step}: {e})"
+                    )
+                self.skipped.add(tag)
         w.add_figure("validation/loss_curve", _curve_figure(scores["curve"], task_name, step), step)
         w.flush()
 

@@ -70,7 +70,8 @@ def prepare_directory(
 ) -> Path:
     """Create an empty output directory for ``kind`` of output and mark it as l2o's.
 
-    An existing empty directory is used as it is; a non-empty one needs ``force``, and even
+    An existing empty directory (or one that holds only the marker: a command killed just
+    after creating it) is used as it is; a non-empty one needs ``force``, and even
     then is replaced only if l2o created it for the same ``kind`` and it is none of the
     protected places (it holds none of ``inputs``, and is not the current or home directory or
     an ancestor of them). Call it only once every input has been validated: it is the first
@@ -80,7 +81,7 @@ def prepare_directory(
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirectoryExists(f"{path} exists and is not a directory")
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(p.name != MARKER for p in path.iterdir()):
         if not force:
             raise RunDirectoryExists(
                 f"directory {path} exists and is not empty; use --force to overwrite it "

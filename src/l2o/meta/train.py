@@ -482,10 +482,10 @@ class MetaTrainer:
                 f"no checkpoint was written (the first is due at epoch "
                 f"{min(self.config.validate_every, self.config.epochs)})"
             )
-        best = "" if math.isfinite(self.state.best_validation) else " (no validation was finite)"
+        best = "" if math.isfinite(self.state.best_validation) else "; no validation was finite"
         return (
-            f"the checkpoints in {self.run_dir / 'checkpoints'} (last: epoch "
-            f"{self.checkpoint_epoch}){best} are intact"
+            f"the checkpoints in {self.run_dir / 'checkpoints'} are intact (last: epoch "
+            f"{self.checkpoint_epoch}{best})"
         )
 
     def _monitor(self, method: str, *args: Any) -> None:
