@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 KILLS = 20
-EPOCHS = 40
+EPOCHS = 60
 ARGS = [
     "--set", "task.num_problems=8",
     "--set", f"meta.epochs={EPOCHS}",
@@ -33,6 +33,16 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def _command(run: Path) -> list[str]:
     resume = ["--resume"] if (run / "config.toml").exists() else []
     return [sys.executable, "-m", "l2o", "train", "--run-dir", str(run), *ARGS, *resume]
+
+
+def _wait_for_an_epoch(metrics: Path, process: subprocess.Popen, timeout: float = 30) -> None:
+    """Return once ``metrics`` has grown (an epoch ended) or the process has exited."""
+    size = metrics.stat().st_size if metrics.exists() else 0
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and process.poll() is None:
+        if metrics.exists() and metrics.stat().st_size > size:
+            return
+        time.sleep(0.01)
 
 
 def _weights(run: Path, name: str) -> dict[str, torch.Tensor]:
@@ -56,8 +66,11 @@ def test_random_sigkills_then_resume_give_the_uninterrupted_run(tmp_path):
     kills = 0
     while kills < KILLS:
         process = subprocess.Popen(_command(run), env=ENV, stderr=subprocess.PIPE)
-        # Python and torch start in ~2 s; the run then writes a checkpoint every ~0.1-0.3 s.
-        time.sleep(rng.uniform(1.0, 4.0))
+        if rng.random() < 0.2:  # while Python starts, or the run directory is being set up
+            time.sleep(rng.uniform(0.0, 3.0))
+        else:  # while it meta-trains: after its next epoch, within about two more
+            _wait_for_an_epoch(run / "metrics.jsonl", process)
+            time.sleep(rng.uniform(0.0, 0.5))
         if process.poll() is not None:  # finished (or failed) before the kill
             assert process.returncode == 0, process.stderr.read().decode()
             run_done = True
