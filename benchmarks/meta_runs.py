@@ -15,7 +15,6 @@ is read; nothing is trained or evaluated here. Writes benchmarks/results/<name>.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine, write_result  # noqa: E402
+from l2o.errors import L2OError  # noqa: E402
 from l2o.evaluate.draw import plot_validation_runs, read_metrics, validation_scores  # noqa: E402
 
 
@@ -36,7 +36,9 @@ def read_run(run_dir: Path) -> dict:
         entries = read_metrics(path)
         epochs, seconds = entries[-1]["epoch"] + 1, entries[-1]["seconds"]
         scores = validation_scores(entries)
-    except (json.JSONDecodeError, IndexError, KeyError, TypeError) as e:
+    except L2OError as e:  # a damaged line, named by read_metrics
+        raise SystemExit(f"error: {e}") from e
+    except (IndexError, KeyError, TypeError) as e:
         raise SystemExit(f"error: {path} is not a run's metrics.jsonl ({e!r})") from e
     if not scores:
         raise SystemExit(f"error: {path} holds no validation (the run stopped before validating)")

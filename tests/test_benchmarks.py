@@ -206,11 +206,14 @@ def test_meta_runs_puts_validations_side_by_side(tmp_path):
 def test_meta_runs_errors_are_one_line(tmp_path):
     a = write_metrics(tmp_path / "a", {2: 0.5}, 2)
     empty = write_metrics(tmp_path / "empty", {}, 1)
+    damaged = write_metrics(tmp_path / "damaged", {2: 0.5}, 2)
+    (damaged / "metrics.jsonl").write_text('{"epoch": 0,, "x": 1}\n{"epoch": 1}\n')
     for args, message in [
         ((f"{tmp_path / 'nowhere'}",), "is not LABEL=RUN_DIR"),
         ((f"x={tmp_path / 'nowhere'}",), "no metrics.jsonl in"),
         ((f"x={a}", f"x={a}"), "label 'x' given twice"),
         ((f"x={empty}",), "holds no validation"),
+        ((f"x={damaged}",), "line 1 is not valid JSON"),
     ]:
         done = run_meta_runs(tmp_path, *args)
         assert done.returncode != 0
