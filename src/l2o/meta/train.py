@@ -152,7 +152,9 @@ class MetaTrainConfig:
         if not (_is_real(self.meta_lr) and 0 < self.meta_lr < math.inf):
             raise InvalidInput(f"Invalid meta_lr: {self.meta_lr!r} (must be a finite number > 0)")
         if not (_is_real(self.clip_grad_norm) and 0 <= self.clip_grad_norm < math.inf):
-            raise InvalidInput(f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (must be >= 0)")
+            raise InvalidInput(
+                f"Invalid clip_grad_norm: {self.clip_grad_norm!r} (a number >= 0; 0 = no clipping)"
+            )
         if not (_is_real(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise InvalidInput(
                 f"Invalid ema_decay: {self.ema_decay!r} (must be in [0, 1); 0 = no averaging)"
