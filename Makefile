@@ -1,6 +1,6 @@
 # make demo   quick end-to-end: meta-train on quadratics, compare with tuned baselines
 # make test   lint + the test suite
-# make bench  the long quality and speed benchmarks (writes benchmarks/results/)
+# make bench  the long quality and speed benchmarks (writes benchmarks/<experiment>/results/)
 
 PYTHON ?= python3
 # The CPU build pinned here installs fast on our machines; on a GPU machine use e.g.
@@ -31,9 +31,9 @@ test: lint
 	$(PY) -m pytest tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/quadratic.py
-	$(PY) benchmarks/quadratic.py --config configs/quadratic-paper.toml --name quadratic-paper
-	$(PY) benchmarks/mnist.py
-	$(PY) benchmarks/conv.py
-	$(PY) benchmarks/headroom.py --config configs/conv.toml --name conv-headroom
-	$(PY) benchmarks/optim_overhead.py
+	$(PY) -m benchmarks.quadratic.run
+	$(PY) -m benchmarks.quadratic.run --config configs/quadratic-paper.toml --name quadratic-paper
+	$(PY) -m benchmarks.mnist.run
+	$(PY) -m benchmarks.conv.run
+	$(PY) -m benchmarks.tools.headroom --config configs/conv.toml --name conv-headroom
+	$(PY) -m benchmarks.speed.run

@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: machine description and result files."""
+"""Shared helpers of the benchmark scripts: where results go, machine description, result files."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ import torch
 import l2o
 from l2o.checkpoint import atomic_write_text
 from l2o.evaluate import rollout, write_json
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+EXPERIMENTS = ("quadratic", "mnist", "conv", "speed")  # benchmarks/<experiment>/
+
+
+def results_dir(experiment: str) -> Path:
+    """benchmarks/<experiment>/results: where an experiment's result files are written."""
+    return ROOT / "benchmarks" / experiment / "results"
 
 
 def machine() -> dict[str, Any]:

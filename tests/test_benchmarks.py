@@ -1,5 +1,9 @@
-"""benchmarks/checkpoints.py end to end on tiny IDX files: what it writes, and its errors."""
+"""The benchmark tools end to end on tiny IDX files (benchmarks/tools/checkpoints.py,
+headroom.py, meta_runs.py: what they write, and their errors), run as modules from the repository
+root as benchmarks/README.md says; and the layout of benchmarks/ (a package, one naming
+scheme for result files, an index that lists them all)."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -11,7 +15,7 @@ import pytest
 from l2o.data import write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "checkpoints.py"
+BENCHMARKS = ROOT / "benchmarks"
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +28,25 @@ def idx_dir(tmp_path_factory):
     return root
 
 
-def run_script(script, idx_dir, out, name, steps, *args):
-    """A benchmark script on the tiny IDX files: 3 runs in tasks of 2 nets, batches of 16."""
-    command = [
-        *(sys.executable, str(script), *args),
+def run_module(module, *args, timeout=300):
+    """``python -m <module> <args>`` from the repository root."""
+    command = [sys.executable, "-m", module, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def run_script(module, idx_dir, out, name, steps, *args):
+    """A benchmark tool on the tiny IDX files: 3 runs in tasks of 2 nets, batches of 16."""
+    return run_module(
+        module,
+        *args,
         *("--set", f"task.data_dir={json.dumps(str(idx_dir))}", "--set", "task.batch_size=16"),
         *("--runs", "3", "--problems-per-task", "2", "--steps", str(steps)),
         *("--out", str(out), "--name", name),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    )
 
 
 def run(idx_dir, out, *args):
-    return run_script(SCRIPT, idx_dir, out, "side-by-side", 6, *args)
+    return run_script("benchmarks.tools.checkpoints", idx_dir, out, "side-by-side", 6, *args)
 
 
 def test_compares_checkpoints_and_baselines_in_steps(idx_dir, tmp_path):
@@ -77,12 +87,9 @@ def test_bad_arguments_are_one_line_errors(idx_dir, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-HEADROOM = ROOT / "benchmarks" / "headroom.py"
-
-
 def run_headroom(idx_dir, out, *args):
     config = ("--config", str(ROOT / "configs" / "mnist.toml"), "--tune-runs", "2")
-    return run_script(HEADROOM, idx_dir, out, "headroom", 5, *config, *args)
+    return run_script("benchmarks.tools.headroom", idx_dir, out, "headroom", 5, *config, *args)
 
 
 def test_headroom_steps_and_per_tensor_rates(idx_dir, tmp_path):
@@ -133,9 +140,10 @@ def test_headroom_steps_and_per_tensor_rates(idx_dir, tmp_path):
 
 
 def test_per_tensor_adam_at_x1_is_adam(idx_dir, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from common import loss_curves as curves
-    from headroom import per_tensor_adam
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.common import loss_curves as curves
+    from benchmarks.tools.headroom import per_tensor_adam
+
     from l2o.config import load_config
     from l2o.meta.seeds import task_seed
     from l2o.optimizers import Adam
@@ -181,9 +189,8 @@ def write_metrics(run_dir, scores, epochs):
 
 
 def run_meta_runs(tmp_path, *args):
-    script = ROOT / "benchmarks" / "meta_runs.py"
-    command = [sys.executable, str(script), *args, "--out", str(tmp_path / "out"), "--name", "v"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    out = ("--out", str(tmp_path / "out"), "--name", "v")
+    return run_module("benchmarks.tools.meta_runs", *args, *out, timeout=120)
 
 
 def test_meta_runs_puts_validations_side_by_side(tmp_path):
@@ -218,3 +225,28 @@ def test_meta_runs_errors_are_one_line(tmp_path):
         done = run_meta_runs(tmp_path, *args)
         assert done.returncode != 0
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_meta_runs_without_out_needs_the_runs_task(tmp_path):
+    # --out defaults to benchmarks/<task>/results, the task read from the run's config.toml
+    a = write_metrics(tmp_path / "a", {2: 0.5}, 2)
+    done = run_module("benchmarks.tools.meta_runs", f"x={a}", "--name", "v", timeout=120)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert "config.toml" in done.stderr and "give --out" in done.stderr
+    (a / "config.toml").write_text("[meta]\nepochs = 2\n")
+    done = run_module("benchmarks.tools.meta_runs", f"x={a}", "--name", "v", timeout=120)
+    assert done.returncode != 0 and "names no task; give --out" in done.stderr
+
+
+SCRIPTS = sorted(p for p in BENCHMARKS.rglob("*.py") if "results" not in p.parts)
+EXPERIMENTS = sorted(p.parent.name for p in BENCHMARKS.glob("*/run.py"))
+
+
+def test_benchmarks_is_a_package_of_modules_without_path_hacks(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    assert EXPERIMENTS == ["conv", "mnist", "quadratic", "speed"]
+    for path in SCRIPTS:
+        assert (path.parent / "__init__.py").is_file(), path
+        assert "sys.path" not in path.read_text(), path
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        importlib.import_module(module.removesuffix(".__init__"))

@@ -13,15 +13,21 @@ then compares them with SGD, NAG, RMSprop and Adam, whose learning rates are tun
 on validation runs, on the same held-out runs (other theta_0 and minibatches) of every setting
 of configs/conv-fig6.toml (all labels; labels 0-4; labels 0-1), and writes
 
-    benchmarks/results/conv.json                    every number (curves, tuned lrs, timings)
-    benchmarks/results/conv.md                      tables, ratios to tuned Adam, machine
-    benchmarks/results/conv.<dataset>.<setting>.png loss vs step, log scale (Figure 6)
+    conv.json                     every number (curves, tuned lrs, timings)
+    conv.md                       tables, ratios to tuned Adam, machine
+    conv-<dataset>-<setting>.png  loss vs step, log scale (Figure 6)
+
+in benchmarks/conv/results/ (--out).
 
 Test loss and accuracy are of each run's final parameters on the held-out test images of the
 setting's labels, with batch norm in eval mode (the running statistics of the run).
 
-Reproduce:  nice -n 10 python benchmarks/conv.py        (torch uses 1 thread: the convolutions
-are small and a shared machine's cores are busy; --threads to change)
+Reproduce, from the repository root:
+
+    nice -n 10 python -m benchmarks.conv.run
+
+(torch uses 1 thread: the convolutions are small and a shared machine's cores are busy;
+--threads to change)
 """
 
 from __future__ import annotations
@@ -35,24 +41,21 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
 
-import torch  # noqa: E402
-
-from common import machine, machine_markdown  # noqa: E402
-from l2o.checkpoint import load_checkpoint  # noqa: E402
-from l2o.config import load_config, load_config_dict  # noqa: E402
-from l2o.data import DatasetError  # noqa: E402
-from l2o.data.images import locate_images  # noqa: E402
-from l2o.evaluate import plot_loss_curves, write_json  # noqa: E402
-from l2o.evaluate.compare import Comparison, OptimizerResult, tune_learning_rate  # noqa: E402
-from l2o.evaluate.figures import load_figure_preset  # noqa: E402
-from l2o.evaluate.rollout import rollout  # noqa: E402
-from l2o.meta import task_seed  # noqa: E402
-from l2o.optimizers import make_baseline  # noqa: E402
-from l2o.runs import train  # noqa: E402
-from l2o.tasks import make_task_family  # noqa: E402
+from benchmarks.common import ROOT, machine, machine_markdown, results_dir
+from l2o.checkpoint import load_checkpoint
+from l2o.config import load_config, load_config_dict
+from l2o.data import DatasetError
+from l2o.data.images import locate_images
+from l2o.evaluate import plot_loss_curves, write_json
+from l2o.evaluate.compare import Comparison, OptimizerResult, tune_learning_rate
+from l2o.evaluate.figures import load_figure_preset
+from l2o.evaluate.rollout import rollout
+from l2o.meta import task_seed
+from l2o.optimizers import make_baseline
+from l2o.runs import train
+from l2o.tasks import make_task_family
 
 VARIANTS = {
     "lstm": "conv.toml",
@@ -70,7 +73,7 @@ def main() -> int:
     parser.add_argument("--figure", default=str(ROOT / "configs" / "conv-fig6.toml"))
     parser.add_argument("--data-dir", default="", help="where the datasets are (task.data_dir)")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-conv"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(results_dir("conv")))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--jobs", type=int, default=1, help="settings evaluated in parallel")
     parser.add_argument(
@@ -168,7 +171,7 @@ def _evaluate_job(job) -> dict:
 def _setting_done(dataset, setting, r, out: Path, report: dict) -> None:
     """Draw a finished setting and save everything measured so far."""
     plot_loss_curves(
-        r, out / f"conv.{dataset}.{setting.name}.png",
+        r, out / f"conv-{dataset}-{setting.name}.png",
         title=f"{dataset}, {setting.title} ({r['runs']} runs)",
     )  # fmt: skip
     ratios = ", ".join(f"{k} / adam = {v:.3f}" for k, v in r["over_adam"].items())
@@ -289,7 +292,7 @@ def markdown(report: dict) -> str:
                     f"| {s['test_loss_mean']:.4f} | {100 * s['test_accuracy_mean']:.1f}% "
                     f"| {per_step:.1f} |"
                 )
-            lines += ["", f"![{name}](conv.{dataset}.{name}.png)", ""]
+            lines += ["", f"![{name}](conv-{dataset}-{name}.png)", ""]
         lines.append(
             "ms / step: wall-clock of one optimization step (gradient + optimizer step) per net, "
             "with 4 nets trained at once as one tensor program."

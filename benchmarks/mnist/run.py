@@ -9,22 +9,27 @@ configs/mnist-fig5.toml; then, as 20 runs make a noisy ratio, scores the LSTM an
 on 200 held-out runs of the 100-step setting (the table's 20 first) for a bootstrap interval of
 the headline ratio (--precision-runs); and writes
 
-    benchmarks/results/mnist.json              every number (curves, tuned lrs, test accuracy)
-    benchmarks/results/mnist.md                tables, ratios to tuned Adam, timings, machine
-    benchmarks/results/mnist.<setting>.png     loss vs step of each setting, paper style
-    benchmarks/results/mnist.fig5.png          the generalization grid
+    mnist.json                     every number (curves, tuned lrs, test accuracy)
+    mnist.md                       tables, ratios to tuned Adam, timings, machine
+    mnist-<dataset>-<setting>.png  loss vs step of each setting, paper style
+    mnist-<dataset>-fig5.png       the generalization grid
+
+in benchmarks/mnist/results/ (--out).
 
 With --ship the optimizer meta-trained on Fashion-MNIST is saved into the package as the
-pretrained ``mnist-mlp-lstm``. Reproduce:  python benchmarks/mnist.py --ship
-(the committed results were meta-trained with ``OMP_NUM_THREADS=2``: 2 torch threads on the
-2 cores; benchmarks/results/mnist.md gives the command and the time).
+pretrained ``mnist-mlp-lstm``. Reproduce, from the repository root:
 
-``--name`` names the result files (``<name>.json``, ``<name>.md``, ``<name>.*.png``) and, with
+    python -m benchmarks.mnist.run --ship
+
+(the committed results were meta-trained with ``OMP_NUM_THREADS=2``: 2 torch threads on the
+2 cores; benchmarks/mnist/results/mnist.md gives the command and the time).
+
+``--name`` names the result files (``<name>.json``, ``<name>.md``, ``<name>-*.png``) and, with
 ``--ship``, the pretrained optimizer (``mnist`` ships ``mnist-mlp-lstm``, any other name ships
 itself), for variants of the preset given with ``--set``, e.g. the shipped optimizer
 fine-tuned on 200-step horizons: --name mnist-mlp-lstm-200 --set meta.init_from=mnist-mlp-lstm
---set meta.horizon=200 --set meta.epochs=100 (benchmarks/results/mnist-finetune-*.md: not better
-than the shipped one, so not shipped).
+--set meta.horizon=200 --set meta.epochs=100 (benchmarks/mnist/results/mnist-finetune-*.md:
+not better than the shipped one, so not shipped).
 """
 
 from __future__ import annotations
@@ -39,25 +44,29 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
-from l2o.checkpoint import load_checkpoint, read_checkpoint, resolve, save_checkpoint  # noqa: E402
-from l2o.config import load_config  # noqa: E402
-from l2o.data import DatasetError, find_dataset  # noqa: E402
-from l2o.evaluate import plot_loss_curves, write_json  # noqa: E402
-from l2o.evaluate.figures import (  # noqa: E402
+from benchmarks.common import (
+    ROOT,
+    final_losses,
+    machine,
+    machine_markdown,
+    ratio_precision,
+    results_dir,
+)
+from l2o.checkpoint import load_checkpoint, read_checkpoint, resolve, save_checkpoint
+from l2o.config import load_config
+from l2o.data import DatasetError, find_dataset
+from l2o.evaluate import plot_loss_curves, write_json
+from l2o.evaluate.figures import (
     best_baseline,
     evaluate_setting,
     load_figure_preset,
     plot_generalization_grid,
     setting_family,
 )
-from l2o.evaluate.report import json_safe  # noqa: E402
-from l2o.meta.seeds import task_seed  # noqa: E402
-from l2o.optimizers import make_baseline  # noqa: E402
-from l2o.runs import train  # noqa: E402
+from l2o.evaluate.report import json_safe
+from l2o.meta.seeds import task_seed
+from l2o.optimizers import make_baseline
+from l2o.runs import train
 
 TARGETS = {  # LSTM / tuned Adam, mean final training loss
     "100-steps": 0.7,
@@ -81,7 +90,7 @@ def main() -> int:
     )
     parser.add_argument("--datasets", default="fashion-mnist,mnist", help="those found are run")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "bench-mnist"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(results_dir("mnist")))
     parser.add_argument("--ship", action="store_true", help="save into l2o/pretrained")
     parser.add_argument(
         "--name", default="mnist", help="result files <name>.*; the pretrained name with --ship"
@@ -168,7 +177,7 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
                 headline = (setting, options)
             if not setting.name.startswith("grid-"):
                 plot_loss_curves(
-                    evaluated, out / f"{args.name}.{dataset}.{setting.name}.png",
+                    evaluated, out / f"{args.name}-{dataset}-{setting.name}.png",
                     title=f"{dataset}: {setting.title or setting.name} ({evaluated['runs']} runs)",
                 )  # fmt: skip
             print(
@@ -186,7 +195,7 @@ def run_dataset(dataset: str, config, args, out: Path) -> dict:
     grid = [r for name, r in settings.items() if name.startswith("grid-")]
     if grid:
         plot_generalization_grid(
-            grid, out / f"{args.name}.{dataset}.fig5.png",
+            grid, out / f"{args.name}-{dataset}-fig5.png",
             title=f"{dataset}: final loss after {grid[0]['steps']} steps (LSTM trained on MLP(20))",
         )  # fmt: skip
     if args.ship and dataset == "fashion-mnist":
@@ -325,9 +334,9 @@ def markdown(report: dict, prefix: str = "mnist") -> str:
             lines += [precision_markdown(result["precision"]), ""]
         for setting in result["settings"]:
             if not setting.startswith("grid-"):
-                lines.append(f"![{setting}]({prefix}.{dataset}.{setting}.png)")
+                lines.append(f"![{setting}]({prefix}-{dataset}-{setting}.png)")
         if any(n.startswith("grid-") for n in result["settings"]):
-            lines.append(f"![generalization grid]({prefix}.{dataset}.fig5.png)")
+            lines.append(f"![generalization grid]({prefix}-{dataset}-fig5.png)")
         lines.append("")
     if report.get("note"):
         lines += [report["note"], ""]
@@ -368,7 +377,7 @@ def ship(optimizer, record, result, seconds: float, name: str = "mnist") -> None
             "meta_training_minutes": seconds / 60,
             "machine": machine()["cpu"],
         },
-        "command": shlex.join(["python", "benchmarks/mnist.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks.mnist.run", *sys.argv[1:]]),
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(dest, optimizer, json_safe(shipped))

@@ -5,12 +5,15 @@ RMSprop and Adam on 1000 held-out quadratics (8 test tasks x 125 functions; lear
 tuned on 2 x 125 validation functions), then scores the LSTM and the tuned Adam on 10,000
 held-out functions (the 1000 first) to show how precise a 1000-function ratio is, and writes
 
-    benchmarks/results/quadratic.json   every number
-    benchmarks/results/quadratic.md     the table, the ratio to tuned Adam, timings, machine
-    benchmarks/results/quadratic.png    loss vs step, paper style
+    quadratic.json   every number
+    quadratic.md     the table, the ratio to tuned Adam, timings, machine
+    quadratic.png    loss vs step, paper style
 
-With --ship the trained optimizer is copied into the package as the pretrained
-``quadratic-lstm``. Reproduce:  python benchmarks/quadratic.py --ship   (1 torch thread; the same weights every time)
+in benchmarks/quadratic/results/ (--out; ``--name`` names them <name>.{json,md,png}). With
+--ship the trained optimizer is copied into the package as the pretrained ``quadratic-lstm``.
+Reproduce, from the repository root:
+
+    python -m benchmarks.quadratic.run --ship   (1 torch thread; the same weights every time)
 """
 
 from __future__ import annotations
@@ -20,20 +23,24 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
 
-import torch  # noqa: E402
-
-from common import final_losses, machine, machine_markdown, ratio_precision  # noqa: E402
-from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
-from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import compare, format_table, plot_loss_curves, write_json  # noqa: E402
-from l2o.meta.seeds import task_seed  # noqa: E402
-from l2o.meta.train import TrainingState  # noqa: E402
-from l2o.optimizers import make_baseline  # noqa: E402
-from l2o.runs import train  # noqa: E402
-from l2o.tasks import QuadraticFamily  # noqa: E402
+from benchmarks.common import (
+    ROOT,
+    final_losses,
+    machine,
+    machine_markdown,
+    ratio_precision,
+    results_dir,
+)
+from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from l2o.config import load_config
+from l2o.evaluate import compare, format_table, plot_loss_curves, write_json
+from l2o.meta.seeds import task_seed
+from l2o.meta.train import TrainingState
+from l2o.optimizers import make_baseline
+from l2o.runs import train
+from l2o.tasks import QuadraticFamily
 
 TARGET_RATIO = 0.4
 TARGET_MINUTES = 15
@@ -44,7 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "quadratic.toml"))
     parser.add_argument("--run-dir", help="default: runs/bench-NAME")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(results_dir("quadratic")))
     parser.add_argument("--name", default="quadratic", help="result file stem (default quadratic)")
     parser.add_argument("--ship", action="store_true", help="copy into l2o/pretrained")
     parser.add_argument("--note", default="", help="a sentence for the .md (e.g. machine load)")
@@ -248,9 +255,9 @@ def ship(optimizer, record, result, name: str) -> None:
             "test_runs": result["runs"],
             "steps": result["steps"],
             "machine": b["machine"]["cpu"],
-            "results": f"benchmarks/results/{name}.json",
+            "results": f"benchmarks/quadratic/results/{name}.json",
         },
-        "command": "python benchmarks/quadratic.py --ship",
+        "command": "python -m benchmarks.quadratic.run --ship",
     }
     save_checkpoint(dest, optimizer, shipped)
     print(f"shipped {dest}.safetensors")

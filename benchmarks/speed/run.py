@@ -14,9 +14,9 @@ holding 70% and 30% of them, two small "biases"), it measures
   gradients, per parameter (on the CPU: the rise of the peak resident set size, VmHWM, of a
   fresh process; on CUDA: ``max_memory_allocated``).
 
-and writes benchmarks/results/optim_overhead.{json,md}. Reproduce:
+and writes benchmarks/speed/results/speed.{json,md}. Reproduce, from the repository root:
 
-    python benchmarks/optim_overhead.py [--device cuda] [--threads 1] [--sizes 10000,100000,1000000]
+    python -m benchmarks.speed.run [--device cuda] [--threads 1] [--sizes 10000,100000,1000000]
 """
 
 from __future__ import annotations
@@ -32,14 +32,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import l2o  # noqa: E402
-from common import machine, machine_markdown  # noqa: E402
-from l2o.checkpoint import atomic_write_text  # noqa: E402
-from l2o.optim import LearnedOptimizer  # noqa: E402
-from l2o.optimizers import Adam, CoordinatewiseLSTM, StepOptimizer  # noqa: E402
+import l2o
+from benchmarks.common import ROOT, machine, machine_markdown, results_dir
+from l2o.checkpoint import atomic_write_text
+from l2o.optim import LearnedOptimizer
+from l2o.optimizers import Adam, CoordinatewiseLSTM, StepOptimizer
 
 FRESH = "fresh-lstm"
 FRESH_LABEL = "fresh CoordinatewiseLSTM() 2x20"
@@ -144,9 +141,9 @@ def peak_step_bytes(kind: str, n: int, device: str, names: list[str]) -> int:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     # CPU: in a fresh process, so that the peak resident set size belongs to this case alone.
-    command = [sys.executable, __file__, "--peak-of", kind, "--n", str(n), "--names", *names]
-    command += ["--threads", str(torch.get_num_threads())]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "benchmarks.speed.run", "--peak-of", kind, "--n", str(n)]
+    command += ["--names", *names, "--threads", str(torch.get_num_threads())]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return int(done.stdout.strip().splitlines()[-1])
 
 
@@ -187,7 +184,7 @@ def main() -> int:
     )
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--note", default="", help="a sentence on how it was run, for the report")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(results_dir("speed")))
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--names", nargs="*", help=argparse.SUPPRESS)
@@ -252,9 +249,9 @@ def main() -> int:
         "machine": machine(),
     }
     out = Path(args.out)
-    atomic_write_text(out / "optim_overhead.json", json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out / "optim_overhead.md", markdown(result, labels))
-    print(f"wrote {out / 'optim_overhead.json'} and {out / 'optim_overhead.md'}")
+    atomic_write_text(out / "speed.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "speed.md", markdown(result, labels))
+    print(f"wrote {out / 'speed.json'} and {out / 'speed.md'}")
     return 0
 
 

@@ -2,20 +2,22 @@
 
 For choosing between meta-training variants (e.g. the meta-loss of configs/mnist.toml) without
 touching the benchmark's own test runs: every checkpoint and Adam (at a given learning rate,
-by default the one tuned in benchmarks/results/<task>.json, i.e. mnist.json or conv.json)
-train the same ``--runs`` nets of the preset's task for ``--steps`` steps, on test tasks
-disjoint from those of benchmarks/mnist.py and benchmarks/conv.py (test seeds from 1000 on);
+by default the one tuned in benchmarks/<task>/results/<task>.json, i.e. mnist.json or
+conv.json) train the same ``--runs`` nets of the preset's task for ``--steps`` steps, on test
+tasks disjoint from those of benchmarks/mnist/run.py and benchmarks/conv/run.py (test seeds from
+1000 on);
 each gets its mean final training loss and its ratio to Adam with a bootstrap 95% interval, the
 same for its loss averaged over steps 1..T (how fast it gets there), and the norm of each
 parameter tensor at step T (e.g. how far the conv weights that batch norm divides by have
 grown). ``--baselines adam,nag`` adds other hand-designed optimizers at their tuned learning
-rates. Writes benchmarks/results/<name>.{json,md} and <name>.png (the mean loss curves).
-Reproduce:
+rates. Writes <name>.{json,md} and <name>.png (the mean loss curves) into the results folder of
+the task's experiment, benchmarks/<task>/results/ (--out), <name> by default <task>-checkpoints.
+Reproduce, from the repository root:
 
-    python benchmarks/checkpoints.py LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
+    python -m benchmarks.tools.checkpoints LABEL=CHECKPOINT ... --name mnist-meta-loss --note ...
 
-(Result files made before it was renamed record it as benchmarks/mnist_checkpoints.py, which
-still runs it.)
+(Result files record it under its former names, benchmarks/checkpoints.py and, before that,
+benchmarks/mnist_checkpoints.py; benchmarks/README.md maps old commands to new ones.)
 
 Other settings of the task family with --set (and --steps), e.g. the 2-layer net of Fig. 4:
 --set 'task.hidden_sizes=[20, 20]'; Adam's lr is then the one mnist.json tuned for that setting
@@ -33,23 +35,20 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.common import ROOT, machine, ratio_precision, results_dir, write_result
+from l2o.checkpoint import load_checkpoint, resolve
+from l2o.config import load_config
+from l2o.evaluate import plot_loss_curves, rollout
+from l2o.meta.seeds import task_seed
+from l2o.optimizers import BASELINES, make_baseline
 
-from common import machine, ratio_precision, write_result  # noqa: E402
-from l2o.checkpoint import load_checkpoint, resolve  # noqa: E402
-from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import plot_loss_curves, rollout  # noqa: E402
-from l2o.meta.seeds import task_seed  # noqa: E402
-from l2o.optimizers import BASELINES, make_baseline  # noqa: E402
-
-FIRST_TEST_TASK = 1000  # benchmarks/mnist.py uses test tasks 0-49, benchmarks/conv.py 0-2
+FIRST_TEST_TASK = 1000  # benchmarks/mnist/run.py uses test tasks 0-49, conv/run.py 0-2
 
 
 def tuned_lr(task: dict, steps: int, baseline: str = "adam") -> float | None:
-    """The lr benchmarks/<task>.py tuned for ``baseline`` on the setting with this task and
-    steps, if any."""
-    path = ROOT / "benchmarks" / "results" / f"{task['name']}.json"
+    """The lr benchmarks/<task>/run.py tuned for ``baseline`` on the setting with this task and
+    steps, if any (in benchmarks/<task>/results/<task>.json)."""
+    path = results_dir(task["name"]) / f"{task['name']}.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
@@ -63,7 +62,7 @@ def tuned_lr(task: dict, steps: int, baseline: str = "adam") -> float | None:
 
 
 def baseline_lrs(parser, family, steps: int, given: dict[str, float | None], hint: str) -> dict:
-    """Each baseline's learning rate: the one given, else the one benchmarks/<task>.json tuned for
+    """Each baseline's learning rate: the one given, else the one <task>.json tuned for
     this task and number of steps. A parser error (its ``hint`` says what to do) for a given rate
     that is not > 0 and for baselines with neither."""
     bad = {b: lr for b, lr in given.items() if lr is not None and not lr > 0}
@@ -74,8 +73,8 @@ def baseline_lrs(parser, family, steps: int, given: dict[str, float | None], hin
     untuned = [b for b, lr in lrs.items() if lr is None]
     if untuned:
         parser.error(
-            f"benchmarks/results/{family.name}.json tuned {untuned} for no setting with this "
-            f"task and {steps} steps; {hint}"
+            f"benchmarks/{family.name}/results/{family.name}.json tuned {untuned} for no setting "
+            f"with this task and {steps} steps; {hint}"
         )
     return lrs
 
@@ -127,8 +126,8 @@ def main() -> int:
         help="hand-designed optimizers to run, comma-separated, each at the lr <task>.json "
         f"tuned for it (valid: {', '.join(BASELINES)}); Adam, the reference, always runs",
     )
-    parser.add_argument("--name", default="checkpoints")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", help="result file stem; default <task>-checkpoints")
+    parser.add_argument("--out", help="default benchmarks/<task>/results")
     parser.add_argument("--note", default="")
     parser.add_argument("--device", default="cpu", help="where the runs train, e.g. cuda")
     args = parser.parse_args()
@@ -148,8 +147,10 @@ def main() -> int:
     if family.name not in ("mnist", "conv"):
         parser.error(
             f"--config {args.config} is a {family.name!r} task; this benchmark compares "
-            f"checkpoints on the mnist and conv families (benchmarks/mnist.py, conv.py)"
+            f"checkpoints on the mnist and conv families (benchmarks/mnist, benchmarks/conv)"
         )
+    args.name = args.name or f"{family.name}-checkpoints"
+    args.out = args.out or str(results_dir(family.name))
     given = {b: args.adam_lr if b == "adam" else None for b in baselines}
     hint = "give --adam-lr (Adam) or leave them out of --baselines"
     lrs = baseline_lrs(parser, family, args.steps, given, hint)
@@ -210,7 +211,7 @@ def main() -> int:
         "",
         f"Mean training (minibatch) loss at step {args.steps} over the same {runs} "
         f"held-out runs of {describe(family)} on {family.dataset} (test tasks "
-        f"{FIRST_TEST_TASK} on, disjoint from benchmarks/{family.name}.py's), and the ratio to "
+        f"{FIRST_TEST_TASK} on, disjoint from benchmarks/{family.name}/run.py's), and the ratio to "
         f"Adam at lr {lrs['adam']:.3g} with a bootstrap 95% interval"
         + (f"; also {others}" if others else "")
         + f". The last columns: the loss averaged over steps 1-{args.steps} (how fast each "

@@ -1,7 +1,7 @@
 """Benchmark: how far below tuned Adam's loss at step T is a target such as 0.85 of it?
 
-Two measurements on the held-out runs of benchmarks/checkpoints.py (test tasks 1000 on), with the
-baselines at the learning rates benchmarks/results/<task>.json tuned for T steps:
+Two measurements on the held-out runs of benchmarks/tools/checkpoints.py (test tasks 1000 on), with
+the baselines at the learning rates benchmarks/<task>/results/<task>.json tuned for T steps:
 
 1. **Steps.** Adam and NAG train on for ``--long-steps`` steps. For each, the first step at which
    its mean loss over the runs (averaged over a centred window of ``--window`` steps, since
@@ -15,9 +15,10 @@ baselines at the learning rates benchmarks/results/<task>.json tuned for T steps
    validation loss at step T falls. Then its loss at step T on the held-out runs, against Adam's.
    How much of the target per-layer step sizes alone (which a learned optimizer could find) give.
 
-Writes benchmarks/results/<name>.{json,md,png}. Reproduce:
+Writes <name>.{json,md,png} (<name> by default <task>-headroom) into benchmarks/<task>/results/
+(--out). Reproduce, from the repository root:
 
-    python benchmarks/headroom.py --config configs/conv.toml --name conv-headroom
+    python -m benchmarks.tools.headroom --config configs/conv.toml --name conv-headroom
 """
 
 from __future__ import annotations
@@ -25,25 +26,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
 
-from checkpoints import FIRST_TEST_TASK, baseline_lrs, sample_tasks  # noqa: E402
-from common import final_losses, loss_curves, machine, ratio_precision, write_result  # noqa: E402
-from l2o.config import load_config  # noqa: E402
-from l2o.evaluate.report import save_figure  # noqa: E402
-from l2o.optimizers import Adam, make_baseline  # noqa: E402
-from l2o.optimizers.grouped import GroupedOptimizer  # noqa: E402
+from benchmarks.common import (
+    ROOT,
+    final_losses,
+    loss_curves,
+    machine,
+    ratio_precision,
+    results_dir,
+    write_result,
+)
+from benchmarks.tools.checkpoints import FIRST_TEST_TASK, baseline_lrs, sample_tasks
+from l2o.config import load_config
+from l2o.evaluate.report import save_figure
+from l2o.optimizers import Adam, make_baseline
+from l2o.optimizers.grouped import GroupedOptimizer
 
 FIRST_TUNE_TASK = 3000
 
@@ -79,8 +84,8 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=0.85)
     parser.add_argument("--window", type=int, default=11)
     parser.add_argument("--factor", type=float, default=3.0)
-    parser.add_argument("--name", default="headroom")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", help="result file stem; default <task>-headroom")
+    parser.add_argument("--out", help="default benchmarks/<task>/results")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     for flag in ("runs", "tune_runs", "problems_per_task", "steps", "window"):
@@ -94,6 +99,8 @@ def main() -> int:
     family = dataclasses.replace(
         load_config(args.config, args.set).task, num_problems=args.problems_per_task
     )
+    args.name = args.name or f"{family.name}-headroom"
+    args.out = args.out or str(results_dir(family.name))
     given = {"adam": args.adam_lr, "nag": args.nag_lr}
     lrs = baseline_lrs(parser, family, args.steps, given, "give --adam-lr / --nag-lr")
     test = sample_tasks(family, "test", FIRST_TEST_TASK, args.runs)

@@ -6,9 +6,11 @@ family) on the lines of the epochs that validated. This puts those scores side b
 column per run, with each run's best, how many epochs it ran and for how long; and draws them.
 It is how a variant that was stopped early (or one whose checkpoints are gone) is compared
 with the preset's run: at equal epochs, on the same validation tasks. Only what the runs wrote
-is read; nothing is trained or evaluated here. Writes benchmarks/results/<name>.{json,md,png}.
+is read; nothing is trained or evaluated here. Writes <name>.{json,md,png} into the results
+folder of the runs' experiment, benchmarks/<task>/results/ (the task of the first run's
+config.toml; --out to choose). From the repository root:
 
-    python benchmarks/meta_runs.py preset=runs/mnist linear=runs/lin/fashion-mnist \
+    python -m benchmarks.tools.meta_runs preset=runs/mnist linear=runs/lin/fashion-mnist \
         --name mnist-linear-weights-validation --note '...'
 """
 
@@ -18,12 +20,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import machine, write_result  # noqa: E402
-from l2o.errors import L2OError  # noqa: E402
-from l2o.evaluate.draw import plot_validation_runs, read_metrics, validation_scores  # noqa: E402
+from benchmarks.common import machine, results_dir, write_result
+from l2o.config import load_config_dict
+from l2o.errors import L2OError
+from l2o.evaluate.draw import plot_validation_runs, read_metrics, validation_scores
 
 
 def read_run(run_dir: Path) -> dict:
@@ -51,6 +51,18 @@ def read_run(run_dir: Path) -> dict:
         "best_epoch": best,
         "best_validation": scores[best],
     }
+
+
+def experiment_results(run_dir: Path) -> Path:
+    """benchmarks/<task>/results for the task of a run (its config.toml, which l2o train
+    writes)."""
+    try:
+        task = load_config_dict(run_dir / "config.toml").get("task", {}).get("name")
+    except L2OError as e:
+        raise SystemExit(f"error: {e}; give --out") from e
+    if not task:
+        raise SystemExit(f"error: {run_dir / 'config.toml'} names no task; give --out")
+    return results_dir(task)
 
 
 def markdown(name: str, runs: dict[str, dict]) -> list[str]:
@@ -85,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     parser.add_argument("--name", required=True, help="result files <name>.{json,md,png}")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", help="default benchmarks/<task>/results, <task> the runs'")
     parser.add_argument("--note", default="", help="what the runs are: their commands, machine")
     args = parser.parse_args(argv)
     runs: dict[str, dict] = {}
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if label in runs:
             raise SystemExit(f"error: label {label!r} given twice")
         runs[label] = read_run(Path(run_dir))
-    out = Path(args.out)
+    out = Path(args.out or experiment_results(Path(args.runs[0].partition("=")[2])))
     out.mkdir(parents=True, exist_ok=True)
     plot_validation_runs(
         {label: run["validation"] for label, run in runs.items()}, out / f"{args.name}.png"

@@ -2,7 +2,7 @@
 
 A learned optimizer meta-trained for a fixed horizon can learn a schedule (it knows the step
 through its state, or directly with ``optimizer.time_scales``), while the tuned baselines of
-benchmarks/mnist.py and benchmarks/conv.py run at a constant learning rate. This measures
+benchmarks/mnist/run.py and benchmarks/conv/run.py run at a constant learning rate. This measures
 what a schedule alone is worth: Adam and NAG with their learning rate multiplied at step t
 (of T) by
 
@@ -12,10 +12,12 @@ what a schedule alone is worth: Adam and NAG with their learning rate multiplied
 (multiplying the update is multiplying the learning rate, exactly, for these optimizers). For
 each optimizer and schedule the learning rate is tuned on one batch of ``--runs`` validation
 nets (the mean loss at step T), then the tuned pair trains ``--runs`` held-out test nets (test
-tasks from 2000 on, disjoint from the other benchmarks'). Writes
-benchmarks/results/<name>.{json,md}. Reproduce:
+tasks from 2000 on, disjoint from the other benchmarks'). Writes <name>.{json,md} (<name> by
+default <task>-schedules) into benchmarks/<task>/results/ (--out). Reproduce, from the
+repository root:
 
-    python benchmarks/schedules.py --config configs/conv.toml --device cuda --name conv-schedules
+    python -m benchmarks.tools.schedules --config configs/conv.toml --device cuda \
+        --name conv-schedules
 """
 
 from __future__ import annotations
@@ -27,20 +29,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import torch
 
-import torch  # noqa: E402
-
-from common import machine, write_result  # noqa: E402
-from l2o.config import load_config  # noqa: E402
-from l2o.evaluate import rollout  # noqa: E402
-from l2o.meta.seeds import task_seed  # noqa: E402
-from l2o.optimizers import make_baseline  # noqa: E402
-from l2o.optimizers.base import OptState, StepOptimizer  # noqa: E402
+from benchmarks.common import ROOT, machine, results_dir, write_result
+from l2o.config import load_config
+from l2o.evaluate import rollout
+from l2o.meta.seeds import task_seed
+from l2o.optimizers import make_baseline
+from l2o.optimizers.base import OptState, StepOptimizer
 
 SCHEDULES = ("constant", "cosine", "linear", "warmup-cosine")
-GRIDS = {  # around the constant rates benchmarks/conv.py and mnist.py tuned
+GRIDS = {  # around the constant rates benchmarks/conv/run.py and mnist/run.py tuned
     "adam": [0.0032, 0.0056, 0.01, 0.0178, 0.0316, 0.0562],
     "nag": [0.031, 0.055, 0.1, 0.178, 0.316],
 }
@@ -85,11 +84,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=48, help="nets for tuning, and for testing")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--device", default="cpu", help="where the runs train, e.g. cuda")
-    parser.add_argument("--name", default="schedules")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--name", help="result file stem; default <task>-schedules")
+    parser.add_argument("--out", help="default benchmarks/<task>/results")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     family = dataclasses.replace(load_config(args.config).task, num_problems=args.runs)
+    args.name = args.name or f"{family.name}-schedules"
+    args.out = args.out or str(results_dir(family.name))
     validation = family.sample(task_seed("validation", FIRST_TASK), device=args.device)
     test = family.sample(task_seed("test", FIRST_TASK), device=args.device)
     rows: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 * an evaluation ``results.json``: loss vs step (log scale, tuned learning rates in the legend,
   spread shaded) and a bar chart of final losses (median, whiskers at the quartiles);
-* a results file of several settings (``benchmarks/results/mnist.json``): the same per
+* a results file of several settings (``benchmarks/mnist/results/mnist.json``): the same per
   setting, and the generalization grid of Figure 5 (final loss over width x depth);
 * a run directory: meta-training curves (meta-loss and validation loss vs epoch), pictures of
   the behaviour of its best checkpoint (update vs gradient; trajectories on Rosenbrock and on
@@ -126,8 +126,8 @@ def draw_results(result: dict[str, Any], out: Path, fmt: str) -> list[Path]:
 
 
 def draw_settings(settings: dict[str, Any], out: Path, fmt: str) -> list[Path]:
-    """A results file of several settings (e.g. benchmarks/results/mnist.json): loss curves and
-    bars per setting, and the generalization grid (Fig. 5) of the ``grid-*`` settings."""
+    """A results file of several settings (e.g. benchmarks/mnist/results/mnist.json): loss curves
+    and bars per setting, and the generalization grid (Fig. 5) of the ``grid-*`` settings."""
     from l2o.evaluate.figures import plot_generalization_grid
     from l2o.evaluate.report import plot_final_loss_bars, plot_loss_curves
 

@@ -6,24 +6,19 @@ descent by gradient descent", section 2.1 and Appendix A.
 m is a small multi-layer LSTM applied to every coordinate of theta independently: the weights phi
 are shared by all coordinates, each coordinate keeps its own hidden and cell state. All
 coordinates of all parameter tensors are flattened into one batch of N rows, so a step is one
-matmul per LSTM layer whatever the number or shape of the tensors.
+matmul per LSTM layer whatever the number or shape of the tensors. The gradient is preprocessed
+(Appendix A, ``log_sign_preprocess``) and the LSTM's output multiplied by a constant (0.1 for
+MNIST). The LSTM layer itself, with its backward pass written out for speed, and the chunked step
+taken without autograd are in ``l2o.optimizers.lstm_kernel``.
 
-Beyond the paper, ``LSTMConfig.momentum`` lets the LSTM read running averages of the gradient
-(momenta, bias-corrected as in Adam) besides the gradient itself, and ``LSTMConfig.rms_decay``
-adds the gradient and each momentum divided by the running RMS of the gradient (Adam's
-m / sqrt(v); the scaled inputs of Wichrowska et al., 2017). By default it reads the gradient
-alone, as in the paper. ``LSTMConfig.time_scales`` lets it read the step number t as well, through
-tanh(t / s) for each timescale s: with it, the LSTM can learn a schedule over the horizon it is
-meta-trained on. ``LSTMConfig.gain`` adds a term linear in the gradient to its update:
--sum_j exp(a_j(h_t)) s_j over the gradient and each momentum s_j, with per-coordinate learning
-rates exp(a_j) read off the LSTM's last hidden state (the paper's update, a bounded function of
-log|g| and sign g, cannot grow in proportion to the gradient as SGD's and NAG's steps do). Given as
-a list, ``gain`` sets each signal's initial rate, and with ``rms_decay`` the term can read the
-RMS-scaled signals too: ``momentum=[0.9], rms_decay=0.999, gain=[0, 0, 0, lr]`` and
-``zero_output=True`` start exactly as Adam at learning rate lr, which meta-training then modifies
-(a nominal optimizer inside the learned one, as in Harrison et al., 2022). With
-``LSTMConfig.param_input`` it also reads each coordinate's value theta_t (callers pass it:
-``reads_params``), as learned_optimization's optimizers do.
+Beyond the paper, each off by default (``LSTMConfig`` says what each does), the LSTM can read
+more inputs, the features of ``l2o.optimizers.features``: bias-corrected momenta
+(``momentum``), the gradient and each momentum divided by the gradient's running RMS
+(``rms_decay``: Adam's m / sqrt(v)), step features tanh(t / s) (``time_scales``) and each
+coordinate's value theta_t (``param_input``); and its update can include a nominal term
+(``gain``, ``zero_output``: ``l2o.optimizers.heads.NominalTerm``), e.g. Adam's update
+``momentum=[0.9], rms_decay=0.999, gain=[0, 0, 0, lr], zero_output=True``, which meta-training
+then modifies (Harrison et al., 2022).
 """
 
 from __future__ import annotations
@@ -31,15 +26,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
+from l2o.optimizers.features import Momentum, RunningRMS, step_features
+from l2o.optimizers.heads import NominalTerm
+from l2o.optimizers.lstm_kernel import LSTMLayer, in_column_chunks
 
 PREPROCESSING = ("none", "log_sign")
+
+# The options beyond the paper. ``spec`` leaves out those that are off: the records of the
+# shipped checkpoints and torch.optim state dicts saved before these options existed describe
+# the paper's LSTM without them, and are compared with ``spec()`` for equality
+# (``l2o.runs.initialise_from``, ``LearnedOptimizer.load_state_dict``, tests/test_pretrained.py);
+# ``from_spec`` gives a left-out option its default, off.
+BEYOND_THE_PAPER = ("momentum", "rms_decay", "time_scales", "gain", "zero_output", "param_input")
 
 
 def _is_int(value) -> bool:
@@ -198,78 +203,12 @@ def log_sign_preprocess(grad: Tensor, p: float = 10.0) -> Tensor:
     return torch.stack([log_part, sign_part], dim=-1)
 
 
-def tanh_(x: Tensor) -> Tensor:
-    """tanh in place. On CPU as 2 sigmoid(2x) - 1: several times faster than torch.tanh, whose
-    kernel is much slower than sigmoid's (torch 2.13), and equal to it within float rounding
-    (absolute error < 2e-7 in float32, tested)."""
-    if x.device.type != "cpu":
-        return x.tanh_()
-    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
-
-
-class LSTMLayer(torch.autograd.Function):
-    """One LSTM layer over all coordinates, with its backward pass written out.
-
-    Tensors are transposed, one coordinate per column: x (input_size, N), h and c (hidden, N),
-    weight (4 hidden, input_size + hidden), bias (4 hidden,).
-
-        [i; f; g; o] = W [x; h] + b
-        c' = sigmoid(f) * c + sigmoid(i) * tanh(g)        h' = sigmoid(o) * tanh(c')
-
-    Autograd through the same ops gives the same numbers (tested against torch.nn.LSTM and by
-    gradcheck); writing the backward by hand keeps the four gate gradients in one block of memory
-    that the weight gradient's matmul reads directly (autograd concatenates them, and copies),
-    and saves the activated gates instead of every intermediate. The MNIST preset's meta-training
-    went from 1.10 to 0.96 s per epoch (2800 epochs in 51.5 min before, 3300 in 52.9 min after,
-    benchmarks/results/mnist.md then and now). The backward is not itself differentiable (meta-
-    gradients need first derivatives of the LSTM only, second-order meta-training included).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, h: Tensor, c: Tensor, weight: Tensor, bias: Tensor):
-        hidden = h.shape[0]
-        xh = torch.cat([x, h])
-        gates = torch.addmm(bias.unsqueeze(1), weight, xh)
-        gates[: 2 * hidden].sigmoid_()  # i, f
-        tanh_(gates[2 * hidden : 3 * hidden])  # g
-        gates[3 * hidden :].sigmoid_()  # o
-        i, f, g, o = gates.chunk(4)
-        c_new = torch.addcmul(f * c, i, g)
-        tanh_c = tanh_(c_new.clone())
-        h_new = o * tanh_c
-        ctx.save_for_backward(xh, gates, c, tanh_c, weight)
-        return h_new, c_new
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dh: Tensor | None, dc_new: Tensor | None):
-        xh, gates, c, tanh_c, weight = ctx.saved_tensors
-        i, f, g, o = gates.chunk(4)
-        dgates = torch.empty_like(gates)
-        di, df, dg, do = dgates.chunk(4)
-        if dh is None:
-            dh = torch.zeros_like(c)
-        # dL/dc' = dL/dh' o (1 - tanh(c')^2) + dL/dc' from the next step
-        dc = torch.ops.aten.tanh_backward(torch.mul(dh, o, out=do), tanh_c)
-        if dc_new is not None:
-            dc += dc_new
-        # gate gradients before the nonlinearities: sigmoid' = s (1 - s), tanh' = 1 - t^2
-        torch.ops.aten.sigmoid_backward.grad_input(torch.mul(dh, tanh_c, out=do), o, grad_input=do)
-        torch.ops.aten.sigmoid_backward.grad_input(torch.mul(dc, g, out=di), i, grad_input=di)
-        torch.ops.aten.sigmoid_backward.grad_input(torch.mul(dc, c, out=df), f, grad_input=df)
-        torch.ops.aten.tanh_backward.grad_input(torch.mul(dc, i, out=dg), g, grad_input=dg)
-        dweight = dgates @ xh.t() if ctx.needs_input_grad[3] else None
-        dbias = dgates.sum(1) if ctx.needs_input_grad[4] else None
-        dxh = weight.t() @ dgates  # rows: x's, then h's
-        n_in = xh.shape[0] - c.shape[0]
-        return dxh[:n_in], dxh[n_in:], dc.mul_(f), dweight, dbias
-
-
 class CoordinatewiseLSTM(StepOptimizer):
     """The paper's learned optimizer. ``step`` maps gradients of any shapes to updates.
 
     State per coordinate: (h, c) for every layer, each of shape (N, hidden_size), N = total
-    number of coordinates of all parameter tensors.
+    number of coordinates of all parameter tensors; and the states of the input features it
+    reads (``"momentum"``, ``"rms"``: lists of (N,) tensors).
     """
 
     # Coordinates per chunk of a step taken without autograd (see ``step``).
@@ -292,14 +231,16 @@ class CoordinatewiseLSTM(StepOptimizer):
             nn.Linear(len(c.time_scales), 4 * c.hidden_size, bias=False) if c.time_scales else None
         )
         self.register_buffer("scales", torch.tensor(c.time_scales), persistent=False)
-        # Linear term: log learning rates a_j h + c_j of the signals it reads.
+        # The nominal term, on the signals of nonzero initial rate (their indices on the device).
         read = c.gain_signals
-        self.gain = nn.Linear(c.hidden_size, len(read)) if read else None
+        self.gain = NominalTerm(c.hidden_size, [c.gain_rates[j] for j in read]) if read else None
         self.register_buffer("gain_signals", torch.tensor(read, dtype=torch.long), persistent=False)
         # Decided once, so a step does only the work its term needs.
         signals = 1 + len(c.momentum)
         self._gain_reads_scaled = any(j >= signals for j in read)
         self._gain_reads_all = read == tuple(range(signals))
+        self.momentum = Momentum(c.momentum) if c.momentum else None
+        self.rms = RunningRMS(c.rms_decay) if c.rms_decay else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -317,11 +258,9 @@ class CoordinatewiseLSTM(StepOptimizer):
                 self.output.weight.zero_()
             self.output.bias.zero_()
             if self.time is not None:
-                self.time.weight.zero_()
+                self.time.weight.zero_()  # the LSTM starts as the paper's at every step
             if self.gain is not None:
-                self.gain.weight.zero_()
-                rates = [self.config.gain_rates[j] for j in self.config.gain_signals]
-                self.gain.bias.copy_(torch.tensor(rates).log())
+                self.gain.start()
 
     @property
     def reads_params(self) -> bool:  # type: ignore[override]
@@ -338,10 +277,9 @@ class CoordinatewiseLSTM(StepOptimizer):
             "h": [zeros] * self.config.num_layers,
             "c": [zeros] * self.config.num_layers,
         }
-        if self.config.momentum:
-            state["momentum"] = [ref.new_zeros(n)] * len(self.config.momentum)
-        if self.config.rms_decay:
-            state["rms"] = [ref.new_zeros(n)]
+        for feature in (self.momentum, self.rms):
+            if feature is not None:
+                state[feature.name] = feature.init(ref.new_zeros(n))
         return state
 
     def preprocess(self, signal: Tensor) -> Tensor:
@@ -351,37 +289,38 @@ class CoordinatewiseLSTM(StepOptimizer):
             return log_sign_preprocess(signal, self.config.p)
         return signal.unsqueeze(-1)
 
-    def inputs(self, grad: Tensor, state: OptState) -> tuple[Tensor, Tensor, OptState]:
-        """Flat gradient (N,) -> the LSTM's input (N, input_size), the signals ``gain``'s linear
-        term reads (N, len(gain_signals)): of the gradient and each bias-corrected momentum, then
-        (rms_decay) each of them RMS-scaled) and the new running averages (the state's "momentum"
-        and "rms" entries, when it keeps them). The input is the preprocessed gradient, then each
-        momentum preprocessed the same way, then (rms_decay) the signals divided by the
-        gradient's bias-corrected RMS."""
-        c = self.config
-        if not (c.momentum or c.rms_decay):  # the paper's LSTM: the gradient alone
-            return self.preprocess(grad), grad.unsqueeze(-1), {}
+    def inputs(
+        self, grad: Tensor, state: OptState, params: Sequence[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, OptState]:
+        """The LSTM's input x_t and what the nominal term reads, from the flat gradient (N,).
+
+        The paper's input is the preprocessed gradient. With the features beyond the paper, the
+        signals are the gradient and each bias-corrected momentum, each preprocessed; then
+        (rms_decay) the signals divided by the gradient's RMS, as they are (scale-free); then
+        (param_input) theta_t, preprocessed. Returns x (N, input_size), the signals the nominal
+        term reads (N, len(gain_signals)) and the features' new states ("momentum", "rms").
+        """
+        # The order of the ops is that of the meta-gradients' sums (second-order meta-training
+        # differentiates through the inputs): tests/test_pinned_rollouts.py pins it.
         t = state["step"] + 1
-        averages: OptState = {}
-        signals = [grad]
-        if c.momentum:
-            averages["momentum"] = [
-                torch.lerp(grad, m, b) for b, m in zip(c.momentum, state["momentum"])
-            ]
-            signals += [m / (1 - b**t) for b, m in zip(c.momentum, averages["momentum"])]
-        stacked = torch.stack(signals, dim=-1)  # (N, 1 + len(momentum))
-        x = self.preprocess(stacked).flatten(1)
-        if c.rms_decay:
-            v = torch.lerp(grad * grad, state["rms"][0], c.rms_decay)
-            averages["rms"] = [v]
-            rms = (v / (1 - c.rms_decay**t)).sqrt() + 1e-8
-            scaled = stacked / rms.unsqueeze(-1)
+        features: OptState = {}
+        if self.momentum is None:
+            signals = grad.unsqueeze(-1)  # (N, 1): the paper's one signal
+        else:
+            momenta, features["momentum"] = self.momentum.update(grad, state["momentum"], t)
+            signals = torch.cat([grad.unsqueeze(-1), momenta], dim=-1)  # (N, 1 + len(momentum))
+        x = self.preprocess(signals).flatten(1)
+        if self.rms is not None:
+            rms, features["rms"] = self.rms.update(grad, state["rms"], t)
+            scaled = signals / rms
             x = torch.cat([x, scaled], dim=-1)
             if self._gain_reads_scaled:
-                stacked = torch.cat([stacked, scaled], dim=-1)
+                signals = torch.cat([signals, scaled], dim=-1)
         if self.gain is not None and not self._gain_reads_all:
-            stacked = stacked.index_select(1, self.gain_signals)
-        return x, stacked, averages
+            signals = signals.index_select(1, self.gain_signals)
+        if self.config.param_input:
+            x = torch.cat([x, self.preprocess(flatten(params, grad.dtype))], dim=-1)
+        return x, signals, features
 
     def step(
         self,
@@ -391,104 +330,68 @@ class CoordinatewiseLSTM(StepOptimizer):
     ) -> tuple[list[Tensor], OptState]:
         """One step; ``params`` (theta_t, shaped like ``grads``) only when it reads them
         (``config.param_input``)."""
-        # The maths runs on transposes, x: (input_size, N) and h, c: (hidden, N), so that each
-        # gate below is a contiguous block of memory: elementwise ops on the column slices of an
-        # (N, 4 hidden) tensor are many times slower on CPU, and they dominate the step. The states
-        # handed out are the (N, hidden) transposes of these contiguous tensors (no copy).
-        dtype = self.output.weight.dtype
-        x, signals, averages = self.inputs(flatten(grads, dtype), state)
-        if self.config.param_input:
-            if params is None or len(params) != len(grads):
-                raise InvalidInput(
-                    "this LSTM reads the parameters (param_input = true): pass "
-                    "step(grads, state, params=theta_t), one tensor per gradient"
-                )
-            x = torch.cat([x, self.preprocess(flatten(params, dtype))], dim=-1)
-        x, signals = x.t(), signals.t()
-        hs = [h.t() for h in state["h"]]
-        cs = [c.t() for c in state["c"]]
-        n = x.shape[1]
+        if self.config.param_input and (params is None or len(params) != len(grads)):
+            raise InvalidInput(
+                "this LSTM reads the parameters (param_input = true): pass "
+                "step(grads, state, params=theta_t), one tensor per gradient"
+            )
+        x, signals, features = self.inputs(flatten(grads, self.output.weight.dtype), state, params)
+        # The maths runs on transposes, one coordinate per column (see l2o.optimizers.
+        # lstm_kernel); the states handed out are the (N, hidden) transposes of the contiguous
+        # (hidden, N) tensors it makes (no copy).
+        args = (x.t(), [h.t() for h in state["h"]], [c.t() for c in state["c"]], signals.t())
         biases = self._gate_biases(state["step"])
-        if torch.is_grad_enabled() or n <= self.chunk_size:
-            update, hs, cs = self._lstm(x, hs, cs, biases, signals)
+        if torch.is_grad_enabled() or x.shape[0] <= self.chunk_size:
+            update, hs, cs = self._m(*args, biases=biases)
         else:
-            # Without a graph to keep, coordinates go through in chunks whose temporaries (the
-            # gates: 4 hidden floats per coordinate and layer) stay in cache and out of the
-            # peak memory (benchmarks/results/optim_overhead.md: the cost of a step by size).
-            update = x.new_empty(n)
-            new_hs = [torch.empty_like(h, memory_format=torch.contiguous_format) for h in hs]
-            new_cs = [torch.empty_like(c, memory_format=torch.contiguous_format) for c in cs]
-            for s in range(0, n, self.chunk_size):
-                rows = slice(s, s + self.chunk_size)
-                u, h_chunk, c_chunk = self._lstm(
-                    x[:, rows],
-                    [h[:, rows] for h in hs],
-                    [c[:, rows] for c in cs],
-                    biases,
-                    signals[:, rows],
-                )
-                update[rows] = u
-                for k in range(len(hs)):
-                    new_hs[k][:, rows] = h_chunk[k]
-                    new_cs[k][:, rows] = c_chunk[k]
-            hs, cs = new_hs, new_cs
+            m = lambda *chunk: self._m(*chunk, biases=biases)  # noqa: E731
+            update, hs, cs = in_column_chunks(m, args, self.chunk_size)
         new_state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
-        new_state.update(averages)
+        new_state.update(features)
         return unflatten(update, grads), new_state
-
-    def step_features(self, step: int) -> Tensor:
-        """[tanh(t / s) for each timescale s] at step t: shape (len(time_scales),)."""
-        return torch.tanh(step / self.scales)
 
     def _gate_biases(self, step: int) -> list[Tensor]:
         """Each layer's gate bias at step t: b, plus W_t [tanh(t / s)]_s in the first layer when
         the LSTM reads step features."""
         biases = [cell.bias for cell in self.cells]
         if self.time is not None:
-            biases[0] = biases[0] + self.time(self.step_features(step))
+            biases[0] = biases[0] + self.time(step_features(step, self.scales))
         return biases
 
-    def _lstm(
+    def _m(
         self,
         x: Tensor,
         hs: list[Tensor],
         cs: list[Tensor],
-        biases: list[Tensor],
         signals: Tensor,
+        biases: list[Tensor],
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """m(grad_t, h_t; phi) on transposed tensors: x (input_size, n), h and c (hidden, n)
-        per layer, each layer's gate bias, the linear term's signals (len(gain_signals), n) ->
-        update g_t (n,) and the new h and c."""
+        """m(grad_t, h_t; phi) on n coordinates, one per column: x (input_size, n), h and c
+        (hidden, n) per layer, the nominal term's signals (len(gain_signals), n), each layer's
+        gate bias -> the update g_t (n,) and the new h and c."""
         new_hs, new_cs = [], []
         for cell, bias, h, c in zip(self.cells, biases, hs, cs):
             h, c = LSTMLayer.apply(x, h, c, cell.weight, bias)
             new_hs.append(h)
             new_cs.append(c)
             x = h
-        # update = w h + b as (1, hidden) @ (hidden, n): its gradient with respect to h is then
-        # (hidden, n) like the one from the next step, and adding the two stays contiguous.
+        # g_t = output_scale (w h + b), as (1, hidden) @ (hidden, n): its gradient with respect
+        # to h is then (hidden, n) like the one from the next step, and adding the two stays
+        # contiguous.
         update = torch.addmm(self.output.bias.unsqueeze(1), self.output.weight, x).squeeze(0)
         update = update * self.config.output_scale
-        if self.gain is not None:  # - sum_j exp(a_j h + c_j) s_j
-            rates = torch.addmm(self.gain.bias.unsqueeze(1), self.gain.weight, x).exp()
-            update = update - (rates * signals).sum(0)
+        if self.gain is not None:
+            update = update + self.gain(x, signals)
         return update, new_hs, new_cs
 
-    def spec(self) -> dict:
-        # JSON-ready (lists, not tuples); the paper's LSTM keeps the spec it had before the
-        # features beyond the paper (momentum, RMS, step features, gain) existed: records of
-        # shipped checkpoints and saved torch.optim states compare it.
-        spec = {
-            "kind": "lstm",
-            **asdict(self.config),
-            "momentum": list(self.config.momentum),
-            "time_scales": list(self.config.time_scales),
-        }
-        if isinstance(self.config.gain, tuple):
-            spec["gain"] = list(self.config.gain)
-        for name in ("momentum", "rms_decay", "time_scales", "gain", "zero_output", "param_input"):
-            if not spec[name]:
-                del spec[name]
+    def spec(self) -> dict[str, Any]:
+        """The config, JSON-ready (lists, not tuples), less the options beyond the paper that
+        are off (see ``BEYOND_THE_PAPER``)."""
+        spec: dict[str, Any] = {"kind": "lstm"}
+        for name, value in asdict(self.config).items():
+            value = list(value) if isinstance(value, tuple) else value
+            if value or name not in BEYOND_THE_PAPER:
+                spec[name] = value
         return spec
 
     def extra_repr(self) -> str:

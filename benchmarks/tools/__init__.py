@@ -1,0 +1,1 @@
+"""Tools shared by the experiments; each writes into benchmarks/<experiment>/results/."""
