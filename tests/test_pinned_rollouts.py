@@ -57,6 +57,8 @@ RAW_SIGNALS = LSTMConfig(
     hidden_size=6, preprocess="none", momentum=[0.5], time_scales=[3], gain=0.01, forget_bias=2.0
 )
 SCALED_ONLY = LSTMConfig(num_layers=1, hidden_size=5, rms_decay=0.9, gain=[0, 0.02])
+# The paper's input (the gradient alone) with the linear term on it.
+PAPER_GAIN = LSTMConfig(hidden_size=6, gain=0.01)
 
 
 def _environment() -> dict[str, str]:
@@ -144,16 +146,28 @@ def case_all_features() -> dict[str, Tensor]:
     return pinned | _meta_gradients(opt, task, True, "second_order")
 
 
+def _both_orders(opt: CoordinatewiseLSTM) -> dict[str, Tensor]:
+    task = _quadratics(4).sample(3)
+    pinned = _meta_gradients(opt, task, False, "first_order")
+    return pinned | _meta_gradients(opt, task, True, "second_order")
+
+
 def case_raw_signals() -> dict[str, Tensor]:
     opt, pinned = _seeded(RAW_SIGNALS, 12)
     pinned |= _rollouts(opt, _quadratics(), (1,), 60, "rollout")
-    return pinned | _meta_gradients(opt, _quadratics(4).sample(3), False, "first_order")
+    return pinned | _both_orders(opt)
 
 
 def case_scaled_only() -> dict[str, Tensor]:
     opt, pinned = _seeded(SCALED_ONLY, 13)
     pinned |= _rollouts(opt, _quadratics(), (1,), 60, "rollout")
-    return pinned | _meta_gradients(opt, _quadratics(4).sample(3), False, "first_order")
+    return pinned | _both_orders(opt)
+
+
+def case_paper_gain() -> dict[str, Tensor]:
+    opt, pinned = _seeded(PAPER_GAIN, 17)
+    pinned |= _rollouts(opt, _quadratics(), (1,), 60, "rollout")
+    return pinned | _both_orders(opt)
 
 
 def case_paper_lstm() -> dict[str, Tensor]:
@@ -161,7 +175,7 @@ def case_paper_lstm() -> dict[str, Tensor]:
     torch.manual_seed(14)
     opt = CoordinatewiseLSTM()
     pinned = {f"init/{k}": v.clone() for k, v in opt.state_dict().items()}
-    return pinned | _meta_gradients(opt, _quadratics(4).sample(3), False, "first_order")
+    return pinned | _both_orders(opt)
 
 
 def case_torch_optim() -> dict[str, Tensor]:
