@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig, from_spec, log_sign_preprocess
-from l2o.optimizers.lstm import LSTMLayer, tanh_
+from l2o.optimizers.features import step_features
+from l2o.optimizers.lstm_kernel import LSTMLayer, tanh_
 
 
 def _appendix_a(g: float, p: float) -> tuple[float, float]:
@@ -324,7 +325,7 @@ def test_step_features_start_at_zero_weight_and_are_in_the_spec():
         (u,), _ = opt.step(grads, state)
         (want,), _ = paper.step(grads, state)
         assert torch.equal(u, want)
-    torch.testing.assert_close(opt.step_features(30), torch.tanh(torch.tensor([3.0, 0.3])))
+    torch.testing.assert_close(step_features(30, opt.scales), torch.tanh(torch.tensor([3.0, 0.3])))
 
 
 def test_step_features_shift_the_first_layers_gates_by_their_weights():
