@@ -1,4 +1,5 @@
-"""The coordinatewise LSTM optimizer: Appendix A preprocessing, coordinatewise structure, config."""
+"""The coordinatewise LSTM optimizer: Appendix A preprocessing, coordinatewise structure, config;
+its kernel (the LSTM layer, the chunked step), input features and nominal term."""
 
 import dataclasses
 import json
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig, from_spec, log_sign_preprocess
-from l2o.optimizers.features import step_features
-from l2o.optimizers.lstm_kernel import LSTMLayer, tanh_
+from l2o.optimizers.features import Momentum, RunningRMS, step_features
+from l2o.optimizers.heads import NominalTerm
+from l2o.optimizers.lstm import BEYOND_THE_PAPER
+from l2o.optimizers.lstm_kernel import LSTMLayer, in_column_chunks, tanh_
 
 
 def _appendix_a(g: float, p: float) -> tuple[float, float]:
@@ -491,3 +494,117 @@ def test_param_input_reads_theta_preprocessed_like_the_gradient():
     (a, _), _ = opt.step(grads, state, params=theta)
     (b, _), _ = plain.step(grads, plain.init_state(theta))
     torch.testing.assert_close(a, b)
+
+
+def test_weight_names_and_order_are_those_of_the_shipped_checkpoints():
+    """Checkpoints load by these names; the meta-optimizer's state follows this order."""
+    config = LSTMConfig(num_layers=2, momentum=[0.9], rms_decay=0.9, time_scales=[10], gain=0.1)
+    names = [name for name, _ in CoordinatewiseLSTM(config).named_parameters()]
+    assert names == [
+        "cells.0.weight",
+        "cells.0.bias",
+        "cells.1.weight",
+        "cells.1.bias",
+        "output.weight",
+        "output.bias",
+        "time.weight",
+        "gain.weight",
+        "gain.bias",
+    ]
+    assert list(CoordinatewiseLSTM(config).state_dict()) == names  # no buffer is saved
+
+
+def test_spec_holds_the_papers_options_and_the_others_only_when_set():
+    paper = {
+        "kind": "lstm",
+        "num_layers": 2,
+        "hidden_size": 20,
+        "preprocess": "log_sign",
+        "p": 10.0,
+        "output_scale": 0.1,
+        "forget_bias": 1.0,
+    }
+    assert CoordinatewiseLSTM().spec() == paper  # as in the shipped checkpoints' records
+    fields = {f.name for f in dataclasses.fields(LSTMConfig)}
+    assert set(BEYOND_THE_PAPER) == fields - set(paper)
+    config = LSTMConfig(forget_bias=0.0, momentum=[0.5], gain=[0.0, 0.0], zero_output=True)
+    spec = CoordinatewiseLSTM(config).spec()
+    assert spec["forget_bias"] == 0.0 and spec["gain"] == [0.0, 0.0]  # set, though 0
+    assert "rms_decay" not in spec and "time_scales" not in spec and "param_input" not in spec
+    assert from_spec(json.loads(json.dumps(spec))).config == config
+
+
+def test_momentum_and_rms_features_make_adam_as_torch_optim_does():
+    """The features on their own, as another architecture would use them: Adam's update is
+    -lr m_hat / rms, step for step that of torch.optim.Adam (its eps is added to sqrt(v_hat)
+    as RunningRMS's 1e-8)."""
+    torch.manual_seed(9)
+    theta = torch.randn(12, dtype=torch.float64)
+    reference = theta.clone().requires_grad_()
+    adam = torch.optim.Adam([reference], lr=0.01, betas=(0.9, 0.999), eps=1e-8)
+    momentum, rms = Momentum((0.9,)), RunningRMS(0.999)
+    m_state, v_state = momentum.init(theta), rms.init(theta)
+    assert [m.shape for m in m_state] == [(12,)] and [v.shape for v in v_state] == [(12,)]
+    for t in range(1, 6):
+        grad = torch.randn(12, dtype=torch.float64)
+        m_hat, m_state = momentum.update(grad, m_state, t)
+        r, v_state = rms.update(grad, v_state, t)
+        assert m_hat.shape == r.shape == (12, 1)
+        theta = theta - 0.01 * (m_hat / r).squeeze(-1)
+        reference.grad = grad.clone()
+        adam.step()
+        torch.testing.assert_close(theta, reference.detach(), rtol=1e-12, atol=1e-15)
+
+
+def test_momentum_feature_keeps_one_average_per_decay():
+    momentum = Momentum((0.5, 0.9))
+    state = momentum.init(torch.zeros(3))
+    grad = torch.tensor([1.0, -2.0, 4.0])
+    m_hat, state = momentum.update(grad, state, 1)
+    torch.testing.assert_close(m_hat, torch.stack([grad, grad], -1))  # bias-corrected: g at t=1
+    torch.testing.assert_close(state[0], 0.5 * grad)
+    torch.testing.assert_close(state[1], 0.1 * grad)
+
+
+def test_step_features_are_tanh_of_t_over_each_timescale():
+    scales = torch.tensor([3.0, 30.0])
+    torch.testing.assert_close(step_features(0, scales), torch.zeros(2))
+    torch.testing.assert_close(step_features(30, scales), torch.tanh(torch.tensor([10.0, 1.0])))
+
+
+def test_nominal_term_starts_as_its_hand_designed_update_whatever_h():
+    term = NominalTerm(4, [0.1, 0.02]).double()
+    assert term.weight.shape == (2, 4) and not term.weight.any()
+    signals = torch.randn(2, 9, dtype=torch.float64)
+    for h in (torch.zeros(4, 9), torch.randn(4, 9)):
+        got = term(h.double(), signals)
+        torch.testing.assert_close(got, -(0.1 * signals[0] + 0.02 * signals[1]))
+    # The rates then follow h: exp(a h + c) per coordinate.
+    with torch.no_grad():
+        term.weight.normal_()
+    h = torch.randn(4, 9, dtype=torch.float64)
+    rates = torch.exp(term.weight @ h + term.bias[:, None])
+    torch.testing.assert_close(term(h, signals), -(rates * signals).sum(0))
+
+
+def test_nominal_term_draws_the_random_numbers_of_a_linear_layer():
+    """A seed gives the weights it always gave, those of the LSTM after the term too."""
+    torch.manual_seed(10)
+    NominalTerm(5, [0.1, 0.2, 0.3])
+    after_term = torch.rand(3)
+    torch.manual_seed(10)
+    torch.nn.Linear(5, 3)
+    torch.testing.assert_close(after_term, torch.rand(3), rtol=0, atol=0)
+
+
+def test_in_column_chunks_equals_one_call_on_all_columns():
+    def fn(x, hs, s):
+        return x.sum(0) * s[0], [h * 2 for h in hs]
+
+    x, s = torch.randn(3, 11), torch.randn(2, 11)
+    hs = [torch.randn(4, 11), torch.randn(5, 11).t().contiguous().t()]  # a strided one too
+    want_sum, want_hs = fn(x, hs, s)
+    for chunk in (1, 4, 11, 100):
+        got_sum, got_hs = in_column_chunks(fn, (x, hs, s), chunk)
+        assert torch.equal(got_sum, want_sum)
+        assert all(torch.equal(a, b) for a, b in zip(got_hs, want_hs))

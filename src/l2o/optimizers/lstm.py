@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -340,11 +341,10 @@ class CoordinatewiseLSTM(StepOptimizer):
         # lstm_kernel); the states handed out are the (N, hidden) transposes of the contiguous
         # (hidden, N) tensors it makes (no copy).
         args = (x.t(), [h.t() for h in state["h"]], [c.t() for c in state["c"]], signals.t())
-        biases = self._gate_biases(state["step"])
+        m = partial(self._m, biases=self._gate_biases(state["step"]))
         if torch.is_grad_enabled() or x.shape[0] <= self.chunk_size:
-            update, hs, cs = self._m(*args, biases=biases)
-        else:
-            m = lambda *chunk: self._m(*chunk, biases=biases)  # noqa: E731
+            update, hs, cs = m(*args)
+        else:  # no graph to keep: the coordinates go through in chunks
             update, hs, cs = in_column_chunks(m, args, self.chunk_size)
         new_state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
         new_state.update(features)
@@ -366,11 +366,13 @@ class CoordinatewiseLSTM(StepOptimizer):
         signals: Tensor,
         biases: list[Tensor],
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """m(grad_t, h_t; phi) on n coordinates, one per column: x (input_size, n), h and c
-        (hidden, n) per layer, the nominal term's signals (len(gain_signals), n), each layer's
-        gate bias -> the update g_t (n,) and the new h and c."""
+        """[g_t, h_{t+1}] = m(grad_t, h_t; phi) on n coordinates, one per column: x
+        (input_size, n), h and c (hidden, n) per layer, the nominal term's signals
+        (len(gain_signals), n), each layer's gate bias -> the update g_t (n,) and the new h and c.
+        """
         new_hs, new_cs = [], []
         for cell, bias, h, c in zip(self.cells, biases, hs, cs):
+            # [i; f; g; o] = W [x; h] + b,  c' = s(f) c + s(i) tanh(g),  h' = s(o) tanh(c')
             h, c = LSTMLayer.apply(x, h, c, cell.weight, bias)
             new_hs.append(h)
             new_cs.append(c)
