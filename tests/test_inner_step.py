@@ -232,6 +232,28 @@ def test_the_inner_loop_computes_the_pinned_numbers(name, tmp_path):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, equal_nan=True, msg=key)
 
 
+def test_rollout_unroll_and_recordings_carry_the_running_statistics_alike(tmp_path):
+    """On the conv net with batch norm, the three loops take the same steps: behaviour's
+    recorded losses and buffers are the rollout's, and so are the unroll's losses and buffers
+    (truncations of 2 and 3 steps)."""
+    task = make_tasks(write_images(tmp_path))["conv"]
+    opt = grouped(task)
+    steps = 5
+    ran = rollout(opt, task, steps)
+    records = record_steps(opt, task, steps, range(1, steps + 1))
+    for t, record in records.items():
+        assert torch.equal(record["loss"], ran.losses[t])
+    assert all(torch.equal(a, b) for a, b in zip(records[steps]["buffers"], ran.buffers))
+    assert not torch.equal(ran.buffers[0], task.init_buffers()[0])  # running statistics moved
+    state, losses = init_unroll(task, opt), []
+    for weights in ([1.0, 1.0], [1.0, 1.0, 1.0]):
+        result = TruncatedBPTT().meta_gradient(opt, task, state, weights)
+        state = result.state
+        losses.append(result.losses)
+    assert torch.equal(torch.cat(losses).float(), ran.losses[1:])
+    assert all(torch.equal(a, b) for a, b in zip(state.buffers, ran.buffers))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Rewrite the inner loop's pins.")
     parser.add_argument("--regenerate", nargs="*", choices=list(PINNED), required=True)

@@ -21,8 +21,9 @@ from torch import Tensor
 
 from l2o.errors import InvalidInput
 from l2o.evaluate.report import save_figure
+from l2o.meta.unroll import differentiable, init_unroll, inner_step, task_loss
 from l2o.optimizers import StepOptimizer, make_baseline
-from l2o.optimizers.base import call_step, flatten
+from l2o.optimizers.base import flatten
 from l2o.tasks import QuadraticTask, RosenbrockTask
 from l2o.tasks.base import Task
 
@@ -33,27 +34,35 @@ if TYPE_CHECKING:
 def record_steps(
     optimizer: StepOptimizer, task: Task, steps: int, at: Iterable[int]
 ) -> dict[int, dict[str, Any]]:
-    """Roll out ``steps`` steps; at each step t in ``at`` (1-based: the t-th update) keep the
-    flat gradient, the flat update and the optimizer state after the update."""
+    """Roll out ``steps`` steps, as ``l2o.evaluate.rollout`` does; at each step t in ``at``
+    (1-based: the t-th update) keep
+
+    * "gradient", "update": grad_{t-1} and g_{t-1} flattened, (N,) for N coordinates;
+    * "state": the optimizer's state h_t after the update;
+    * "loss": f(theta_t) of every problem after the update, (num_problems,);
+    * "buffers": the task's buffers after t steps (running statistics; [] for tasks without).
+
+    Tensors other than the state's are float32 copies on the CPU."""
     at = set(at)
-    params = [p.detach() for p in task.init_params()]
-    state = optimizer.init_state(params)
+    state = differentiable(init_unroll(task, optimizer))
+    f = task_loss(task, state)
     records: dict[int, dict[str, Any]] = {}
     for t in range(1, steps + 1):
-        leaves = [p.requires_grad_() for p in params]
-        with torch.enable_grad():
-            loss = task.loss(leaves, task.batch(t - 1))
-        grads = torch.autograd.grad(loss.sum(), leaves)
-        with torch.no_grad():
-            updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
-            params = [p.detach() + u for p, u in zip(leaves, updates)]
+        step = inner_step(task, optimizer, state, f, meta_graph=False)
+        state, f = step.state, step.f
         if t in at:
             records[t] = {
-                "gradient": flatten(grads).detach().float().cpu(),
-                "update": flatten(updates).detach().float().cpu(),
-                "state": state,
+                "gradient": _cpu(flatten(step.grads)),
+                "update": _cpu(flatten(step.updates)),
+                "state": state.opt_state,
+                "loss": _cpu(f.loss),
+                "buffers": [_cpu(b) for b in state.buffers],
             }
     return records
+
+
+def _cpu(tensor: Tensor) -> Tensor:
+    return tensor.detach().float().cpu()
 
 
 def state_histograms(optimizer: StepOptimizer, task: Task, steps: int) -> dict[str, Tensor]:
@@ -163,18 +172,13 @@ def _rotation(angle: float) -> Tensor:
 
 def trajectory(optimizer: StepOptimizer, task: Task, steps: int) -> Tensor:
     """Positions theta_0 .. theta_steps of a single 2-D problem: shape (steps + 1, 2)."""
-    params = [p.detach() for p in task.init_params()]
-    state = optimizer.init_state(params)
-    path = [params[0].reshape(-1).clone()]
-    for t in range(steps):
-        leaves = [p.requires_grad_() for p in params]
-        with torch.enable_grad():
-            loss = task.loss(leaves, task.batch(t))
-        grads = torch.autograd.grad(loss.sum(), leaves)
-        with torch.no_grad():
-            updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
-            params = [p.detach() + u for p, u in zip(leaves, updates)]
-        path.append(params[0].reshape(-1).clone())
+    state = differentiable(init_unroll(task, optimizer))
+    f = task_loss(task, state)
+    path = [state.params[0].detach().reshape(-1).clone()]
+    for _ in range(steps):
+        step = inner_step(task, optimizer, state, f, meta_graph=False)
+        state, f = step.state, step.f
+        path.append(state.params[0].detach().reshape(-1).clone())
     return torch.stack(path)
 
 

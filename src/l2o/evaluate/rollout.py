@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from l2o.optimizers.base import StepOptimizer, call_step
+from l2o.meta.unroll import differentiable, init_unroll, inner_step, task_loss
+from l2o.optimizers.base import StepOptimizer
 from l2o.tasks.base import Task
 
 
@@ -24,29 +25,18 @@ class Rollout:
 def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
     """Optimize ``task`` for ``steps`` steps from a fresh optimizer state.
 
-    The optimizer runs exactly as in meta-training (same ``step`` code) but under no_grad, so
-    nothing is kept for backpropagation. Diverging runs are recorded as they are (inf / NaN).
+    The optimizer runs exactly as in meta-training (the same ``inner_step``) but without a
+    meta-graph, so nothing is kept for backpropagation; it works inside torch.no_grad() too.
+    Diverging runs are recorded as they are (inf / NaN).
     """
     start = time.perf_counter()
-    params = [p.detach() for p in task.init_params()]
-    state = optimizer.init_state(params)
-    # Buffers of tasks with running statistics, updated once per step as in l2o.meta.unroll.
-    buffers = list(task.init_buffers()) if hasattr(task, "init_buffers") else []
-    losses = []
-    for t in range(steps + 1):
-        leaves = [p.requires_grad_() for p in params]
-        with torch.enable_grad():
-            if buffers:
-                loss, after = task.loss_and_buffers(leaves, buffers, task.batch(t))
-            else:
-                loss, after = task.loss(leaves, task.batch(t)), buffers
-            losses.append(loss.detach())
-            if t == steps:
-                break
-            grads = torch.autograd.grad(loss.sum(), leaves)  # works inside torch.no_grad() too
-        with torch.no_grad():
-            updates, state = call_step(optimizer, grads, state, loss.detach(), leaves)
-            params = [p.detach() + u for p, u in zip(leaves, updates)]
-        buffers = after
+    state = differentiable(init_unroll(task, optimizer))
+    f = task_loss(task, state)
+    losses = [f.loss.detach()]
+    for _ in range(steps):
+        step = inner_step(task, optimizer, state, f, meta_graph=False)
+        state, f = step.state, step.f
+        losses.append(f.loss.detach())
     curve = torch.stack(losses).float().cpu()  # .cpu() also waits for an accelerator
-    return Rollout(curve, time.perf_counter() - start, [p.detach() for p in params], buffers)
+    params = [p.detach() for p in state.params]
+    return Rollout(curve, time.perf_counter() - start, params, state.buffers)

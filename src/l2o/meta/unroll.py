@@ -1,9 +1,13 @@
-"""The differentiable inner loop: optimize a task for a few steps, keeping the autograd graph
-from the optimizer's parameters phi to every loss along the way (paper, section 2 and Figure 2).
+"""The inner loop: optimize a task step by step (paper, section 2 and Figure 2),
 
-    theta_{t+1} = theta_t + g_t,    [g_t, h_{t+1}] = m(grad_t, h_t; phi)
+    theta_{t+1} = theta_t + g_t,    [g_t, h_{t+1}] = m(grad_t, h_t; phi),    grad_t = df/dtheta_t
 
-and the meta-loss of the steps taken (paper, eq. 3):
+written once, in ``inner_step``, for the three loops that run it: ``unroll`` (meta-training:
+the autograd graph from the optimizer's parameters phi to every loss along the way is kept),
+``l2o.evaluate.rollout`` (evaluation: no graph) and ``l2o.evaluate.behaviour`` (evaluation that
+also keeps gradients, updates and states).
+
+``unroll`` returns the meta-loss of the steps taken (paper, eq. 3):
 
     L(phi) = sum_t w_t f(theta_t)
 
@@ -20,15 +24,13 @@ that defines ``init_buffers()`` and ``loss_and_buffers(params, buffers, batch)``
 carried in ``UnrollState.buffers``. They are not meta-trained and do not change f (the training
 loss uses batch statistics); each step's forward pass updates them once: the state at step t
 holds the buffers after the forward passes of steps 0..t-1, so the forward at theta_t that
-ends a truncation and the one that starts the next count once. Other tasks have no buffers
-and run exactly as before.
+ends a truncation and the one that starts the next count once. Other tasks have no buffers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -67,6 +69,24 @@ class UnrollResult:
     state: UnrollState  # at theta_{s+K}, still attached to the graph
 
 
+@dataclass
+class TaskLoss:
+    """One forward pass of the task at theta_t, on batch t."""
+
+    loss: Tensor  # (num_problems,): f(theta_t), with its graph to theta_t
+    buffers: list[Tensor]  # the task's buffers after this forward pass ([] for tasks without)
+
+
+@dataclass
+class InnerStep:
+    """What one inner step from theta_t computed."""
+
+    grads: list[Tensor]  # grad_t = df/dtheta_t, shaped like theta_t
+    updates: list[Tensor]  # g_t, shaped like theta_t
+    state: UnrollState  # at theta_{t+1}: h_{t+1}, t + 1, the buffers after steps 0..t
+    f: TaskLoss  # f(theta_{t+1}) on batch t + 1: a meta-loss term and the next step's loss
+
+
 def init_unroll(task: Task, optimizer: StepOptimizer) -> UnrollState:
     params = task.init_params()
     return UnrollState(params, optimizer.init_state(params), 0, init_buffers(task))
@@ -78,13 +98,63 @@ def init_buffers(task: Task) -> list[Tensor]:
     return list(init()) if init is not None else []
 
 
-def loss_and_buffers(
-    task: Task, params: list[Tensor], buffers: list[Tensor], batch: Any
-) -> tuple[Tensor, list[Tensor]]:
-    """f(theta) on ``batch`` and the buffers after this forward pass (unchanged if none)."""
-    if not buffers:
-        return task.loss(params, batch), buffers
-    return task.loss_and_buffers(params, buffers, batch)  # type: ignore[attr-defined]
+def differentiable(state: UnrollState) -> UnrollState:
+    """The same point with theta_t ready to differentiate f at: tensors without autograd
+    history become leaves that require grad; the others keep their history."""
+    params = [p if p.requires_grad else p.detach().requires_grad_() for p in state.params]
+    return UnrollState(params, state.opt_state, state.step, state.buffers)
+
+
+def task_loss(task: Task, state: UnrollState) -> TaskLoss:
+    """f(theta_t) on batch t, and the buffers after this forward pass (unchanged if none)."""
+    batch = task.batch(state.step)
+    with torch.enable_grad():  # also under torch.no_grad(): f is differentiated at theta_t
+        if not state.buffers:
+            return TaskLoss(task.loss(state.params, batch), state.buffers)
+        # Only tasks with buffers define loss_and_buffers (see the module doc).
+        loss, buffers = task.loss_and_buffers(  # type: ignore[attr-defined]
+            state.params, state.buffers, batch
+        )
+        return TaskLoss(loss, buffers)
+
+
+def inner_step(
+    task: Task,
+    optimizer: StepOptimizer,
+    state: UnrollState,
+    f: TaskLoss,
+    *,
+    meta_graph: bool,
+    second_order: bool = False,
+) -> InnerStep:
+    """One step from theta_t (``state``, its params differentiable) given f(theta_t) (``f``,
+    from ``task_loss``), then f(theta_{t+1}) on batch t + 1.
+
+    ``meta_graph=True`` (the meta-training unroll): autograd records the step, so that the
+    meta-loss reaches phi through g_t and through theta_t's own history. ``second_order``
+    (with ``meta_graph`` only) keeps the graph of grad_t and of the loss handed to optimizers
+    that read it: d grad_t / d phi is then part of the meta-gradient.
+    ``meta_graph=False`` (evaluation): the step runs under no_grad and keeps no history;
+    theta_{t+1} are fresh leaves, h_{t+1} plain tensors.
+    """
+    # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the optimizer
+    # sees it as a constant input: the paper's first-order approximation.
+    grads = torch.autograd.grad(
+        f.loss.sum(), state.params, create_graph=second_order, retain_graph=meta_graph
+    )
+    # The loss reaches optimizers that read it as an input, like the gradient; theta_t reaches
+    # those that read it as it is (its history through the earlier updates is part of the
+    # meta-gradient, as the updates' own).
+    loss = f.loss if second_order else f.loss.detach()
+    with torch.set_grad_enabled(meta_graph):
+        # [g_t, h_{t+1}] = m(grad_t, h_t; phi)
+        updates, opt_state = call_step(optimizer, grads, state.opt_state, loss, state.params)
+        # theta_{t+1} = theta_t + g_t
+        params = [p + u for p, u in zip(state.params, updates)]
+    if not meta_graph:
+        params = [p.requires_grad_() for p in params]
+    after = UnrollState(params, opt_state, state.step + 1, f.buffers)
+    return InnerStep(list(grads), updates, after, task_loss(task, after))
 
 
 def unroll(
@@ -98,37 +168,18 @@ def unroll(
     """Take ``len(weights)`` steps from ``state``; weights[k] is w_t of f(theta_{s+k+1})."""
     if meta_loss not in META_LOSSES:
         raise InvalidInput(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
-    # theta_s must be differentiable so that f can be differentiated with respect to it.
-    params = [p if p.requires_grad else p.detach().requires_grad_() for p in state.params]
-    opt_state, start, buffers = state.opt_state, state.step, state.buffers
-    total = params[0].new_zeros(())
+    state = differentiable(state)
+    total = state.params[0].new_zeros(())
     losses = []
-    # ``after``: the buffers once the forward pass that gives grad_t counts (see the module doc).
-    loss, after = loss_and_buffers(task, params, buffers, task.batch(start))
-    start_loss = loss.detach().mean()
-    for k, w in enumerate(weights):
-        # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the
-        # optimizer sees it as a constant input: the paper's first-order approximation.
-        grads = torch.autograd.grad(
-            loss.sum(), params, create_graph=second_order, retain_graph=True
-        )
-        # The loss reaches optimizers that read it as an input, like the gradient; theta_t
-        # reaches those that read it as it is (its history through the earlier updates is
-        # part of the meta-gradient, as the updates' own).
-        step_loss = loss if second_order else loss.detach()
-        updates, opt_state = call_step(optimizer, grads, opt_state, step_loss, params)
-        params = [p + u for p, u in zip(params, updates)]
-        buffers = after
-        # f(theta_{t+1}) is both a meta-loss term and the loss whose gradient drives the next step.
-        loss, after = loss_and_buffers(task, params, buffers, task.batch(start + k + 1))
-        losses.append(loss.detach())
+    f = task_loss(task, state)
+    start_loss = f.loss.detach().mean()
+    for w in weights:
+        step = inner_step(task, optimizer, state, f, meta_graph=True, second_order=second_order)
+        state, f = step.state, step.f
+        losses.append(f.loss.detach())
         if w != 0:
-            term = loss.clamp_min(1e-30).log() if meta_loss == "log" else loss
+            term = f.loss.clamp_min(1e-30).log() if meta_loss == "log" else f.loss
             total = total + w * term.mean()
     if meta_loss == "relative":
         total = total / start_loss.clamp_min(1e-30)
-    return UnrollResult(
-        total,
-        torch.stack(losses),
-        UnrollState(params, opt_state, start + len(weights), buffers),
-    )
+    return UnrollResult(total, torch.stack(losses), state)
