@@ -1,5 +1,5 @@
 # make demo   quick end-to-end: meta-train on quadratics, compare with tuned baselines
-# make test   lint + the test suite
+# make test   lint + the docs site (mkdocs --strict) + the test suite
 # make bench  the long quality and speed benchmarks (writes benchmarks/<experiment>/results/)
 
 PYTHON ?= python3
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-.PHONY: venv demo test bench lint
+.PHONY: venv demo test bench lint docs
 venv: $(STAMP)
 
 demo: $(STAMP)
@@ -27,8 +27,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
-test: lint
+test: lint docs
 	$(PY) -m pytest tests
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.quadratic.run

@@ -63,7 +63,7 @@ def _is_real(value: Any) -> bool:
 class MetaTrainConfig:
     """How phi is meta-trained. Defaults follow the paper (T = 100, K = 20, Adam 1e-3)."""
 
-    epochs: int = 2000
+    epochs: int = 2000  # meta-training epochs: one fresh task each, unrolled over the horizon
     horizon: int = 100  # T: inner steps per task
     truncation: int = 20  # K: steps per truncated-BPTT segment
     # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), "last"
@@ -75,13 +75,13 @@ class MetaTrainConfig:
     # "log" = log f(theta_t).
     meta_loss: str = "sum"
     second_order: bool = False  # keep d grad_t / d phi (the paper drops it)
-    meta_optimizer: str = "adam"
-    meta_lr: float = 1e-3
+    meta_optimizer: str = "adam"  # the optimizer of phi: adam (the paper), sgd or rmsprop
+    meta_lr: float = 1e-3  # its learning rate (the paper: about 1e-3)
     # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * progress)) / 2, progress going
     # from 0 to 1 over the epochs after the first meta_lr_decay_from of them (0 = all along;
     # 0.7 = constant for 70% of the epochs, annealed to 0 over the last 30%).
     meta_lr_schedule: str = "constant"
-    meta_lr_decay_from: float = 0.0
+    meta_lr_decay_from: float = 0.0  # the fraction of the epochs before the cosine decay starts
     clip_grad_norm: float = 0.0  # clip the meta-gradient's global norm; 0 = no clipping
     # Polyak averaging: validate / keep an EMA of phi, phi_avg <- d phi_avg + (1 - d) phi after
     # each meta-update, d = min(ema_decay, (1 + n) / (10 + n)) at update n; 0 = off.
@@ -95,9 +95,9 @@ class MetaTrainConfig:
     # e.g. to compare checkpoints on test runs after the fact.
     keep_checkpoints: bool = False
     validation_tasks: int = 2  # tasks drawn from the validation seed stream
-    seed: int = 0
+    seed: int = 0  # seeds phi's init and the training tasks (validation tasks are fixed)
     max_nonfinite_in_a_row: int = 10  # stop after this many skipped meta-updates in a row
-    device: str = "cpu"
+    device: str = "cpu"  # torch device of tasks, unrolls and phi: cpu, cuda, cuda:1, mps
 
     def __post_init__(self) -> None:
         for name in (

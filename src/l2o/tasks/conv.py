@@ -271,16 +271,19 @@ class ConvFamily(TaskFamily):
     """
 
     name = "conv"
+    # cifar10, cifar100, cifar100-coarse, or an MNIST-format one (fashion-mnist, mnist, kmnist)
     dataset: str = "cifar10"
+    # directory of the dataset's files; "" = $L2O_DATA, ~/.cache/l2o/data, /usr/share/datasets
     data_dir: str = ""
+    # output channels of each conv layer (each followed by batch norm, ReLU and 2x2 max-pool)
     channels: tuple[int, ...] = (16, 16, 16)
-    kernel_size: int = 5
-    hidden_sizes: tuple[int, ...] = (32,)
-    batch_size: int = 128
-    classes: tuple[int, ...] = ()
-    bn_momentum: float = 0.1  # torch's default
-    bn_eps: float = 1e-5
-    num_problems: int = 1
+    kernel_size: int = 5  # side of the square conv kernels
+    hidden_sizes: tuple[int, ...] = (32,)  # units of each hidden fully connected layer
+    batch_size: int = 128  # examples per minibatch, a fresh one every step
+    classes: tuple[int, ...] = ()  # the labels used, renumbered 0..k-1 ([] = all)
+    bn_momentum: float = 0.1  # batch norm's running-statistics momentum (torch's default)
+    bn_eps: float = 1e-5  # batch norm's epsilon
+    num_problems: int = 1  # nets trained at once, each with its own theta_0 and batches
 
     def __post_init__(self) -> None:
         if self.dataset not in IMAGE_DATASETS:

@@ -125,13 +125,15 @@ class MLPFamily(TaskFamily):
     """
 
     name = "mnist"
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # mnist, fashion-mnist or kmnist (IDX files)
+    # directory of the dataset's files; "" = $L2O_DATA, ~/.cache/l2o/data, /usr/share/datasets
     data_dir: str = ""
-    hidden_sizes: tuple[int, ...] = (20,)
-    activation: str = "sigmoid"
-    batch_size: int = 128
+    hidden_sizes: tuple[int, ...] = (20,)  # units of each hidden layer ([] = linear classifier)
+    activation: str = "sigmoid"  # sigmoid (the paper), relu, tanh or elu
+    batch_size: int = 128  # examples per minibatch, a fresh one every step
+    # "paper": weights and biases ~ N(0, 0.01^2); "torch": nn.Linear's default init
     init: str = "paper"
-    num_problems: int = 1
+    num_problems: int = 1  # nets trained at once, each with its own theta_0 and batches
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, list(DATASETS))

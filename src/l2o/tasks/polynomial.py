@@ -38,11 +38,14 @@ class PolynomialTask(Task):
 
 @dataclass(frozen=True)
 class PolynomialFamily(TaskFamily):
+    """Noisy samples of random polynomials (coefficients ~ N(0, 1)); f(c) is the mean squared
+    error of the coefficients c, from c = 0."""
+
     name = "polynomial"
-    degree: int = 6
-    num_samples: int = 20
-    noise_std: float = 0.1
-    num_problems: int = 128
+    degree: int = 6  # degree of the polynomial: degree + 1 coefficients to recover
+    num_samples: int = 20  # sample points x ~ U[-1, 1] of each problem
+    noise_std: float = 0.1  # standard deviation of the Gaussian noise added to the targets
+    num_problems: int = 128  # independent polynomials solved at once
 
     def __post_init__(self) -> None:
         check_positive_int("degree", self.degree)

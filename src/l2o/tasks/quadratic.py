@@ -48,8 +48,9 @@ class QuadraticFamily(TaskFamily):
     """Random quadratics: ``dim`` unknowns, ``num_problems`` solved at once."""
 
     name = "quadratic"
-    dim: int = 10
-    num_problems: int = 128
+    dim: int = 10  # unknowns d of each quadratic ||W theta - y||^2 (the paper: 10)
+    num_problems: int = 128  # independent quadratics solved at once (one task, one batch)
+    # "paper": W, y, theta_0 ~ N(0, 1); "tf": DeepMind's code, W, y ~ U[0, 1), theta_0 ~ N(0, 0.01^2)
     variant: str = "paper"
 
     def __post_init__(self) -> None:

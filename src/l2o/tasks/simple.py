@@ -34,7 +34,7 @@ class SimpleFamily(TaskFamily):
     """f(x) = x^2, x_0 = 1: every seed gives the same problem."""
 
     name = "simple"
-    num_problems: int = 1
+    num_problems: int = 1  # copies of f(x) = x^2 solved at once (all the same problem)
 
     def __post_init__(self) -> None:
         check_positive_int("num_problems", self.num_problems)
@@ -67,7 +67,7 @@ class RosenbrockFamily(TaskFamily):
     """Rosenbrock's banana valley from random starts x_0 ~ U[-2, 2], y_0 ~ U[-1, 3]."""
 
     name = "rosenbrock"
-    num_problems: int = 128
+    num_problems: int = 128  # random starting points solved at once
 
     def __post_init__(self) -> None:
         check_positive_int("num_problems", self.num_problems)
