@@ -5,6 +5,7 @@ scheme for result files, an index that lists them all)."""
 
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,20 @@ def test_benchmarks_is_a_package_of_modules_without_path_hacks(monkeypatch):
         assert "sys.path" not in path.read_text(), path
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         importlib.import_module(module.removesuffix(".__init__"))
+
+
+def test_result_files_follow_one_naming_scheme_and_are_indexed():
+    readme = (BENCHMARKS / "README.md").read_text()
+    results = sorted(p for p in BENCHMARKS.rglob("results/*") if p.is_file())
+    assert len(results) > 100
+    for path in results:
+        experiment = path.parent.parent.name
+        # benchmarks/<experiment>/results/<experiment>[-<variant>].{json,md,png}
+        assert path.parent.parent.parent == BENCHMARKS and experiment in EXPERIMENTS, path
+        assert re.fullmatch(rf"{experiment}(-[a-z0-9.-]+)?\.(json|md|png)", path.name), path
+        if path.suffix == ".png":  # a figure of a report in the same folder
+            assert any(f"]({path.name})" in md.read_text() for md in path.parent.glob("*.md"))
+        else:  # every report is a pair, listed in the index
+            assert path.with_suffix(".json" if path.suffix == ".md" else ".md").is_file(), path
+        if path.suffix == ".md":
+            assert f"({path.relative_to(BENCHMARKS)})" in readme, f"{path} not in the index"
