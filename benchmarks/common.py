@@ -18,7 +18,6 @@ from l2o.checkpoint import atomic_write_text
 from l2o.evaluate import rollout, write_json
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
-EXPERIMENTS = ("quadratic", "mnist", "conv", "speed")  # benchmarks/<experiment>/
 
 
 def results_dir(experiment: str) -> Path:

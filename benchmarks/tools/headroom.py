@@ -205,7 +205,7 @@ def main() -> int:
         "",
         f"Held-out runs: {args.runs} of the {family.name} task of {Path(args.config).name} on "
         f"{family.dataset} (test tasks {FIRST_TEST_TASK} on, the runs of "
-        "benchmarks/checkpoints.py); Adam at lr "
+        "benchmarks/tools/checkpoints.py); Adam at lr "
         f"{lrs['adam']:.3g} and NAG at lr {lrs['nag']:.3g} ("
         + "; ".join(
             f"{b}'s given by --{b}-lr"
