@@ -64,11 +64,13 @@ class LSTMConfig:
     ``log_sign`` with p = 10 (Appendix A) and the LSTM output multiplied by 0.1.
     """
 
-    num_layers: int = 2
-    hidden_size: int = 20
+    num_layers: int = 2  # LSTM layers (the paper: 2)
+    hidden_size: int = 20  # hidden units per layer (the paper: 20)
+    # "log_sign": each gradient coordinate read as (log|g| / p, sign g) (Appendix A; the paper's
+    # MNIST, CIFAR and neural-art optimizers); "none": read as it is (the paper's quadratics).
     preprocess: str = "log_sign"
-    p: float = 10.0
-    output_scale: float = 0.1
+    p: float = 10.0  # log_sign's p: below e^-p, |g| is read as (-1, e^p g) (the paper: 10)
+    output_scale: float = 0.1  # the LSTM's output times this is the update (the paper: 0.1)
     # Initial bias of the forget gate. sigmoid(1.0) = 0.73: the cell keeps most of its memory
     # at the start of meta-training. Only the initial value; the bias is meta-trained.
     forget_bias: float = 1.0
