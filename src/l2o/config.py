@@ -31,14 +31,14 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from l2o.errors import InvalidInput
 from l2o.meta.train import MetaTrainConfig
-from l2o.optimizers import SGD, Adam, CoordinatewiseLSTM, LSTMConfig, RMSprop, StepOptimizer
+from l2o.optimizers import BASELINES, OPTIMIZERS, CoordinatewiseLSTM, LSTMConfig, StepOptimizer
 from l2o.tasks import TaskFamily, make_task_family
 
 if sys.version_info >= (3, 11):
@@ -47,22 +47,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SECTIONS = ("task", "optimizer", "meta")
-# The hand-designed optimizers a parameter group may use, built from their options.
-HAND_DESIGNED: dict[str, Callable[..., StepOptimizer]] = {
-    "sgd": SGD,
-    "nag": lambda momentum=0.9, nesterov=True, **kw: SGD(
-        momentum=momentum, nesterov=nesterov, **kw
-    ),
-    "rmsprop": RMSprop,
-    "adam": lambda betas=(0.9, 0.999), **kw: Adam(betas=tuple(betas), **kw),
-}
 GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
 class GroupConfig:
     """One parameter group: glob patterns of its parameters' names and its optimizer, an LSTM
-    (``lstm``) or a hand-designed one (``kind`` in HAND_DESIGNED, with ``options``)."""
+    (``lstm``) or a hand-designed one (``kind`` one of ``l2o.optimizers.BASELINES``, with
+    ``options``)."""
 
     params: tuple[str, ...]
     kind: str = "lstm"
@@ -72,7 +64,7 @@ class GroupConfig:
     def build(self) -> StepOptimizer:
         if self.kind == "lstm":
             return CoordinatewiseLSTM(self.lstm)
-        return HAND_DESIGNED[self.kind](**self.options)
+        return OPTIMIZERS[self.kind](**self.options)
 
     def to_dict(self) -> dict[str, Any]:
         more = asdict(self.lstm) if self.lstm is not None else dict(self.options)
@@ -146,7 +138,7 @@ def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
             f'with params = ["conv*"])'
         )
     groups = {}
-    kinds = ", ".join(["lstm", *HAND_DESIGNED])
+    kinds = ", ".join(["lstm", *BASELINES])
     for name, options in data.items():
         where = f"optimizer.groups.{name}"
         if not GROUP_NAME.fullmatch(name):
@@ -169,9 +161,9 @@ def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
         if kind == "lstm":
             lstm = _build(LSTMConfig, where, {**asdict(defaults), **options})
             groups[name] = GroupConfig(tuple(params), "lstm", lstm=lstm)
-        elif kind in HAND_DESIGNED:
+        elif kind in BASELINES:
             try:
-                HAND_DESIGNED[kind](**options)
+                OPTIMIZERS[kind](**options)
             except TypeError as e:
                 raise InvalidInput(f"Invalid option for {where} (kind {kind!r}): {e}") from e
             groups[name] = GroupConfig(tuple(params), kind, options=options)

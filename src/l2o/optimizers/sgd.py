@@ -86,6 +86,9 @@ class SGD(StepOptimizer):
         return f"lr={self.lr:g}, momentum={self.momentum:g}, nesterov={self.nesterov}"
 
 
-def NAG(lr: float = 1e-3, momentum: float = 0.9) -> SGD:
-    """Nesterov's accelerated gradient: SGD with Nesterov momentum (0.9 unless told)."""
-    return SGD(lr=lr, momentum=momentum, nesterov=True)
+def NAG(
+    lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0, nesterov: bool = True
+) -> SGD:
+    """Nesterov's accelerated gradient: SGD with Nesterov momentum, 0.9 unless told (SGD's
+    options, which a parameter group of ``kind = "nag"`` may set)."""
+    return SGD(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov)

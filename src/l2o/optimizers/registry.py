@@ -1,0 +1,60 @@
+"""Every optimizer by name: the one registry from which configs' parameter groups, checkpoints
+(``spec()["kind"]``), the command line's ``--baselines`` and evaluation build optimizers.
+
+``OPTIMIZERS`` maps a name to the class or function that builds the optimizer from its options
+(the keys of its ``spec()``, as JSON or TOML values). A new optimizer is one more entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from l2o.errors import InvalidInput
+from l2o.optimizers.adam import Adam
+from l2o.optimizers.base import StepOptimizer
+from l2o.optimizers.grouped import GroupedOptimizer
+from l2o.optimizers.lstm import CoordinatewiseLSTM, LSTMConfig
+from l2o.optimizers.rmsprop import RMSprop
+from l2o.optimizers.sgd import NAG, SGD
+
+
+def lstm(**options: Any) -> CoordinatewiseLSTM:
+    """The coordinatewise LSTM of the paper, from ``LSTMConfig``'s fields."""
+    return CoordinatewiseLSTM(LSTMConfig(**options))
+
+
+def grouped(groups: Mapping[str, Mapping[str, Any]], assignment: Sequence[str]) -> GroupedOptimizer:
+    """One optimizer per parameter group, each from its spec; ``assignment[i]`` is the group of
+    parameter i."""
+    return GroupedOptimizer({name: from_spec(spec) for name, spec in groups.items()}, assignment)
+
+
+OPTIMIZERS: dict[str, Callable[..., StepOptimizer]] = {
+    "lstm": lstm,
+    "grouped": grouped,
+    "sgd": SGD,
+    "nag": NAG,  # SGD with Nesterov momentum 0.9 unless told
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+# The hand-designed optimizers: the paper's baselines, whose learning rate evaluation tunes
+# (torch.optim's defaults for their other options), and what a parameter group may use
+# instead of an LSTM.
+BASELINES = ("sgd", "nag", "rmsprop", "adam")
+
+
+def make_baseline(name: str, lr: float) -> StepOptimizer:
+    """Build the hand-designed optimizer ``name`` (sgd, nag, rmsprop, adam) with learning rate lr."""
+    if name not in BASELINES:
+        raise InvalidInput(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
+    return OPTIMIZERS[name](lr=lr)
+
+
+def from_spec(spec: Mapping[str, Any]) -> StepOptimizer:
+    """Rebuild an optimizer (freshly initialised) from ``optimizer.spec()``."""
+    options = dict(spec)
+    kind = options.pop("kind", None)
+    if kind not in OPTIMIZERS:
+        raise InvalidInput(f"unknown optimizer kind {kind!r} (valid: {', '.join(OPTIMIZERS)})")
+    return OPTIMIZERS[kind](**options)
