@@ -6,7 +6,7 @@ network from the same initialisation on the same batches; both training-loss cur
 PNG and the test accuracies are printed.
 
     python examples/train_digits.py                              # Adam only
-    python examples/train_digits.py --optimizer quadratic-lstm   # a shipped pretrained optimizer
+    python examples/train_digits.py --optimizer mnist-mlp-lstm   # a shipped pretrained optimizer
     python examples/train_digits.py --optimizer runs/quadratic   # a run directory or checkpoint
 
 The network is the paper's MNIST optimizee at digits scale (Andrychowicz et al. 2016, section
