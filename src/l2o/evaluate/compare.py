@@ -4,7 +4,8 @@ The protocol, the same for every optimizer:
   * tasks are drawn from fixed seed streams: baselines' learning rates are tuned on validation
     tasks, everything is reported on separate test tasks that no optimizer saw before;
   * each run starts from a fresh optimizer state at the same theta_0 and sees the same batches;
-  * every optimizer is scored at the same step (f(theta_T)) and by its summed loss;
+  * every optimizer is scored at the same step (f(theta_T)) and by its summed loss, and, when
+    asked, its final parameters on the task's held-out test set (loss, accuracy);
   * wall-clock seconds are measured on the same rollout code for all.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from l2o.errors import InvalidInput
-from l2o.evaluate.rollout import rollout
+from l2o.evaluate.rollout import Rollout, rollout
 from l2o.meta.seeds import task_seed
 from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
 from l2o.tasks.base import TaskFamily
@@ -41,24 +42,36 @@ def lr_grid(low: float = 1e-4, high: float = 10.0, per_decade: int = 4) -> list[
 
 
 def run_on_tasks(
+    name: str,
     optimizer: StepOptimizer,
     family: TaskFamily,
     steps: int,
     stream: str,
     num_tasks: int,
     device: str = "cpu",
-) -> tuple[Tensor, float]:
-    """Roll ``optimizer`` out on tasks 0..num_tasks-1 of ``stream``.
-
-    Returns losses of shape (steps + 1, runs) and total wall-clock seconds.
-    """
-    curves, seconds = [], 0.0
+    test_metrics: bool = False,
+) -> OptimizerResult:
+    """Roll ``optimizer`` out on tasks 0..num_tasks-1 of ``stream``: losses of shape
+    (steps + 1, runs) and total wall-clock seconds. With ``test_metrics``, tasks that have a
+    held-out test set (``task.evaluate``) also score each run's final parameters on it."""
+    curves, seconds, metrics = [], 0.0, []
     for i in range(num_tasks):
         task = family.sample(task_seed(stream, i), device=device)
         result = rollout(optimizer, task, steps)
         curves.append(result.losses)
         seconds += result.seconds
-    return torch.cat(curves, dim=1), seconds
+        if test_metrics and hasattr(task, "evaluate"):
+            metrics.append(_evaluate(task, result))
+    scores = {k: torch.cat([m[k] for m in metrics]) for k in metrics[0]} if metrics else {}
+    return OptimizerResult(name, torch.cat(curves, dim=1), seconds, test_metrics=scores)
+
+
+def _evaluate(task: Any, result: Rollout) -> dict[str, Tensor]:
+    """The task's test-set metrics of theta_T, e.g. {"loss": (n,), "accuracy": (n,)}; tasks
+    with running statistics (batch norm) are scored with the rollout's, in eval mode."""
+    if result.buffers:
+        return task.evaluate(result.params, buffers=result.buffers)
+    return task.evaluate(result.params)
 
 
 def final_score(losses: Tensor) -> float:
@@ -79,10 +92,10 @@ def tune_learning_rate(
     tasks. Returns (best lr, {lr: score})."""
     scores = {}
     for lr in grid:
-        losses, _ = run_on_tasks(
-            make_baseline(name, lr), family, steps, "validation", num_tasks, device
+        runs = run_on_tasks(
+            name, make_baseline(name, lr), family, steps, "validation", num_tasks, device
         )
-        scores[lr] = final_score(losses)
+        scores[lr] = final_score(runs.losses)
     best = min(scores, key=lambda lr: scores[lr])
     if not math.isfinite(scores[best]):
         raise InvalidInput(
@@ -100,6 +113,8 @@ class OptimizerResult:
     seconds: float
     lr: float | None = None  # the tuned learning rate (baselines)
     tuning: dict[float, float] = field(default_factory=dict)  # lr -> validation score
+    # Each run's theta_T on the task's held-out test set, e.g. {"loss": (runs,), "accuracy": ...}
+    test_metrics: dict[str, Tensor] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         losses = self.losses.double()
@@ -107,7 +122,7 @@ class OptimizerResult:
         finite = torch.isfinite(final)
         steps = losses.shape[0] - 1
         q = torch.nanquantile(losses, torch.tensor([0.25, 0.5, 0.75], dtype=losses.dtype), dim=1)
-        return {
+        summary = {
             "lr": self.lr,
             "final_loss_mean": float(final.mean()),
             "final_loss_std": float(final.std()) if final.numel() > 1 else 0.0,
@@ -125,6 +140,16 @@ class OptimizerResult:
                 f"{lr:.6g}": s if math.isfinite(s) else None for lr, s in self.tuning.items()
             },
         }
+        for key, values in self.test_metrics.items():
+            values = values.double()
+            summary[f"test_{key}_mean"] = _finite(values.mean())
+            summary[f"test_{key}_std"] = _finite(values.std()) if values.numel() > 1 else 0.0
+        return summary
+
+
+def _finite(value: Tensor) -> float | None:
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
 def _clean(values: Tensor) -> list[float | None]:
@@ -180,12 +205,15 @@ def compare(
     device: str = "cpu",
     progress: Progress | None = None,
     bar: Any | None = None,
+    test_metrics: bool = False,
 ) -> Comparison:
     """Tune each baseline's learning rate on validation tasks, then run learned optimizers and
     tuned baselines on the same test tasks.
 
     ``progress`` receives one-line messages; ``bar`` (an ``l2o.monitor.Progress`` sized by
-    ``count_rollouts``) advances by one per task rolled out, for a progress bar with ETA."""
+    ``count_rollouts``) advances by one per task rolled out, for a progress bar with ETA.
+    ``test_metrics``: also score each test run's final parameters on the task's held-out test
+    set, for tasks that have one (``OptimizerResult.test_metrics``)."""
     grid = list(grid or lr_grid())
     for name in baselines:
         if name not in BASELINES:
@@ -195,10 +223,10 @@ def compare(
     results: dict[str, OptimizerResult] = {}
     for name, optimizer in learned.items():
         say(f"evaluating {name} on {num_test_tasks} test tasks")
-        losses, seconds = run_on_tasks(
-            optimizer.to(device).eval(), family, steps, "test", num_test_tasks, device
-        )
-        results[name] = OptimizerResult(name, losses, seconds)
+        results[name] = run_on_tasks(
+            name, optimizer.to(device).eval(), family, steps, "test", num_test_tasks, device,
+            test_metrics,
+        )  # fmt: skip
         advance(num_test_tasks)
     for name in baselines:
         say(
@@ -208,9 +236,10 @@ def compare(
         advance(len(grid) * num_validation_tasks)
         edge = " (at the edge of the grid: widen it)" if lr in (grid[0], grid[-1]) else ""
         say(f"  best lr {lr:.4g}{edge}")
-        losses, seconds = run_on_tasks(
-            make_baseline(name, lr), family, steps, "test", num_test_tasks, device
-        )
-        results[name] = OptimizerResult(name, losses, seconds, lr=lr, tuning=tuning)
+        result = run_on_tasks(
+            name, make_baseline(name, lr), family, steps, "test", num_test_tasks, device,
+            test_metrics,
+        )  # fmt: skip
+        results[name] = replace(result, lr=lr, tuning=tuning)
         advance(num_test_tasks)
     return Comparison(family.to_config(), steps, num_test_tasks, num_validation_tasks, results)

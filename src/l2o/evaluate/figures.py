@@ -26,14 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from l2o.errors import InvalidInput
-from l2o.evaluate.compare import Comparison, OptimizerResult, lr_grid, tune_learning_rate
+from l2o.evaluate.compare import compare, lr_grid
 from l2o.evaluate.report import save_figure
-from l2o.evaluate.rollout import rollout
-from l2o.meta.seeds import task_seed
-from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
+from l2o.optimizers import BASELINES, StepOptimizer
 from l2o.tasks import make_task_family
 from l2o.tasks.base import TaskFamily
 
@@ -138,64 +134,33 @@ def evaluate_setting(
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Compare learned optimizers with tuned baselines on one setting.
+    """Compare learned optimizers with tuned baselines on one setting (``l2o.evaluate.compare``).
 
     ``task_config``: the training task (``record["task"]``), which ``setting.task`` changes.
     Returns ``Comparison.to_json()`` with, per optimizer, the held-out test-set loss and
-    accuracy of the final parameters (``test_loss_mean``, ``test_accuracy_mean``, ...), plus
-    ``setting`` and ``lstm_over_adam``.
+    accuracy of the final parameters (``test_loss_mean``, ``test_accuracy_mean``, ...; batch
+    norm nets with their running statistics), plus ``setting``, ``over_adam`` (each learned
+    optimizer's final loss / tuned Adam's; {} without Adam) and ``lstm_over_adam``.
     """
     say = progress or (lambda _: None)
-    family = setting_family(task_config, setting, options)
-    test_tasks = options.test_runs // options.problems_per_task
-    validation_tasks = options.validation_runs // options.problems_per_task
-    results: dict[str, OptimizerResult] = {}
-    test_metrics: dict[str, dict[str, torch.Tensor]] = {}
-
-    def run(label: str, optimizer: StepOptimizer, lr: float | None = None, tuning=None) -> None:
-        curves, seconds, metrics = [], 0.0, []
-        for i in range(test_tasks):
-            task = family.sample(task_seed("test", i), device=device)
-            result = rollout(optimizer, task, setting.steps)
-            curves.append(result.losses)
-            seconds += result.seconds
-            if hasattr(task, "evaluate"):
-                metrics.append(task.evaluate(result.params))
-        results[label] = OptimizerResult(label, torch.cat(curves, 1), seconds, lr, tuning or {})
-        if metrics:
-            test_metrics[label] = {k: torch.cat([m[k] for m in metrics]) for k in metrics[0]}
-
-    for label, optimizer in learned.items():
-        say(f"[{setting.name}] {label} on {options.test_runs} test runs")
-        run(label, optimizer.to(device).eval())
-    grid = options.grid()
-    for baseline in options.baselines:
-        lr, tuning = tune_learning_rate(
-            baseline, family, setting.steps, validation_tasks, grid, device
-        )
-        edge = " (at the edge of the grid)" if lr in (grid[0], grid[-1]) else ""
-        say(f"[{setting.name}] {baseline}: tuned lr {lr:.3g}{edge}")
-        run(baseline, make_baseline(baseline, lr), lr, tuning)
-    comparison = Comparison(
-        family.to_config(), setting.steps, test_tasks, validation_tasks, results
+    comparison = compare(
+        learned,
+        setting_family(task_config, setting, options),
+        setting.steps,
+        options.baselines,
+        num_validation_tasks=options.validation_runs // options.problems_per_task,
+        num_test_tasks=options.test_runs // options.problems_per_task,
+        grid=options.grid(),
+        device=device,
+        progress=lambda line: say(f"[{setting.name}] {line}"),
+        test_metrics=True,
     )
     out = comparison.to_json()
-    for label, metrics in test_metrics.items():
-        summary = out["optimizers"][label]
-        for key, values in metrics.items():
-            values = values.double()
-            summary[f"test_{key}_mean"] = _finite(values.mean())
-            summary[f"test_{key}_std"] = _finite(values.std()) if values.numel() > 1 else 0.0
     out["setting"] = {"name": setting.name, "title": setting.title, "task": dict(setting.task)}
-    out["lstm_over_adam"] = (
-        comparison.ratio("lstm") if "lstm" in results and "adam" in results else None
-    )
+    adam = "adam" in comparison.results
+    out["over_adam"] = {name: comparison.ratio(name) for name in learned} if adam else {}
+    out["lstm_over_adam"] = out["over_adam"].get("lstm")
     return out
-
-
-def _finite(value: torch.Tensor) -> float | None:
-    v = float(value)
-    return v if math.isfinite(v) else None
 
 
 def best_baseline(result: Mapping[str, Any]) -> str:
