@@ -139,9 +139,10 @@ def inner_step(
     """
     # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the optimizer
     # sees it as a constant input: the paper's first-order approximation.
-    grads = torch.autograd.grad(
-        f.loss.sum(), state.params, create_graph=second_order, retain_graph=meta_graph
-    )
+    with torch.enable_grad():  # also under torch.no_grad(), as task_loss
+        grads = torch.autograd.grad(
+            f.loss.sum(), state.params, create_graph=second_order, retain_graph=meta_graph
+        )
     # The loss reaches optimizers that read it as an input, like the gradient; theta_t reaches
     # those that read it as it is (its history through the earlier updates is part of the
     # meta-gradient, as the updates' own).
