@@ -127,15 +127,23 @@ def inner_step(
     meta_graph: bool,
     second_order: bool = False,
 ) -> InnerStep:
-    """One step from theta_t (``state``, its params differentiable) given f(theta_t) (``f``,
-    from ``task_loss``), then f(theta_{t+1}) on batch t + 1.
+    """One step of the inner loop (paper, eq. 1 and section 2.1),
+
+        grad_t = df/dtheta_t,   [g_t, h_{t+1}] = m(grad_t, h_t; phi),   theta_{t+1} = theta_t + g_t,
+
+    then f(theta_{t+1}) on batch t + 1: the next step's loss, and a term of the unroll's
+    meta-loss.
+
+    ``state``: theta_t (tensors that require grad: see ``differentiable``), h_t, t and the
+    buffers before the forward pass at theta_t; ``f``: that forward pass, ``task_loss(task,
+    state)``: f(theta_t) of every problem, shape (num_problems,), and the buffers after it.
 
     ``meta_graph=True`` (the meta-training unroll): autograd records the step, so that the
     meta-loss reaches phi through g_t and through theta_t's own history. ``second_order``
     (with ``meta_graph`` only) keeps the graph of grad_t and of the loss handed to optimizers
     that read it: d grad_t / d phi is then part of the meta-gradient.
-    ``meta_graph=False`` (evaluation): the step runs under no_grad and keeps no history;
-    theta_{t+1} are fresh leaves, h_{t+1} plain tensors.
+    ``meta_graph=False`` (evaluation): the optimizer steps under no_grad and nothing keeps a
+    history; theta_{t+1} are fresh leaves, h_{t+1} plain tensors.
     """
     # grad_t = df/dtheta_t. Without create_graph the result carries no history, so the optimizer
     # sees it as a constant input: the paper's first-order approximation.
