@@ -181,6 +181,11 @@ class Monitor:
         w.add_figure("validation/loss_curve", _curve_figure(scores["curve"], task_name, step), step)
         w.flush()
 
+    def flush(self) -> None:
+        """Put every event logged so far into the event file (before a checkpoint covers it)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def _say(self, message: str) -> None:
         if self.progress is not None:
             self.progress.write(message)

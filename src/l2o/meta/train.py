@@ -522,13 +522,16 @@ class MetaTrainer:
                 validating = self.state.epoch % cfg.validate_every == 0
                 if validating or self.state.epoch == cfg.epochs:
                     improved = self.validate(entry)
-                    # The epoch's metrics are written (and synced) before the checkpoint that
-                    # covers them: a kill in between leaves an extra line, which resume drops.
+                    # The epoch's metrics and TensorBoard events are on disk before the
+                    # checkpoint that covers them: a kill in between leaves an extra line and
+                    # extra events, which resume drops (and then writes again).
                     self._write_metrics(entry, sync=True)
+                    self._monitor("epoch", epoch, entry)
+                    self._monitor("flush")
                     self.save_checkpoints(improved)
                 else:
                     self._write_metrics(entry)
-                self._monitor("epoch", epoch, entry)
+                    self._monitor("epoch", epoch, entry)
         finally:
             self._monitor("close")
         return self.state
