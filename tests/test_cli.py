@@ -160,8 +160,8 @@ def test_demo_meta_trains_and_compares(tmp_path, capsys):
 def test_demo_runs_the_shipped_quadratic_preset_shortened():
     # The demo takes its recipe from the shipped quadratic-lstm's record, which must be what
     # configs/quadratic.toml says: a preset changed without reshipping fails here.
-    from l2o.cli import demo_config
     from l2o.config import load_config
+    from l2o.pipelines import demo_config
 
     preset = load_config(
         ROOT / "configs" / "quadratic.toml",

@@ -6,7 +6,9 @@
     l2o demo
     l2o pretrained
 
-Errors in the user's input print one line naming the bad value and exit with status 2.
+The command parses and dispatches; what each one runs is a library function (l2o.runs.train,
+l2o.pipelines.evaluate_checkpoint / evaluate_figure / demo). Errors in the user's input print
+one line naming the bad value and exit with status 2.
 """
 
 from __future__ import annotations
@@ -14,24 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from l2o.devices import check_device
 from l2o.errors import InvalidInput, L2OError
+from l2o.pipelines import DEFAULT_BASELINES
 
-DEFAULT_BASELINES = ("sgd", "nag", "rmsprop", "adam")
 DEFAULT_TEST_TASKS = 8
 DEFAULT_VALIDATION_TASKS = 2
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from l2o.config import load_config
+    from l2o.pipelines import prepare_data
     from l2o.runs import train
 
     config = load_config(args.config, [*args.set, *_data_overrides(args)])
-    _prepare_data(config.task, args.download)
+    prepare_data(config.task, args.download)
     if not args.quiet:
         print(
             f"meta-training on {config.task.name} for {config.meta.epochs} epochs -> {args.run_dir}"
@@ -58,70 +59,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"at epoch {state.best_epoch}; checkpoint {checkpoints / 'best'}"
         )
     return 0
-
-
-def _evaluate(
-    optimizer_path: str,
-    task_name: str | None,
-    overrides: list[str],
-    steps: int | None,
-    test_tasks: int,
-    validation_tasks: int,
-    baselines: list[str],
-    grid: list[float] | None,
-    out: str | Path,
-    device: str,
-    quiet: bool,
-    download: bool = False,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Compare a trained optimizer with tuned baselines into the new directory ``out``; every
-    input (checkpoint, task, dataset, device) is checked before ``out`` is created."""
-    from l2o.checkpoint import load_checkpoint, resolve
-    from l2o.evaluate import compare, format_table, write_json, write_report
-    from l2o.evaluate.draw import draw_results
-    from l2o.runs import prepare_directory
-    from l2o.tasks import make_task_family
-
-    check_device(device)
-    source = resolve(optimizer_path)
-    optimizer, record = load_checkpoint(source)
-    task_cfg = _task_config(record, task_name, overrides)
-    family = make_task_family(task_cfg.pop("name"), **task_cfg)
-    _prepare_data(family, download)
-    out = prepare_directory(out, force, "evaluation", _inputs(source, family))
-    steps = steps or record.get("training", {}).get("horizon", 100)
-    from l2o.evaluate.compare import count_rollouts, lr_grid
-    from l2o.monitor import Progress
-
-    grid = grid or lr_grid()
-    bar = Progress(
-        count_rollouts(1, len(baselines), len(grid), validation_tasks, test_tasks),
-        "evaluating",
-        quiet,
-    )
-    comparison = compare(
-        {"lstm": optimizer},
-        family,
-        steps=steps,
-        baselines=baselines,
-        num_validation_tasks=validation_tasks,
-        num_test_tasks=test_tasks,
-        grid=grid,
-        device=device,
-        progress=bar.write,
-        bar=bar,
-    )
-    bar.close()
-    result = comparison.to_json()
-    result["learned_optimizer"] = {"checkpoint": str(source), "spec": record["optimizer"]}
-    result["lstm_over_adam"] = comparison.ratio("lstm") if "adam" in baselines else None
-    write_json(out / "results.json", result)
-    figures = [p.name for p in draw_results(result, out, "png")]
-    write_report(result, out, figures)
-    print(format_table(result))
-    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {', '.join(figures)}")
-    return result
 
 
 def _parse_grid(text: str | None) -> list[float] | None:
@@ -151,6 +88,18 @@ def _parse_baselines(text: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from l2o.evaluate import format_table
+    from l2o.evaluate.figures import figure_table
+    from l2o.pipelines import evaluate_checkpoint, evaluate_figure
+
+    common = dict(
+        task=args.task,
+        overrides=[*args.set, *_data_overrides(args)],
+        device=args.device,
+        force=args.force,
+        download=args.download,
+        quiet=args.quiet,
+    )
     if args.figure is not None:
         given = [flag for flag, value in _preset_flags(args).items() if value is not None]
         if given:
@@ -158,43 +107,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{given[0]} cannot be combined with --figure (the figure preset "
                 f"{args.figure} sets it; edit a copy of the preset instead)"
             )
-        _evaluate_figure(
-            args.optimizer,
-            args.figure,
-            args.task,
-            [*args.set, *_data_overrides(args)],
-            args.out,
-            args.force,
-            args.device,
-            args.quiet,
-            download=args.download,
-        )
+        report = evaluate_figure(args.optimizer, args.figure, args.out, **common)
+        print(figure_table(report["settings"]))
+        print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.md'}")
         return 0
-    test_tasks = DEFAULT_TEST_TASKS if args.test_tasks is None else args.test_tasks
-    validation_tasks = (
-        DEFAULT_VALIDATION_TASKS if args.validation_tasks is None else args.validation_tasks
-    )
-    _check_positive("--test-tasks", test_tasks)
-    _check_positive("--validation-tasks", validation_tasks)
-    if args.steps is not None:
-        _check_positive("--steps", args.steps)
-    baselines = _parse_baselines(args.baselines or ",".join(DEFAULT_BASELINES))
-    grid = _parse_grid(args.lr_grid)
-    _evaluate(
+    for flag, value in [("--test-tasks", args.test_tasks), ("--validation-tasks",
+                        args.validation_tasks), ("--steps", args.steps)]:  # fmt: skip
+        if value is not None and value < 1:
+            raise InvalidInput(f"Invalid {flag}: {value} (must be >= 1)")
+    result = evaluate_checkpoint(
         args.optimizer,
-        args.task,
-        [*args.set, *_data_overrides(args)],
-        args.steps,
-        test_tasks,
-        validation_tasks,
-        baselines,
-        grid,
         args.out,
-        args.device,
-        args.quiet,
-        download=args.download,
-        force=args.force,
+        steps=args.steps,
+        test_tasks=DEFAULT_TEST_TASKS if args.test_tasks is None else args.test_tasks,
+        validation_tasks=(
+            DEFAULT_VALIDATION_TASKS if args.validation_tasks is None else args.validation_tasks
+        ),
+        baselines=_parse_baselines(args.baselines or ",".join(DEFAULT_BASELINES)),
+        grid=_parse_grid(args.lr_grid),
+        **common,
     )
+    out = Path(args.out)
+    print(format_table(result))
+    print(f"wrote {out / 'results.json'}, {out / 'report.md'}, loss.png and final_loss.png")
     return 0
 
 
@@ -209,129 +144,15 @@ def _preset_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _evaluate_figure(
-    optimizer_path: str,
-    preset: str,
-    task_name: str | None,
-    overrides: list[str],
-    out_dir: str,
-    force: bool,
-    device: str,
-    quiet: bool,
-    download: bool = False,
-) -> dict[str, Any]:
-    """``l2o evaluate OPT --figure PRESET``: every setting of a figure preset (e.g. the paper's
-    Figures 4 and 5 for MNIST, configs/mnist-fig4.toml and mnist-fig5.toml), each compared with
-    tuned baselines as the preset says; one JSON, one loss plot per setting, the grid figure."""
-    from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve
-    from l2o.evaluate import write_json
-    from l2o.evaluate.draw import draw_settings
-    from l2o.evaluate.figures import (
-        evaluate_setting,
-        figure_table,
-        load_figure_preset,
-        setting_family,
-    )
-    from l2o.runs import prepare_directory
-
-    check_device(device)
-    options, settings = load_figure_preset(preset)
-    if not settings:
-        raise InvalidInput(f"figure preset {preset} lists no [[setting]] and no [grid]")
-    source = resolve(optimizer_path)
-    optimizer, record = load_checkpoint(source)
-    task_cfg = _task_config(record, task_name, overrides)
-    inputs: list[Path] = [Path(preset)]
-    for setting in settings:  # every setting's task is valid, its data found, before any run
-        family = setting_family(task_cfg, setting, options)
-        _prepare_data(family, download)
-        inputs += _inputs(source, family)
-    out = prepare_directory(out_dir, force, "evaluation", inputs)
-    report: dict[str, Any] = {
-        "figure": str(preset),
-        "learned_optimizer": {"checkpoint": str(source), "spec": record["optimizer"]},
-        "task": task_cfg,
-        "settings": {},
-    }
-    for setting in settings:
-        report["settings"][setting.name] = evaluate_setting(
-            {"lstm": optimizer}, task_cfg, setting, options, device,
-            progress=None if quiet else (lambda line: print(line, flush=True)),
-        )  # fmt: skip
-        write_json(out / "results.json", report)  # a long evaluation keeps what it has done
-    figures = [p.name for p in draw_settings(report["settings"], out, "png")]
-    table = figure_table(report["settings"])
-    lines = [f"# {Path(preset).name}: {source}", "", table, ""]
-    lines += [f"![{f}]({f})" for f in figures]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    print(table)
-    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {len(figures)} figures")
-    return report
-
-
-def _task_config(record: dict[str, Any], task_name: str | None, overrides: list[str]) -> dict:
-    """The task a checkpoint was trained on (or ``task_name``'s defaults), with task.* overrides."""
-    from l2o.config import apply_overrides, parse_override
-
-    for text in overrides:
-        if parse_override(text)[0] != "task":
-            raise InvalidInput(f"Invalid override {text!r} for evaluate (only task.* may be set)")
-    # A run's checkpoint records its "task"; a pretrained optimizer the task it was "trained_on".
-    task_cfg = dict(record.get("task") or record.get("trained_on") or {"name": "quadratic"})
-    if task_name is not None and task_name != task_cfg.get("name"):
-        task_cfg = {"name": task_name}
-    return apply_overrides({"task": task_cfg}, overrides)["task"]
-
-
-def demo_config(epochs: int, device: str = "cpu"):
-    """The shipped ``quadratic-lstm``'s own recipe (its record: task, architecture, meta-training
-    config, i.e. configs/quadratic.toml), shortened to ``epochs`` with 4 validation tasks."""
-    from l2o import pretrained
-    from l2o.config import config_from_dict
-
-    record = pretrained.info("quadratic-lstm")
-    return config_from_dict(
-        {
-            "task": record["trained_on"],
-            "optimizer": {k: v for k, v in record["optimizer"].items() if k != "kind"},
-            "meta": {
-                **record["training"],
-                "epochs": epochs,
-                "validate_every": max(epochs // 4, 1),
-                "validation_tasks": 4,
-                "device": device,
-            },
-        }
-    )
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from l2o.runs import prepare_directory, train
+    from l2o.pipelines import demo
 
-    _check_positive("--epochs", args.epochs)
-    check_device(args.device)
-    config = demo_config(args.epochs, args.device)
-    out = prepare_directory(args.out, args.force, "demo")
-    start = time.perf_counter()
-    print(f"[1/2] meta-training the paper's 2x20 LSTM on 10-d quadratics for {args.epochs} epochs")
-    train(config, out / "run", quiet=args.quiet)
-    print("[2/2] comparing with SGD, NAG, RMSprop and Adam, each with a tuned learning rate")
-    result = _evaluate(
-        str(out / "run"),
-        None,
-        [],
-        100,
-        4,
-        2,
-        ["sgd", "nag", "rmsprop", "adam"],
-        None,
-        out / "evaluation",
-        args.device,
-        True,
-    )
-    ratio = result["lstm_over_adam"]
+    if args.epochs < 1:
+        raise InvalidInput(f"Invalid --epochs: {args.epochs} (must be >= 1)")
+    result = demo(args.out, args.epochs, args.device, force=args.force, quiet=args.quiet)
     print(
-        f"LSTM / tuned Adam final loss: {ratio:.3f}  (demo took {time.perf_counter() - start:.0f}s)"
+        f"LSTM / tuned Adam final loss: {result['lstm_over_adam']:.3f}  "
+        f"(demo took {result['demo_seconds']:.0f}s)"
     )
     return 0
 
@@ -361,27 +182,11 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs(checkpoint: Path, family: Any) -> list[Path]:
-    """The files a command reads, which ``--force`` must never delete."""
-    data_dir = getattr(family, "data_dir", "")
-    return [checkpoint, *([Path(data_dir)] if data_dir else [])]
-
-
 def _data_overrides(args: argparse.Namespace) -> list[str]:
     """--data-dir DIR as the override task.data_dir="DIR" (for tasks that read a dataset)."""
     if args.data_dir is None:
         return []
     return [f"task.data_dir={json.dumps(str(args.data_dir))}"]
-
-
-def _prepare_data(family: Any, download: bool) -> None:
-    """Fail early, before any directory is written, when a task's dataset is not found; with
-    --download, fetch it first (torchvision, network)."""
-    locate = getattr(family, "locate_data", None)
-    if locate is not None:
-        locate(download=download)
-    elif download:
-        raise InvalidInput(f"--download: task {family.name!r} reads no dataset")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -395,11 +200,6 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="download the dataset if it is not found (needs torchvision and a network)",
     )
-
-
-def _check_positive(flag: str, value: int) -> None:
-    if value < 1:
-        raise InvalidInput(f"Invalid {flag}: {value} (must be >= 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
