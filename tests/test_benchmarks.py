@@ -1,7 +1,7 @@
 """The benchmark tools end to end on tiny IDX files (benchmarks/tools/checkpoints.py,
-headroom.py, meta_runs.py: what they write, and their errors), run as modules from the repository
-root as benchmarks/README.md says; and the layout of benchmarks/ (a package, one naming
-scheme for result files, an index that lists them all)."""
+headroom.py, meta_runs.py: what they write, and their errors; benchmarks/conv/run.py), run as
+modules from the repository root as benchmarks/README.md says; and the layout of benchmarks/
+(a package, one naming scheme for result files, an index that lists them all)."""
 
 import importlib
 import json
@@ -237,6 +237,74 @@ def test_meta_runs_without_out_needs_the_runs_task(tmp_path):
     (a / "config.toml").write_text("[meta]\nepochs = 2\n")
     done = run_module("benchmarks.tools.meta_runs", f"x={a}", "--name", "v", timeout=120)
     assert done.returncode != 0 and "names no task; give --out" in done.stderr
+
+
+CONV_FIGURE = """
+[evaluate]
+test_runs = 4
+validation_runs = 2
+problems_per_task = 2
+baselines = ["nag", "adam"]
+lr_grid = [1e-2, 1.0, 1]
+
+[[setting]]
+name = "all-labels"
+title = "all labels"
+steps = 3
+task = { classes = [] }
+
+[[setting]]
+name = "2-labels"
+title = "labels 0-1"
+steps = 3
+task = { classes = [0, 1] }
+"""
+
+
+def test_conv_benchmark_end_to_end(idx_dir, tmp_path, monkeypatch):
+    """benchmarks/conv/run.py meta-trains tiny variants, then evaluates every setting with the
+    library's l2o.evaluate.figures.evaluate_setting; a non-finite test metric is a dash."""
+    figure = tmp_path / "figure.toml"
+    figure.write_text(CONV_FIGURE)
+    out = tmp_path / "out"
+    tiny = [
+        "task.batch_size=16", "task.channels=[4, 4, 4]", "task.hidden_sizes=[8]",
+        "meta.epochs=1", "meta.horizon=2", "meta.truncation=2", "meta.validate_every=1",
+        "meta.validation_tasks=1",
+    ]  # fmt: skip
+    done = run_module(
+        "benchmarks.conv.run",
+        *("--datasets", "fashion-mnist", "--variants", "lstm,lstm-sub"),
+        *("--figure", str(figure), "--data-dir", str(idx_dir)),
+        *("--run-dir", str(tmp_path / "runs"), "--out", str(out)),
+        *[arg for override in tiny for arg in ("--set", override)],
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[fashion-mnist] [2-labels] evaluating lstm-sub on 2 test tasks" in done.stdout
+    report = json.loads((out / "conv.json").read_text())
+    result = report["datasets"]["fashion-mnist"]
+    assert list(result["training"]) == ["lstm", "lstm-sub"]
+    assert list(result["settings"]) == ["all-labels", "2-labels"]
+    for name, setting in result["settings"].items():
+        assert setting["setting"]["name"] == name and setting["runs"] == 4
+        assert list(setting["optimizers"]) == ["lstm", "lstm-sub", "nag", "adam"]
+        adam = setting["optimizers"]["adam"]["final_loss_mean"]
+        for label in ("lstm", "lstm-sub"):
+            o = setting["optimizers"][label]
+            assert setting["over_adam"][label] == pytest.approx(o["final_loss_mean"] / adam)
+        for o in setting["optimizers"].values():
+            assert 0 <= o["test_accuracy_mean"] <= 1 and o["test_loss_mean"] > 0
+        assert (out / f"conv-fashion-mnist-{name}.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "conv.md").read_text()
+    assert "| lstm-sub | " in md and "![2-labels](conv-fashion-mnist-2-labels.png)" in md
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.conv.run import markdown
+
+    result["settings"]["2-labels"]["optimizers"]["nag"]["test_loss_mean"] = None
+    result["settings"]["2-labels"]["optimizers"]["nag"]["test_accuracy_mean"] = None
+    row = next(line for line in markdown(report).splitlines()[::-1] if line.startswith("| nag"))
+    assert row.split(" | ")[5:7] == ["-", "-"]
 
 
 SCRIPTS = sorted(p for p in BENCHMARKS.rglob("*.py") if "results" not in p.parts)

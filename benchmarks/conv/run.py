@@ -19,8 +19,10 @@ of configs/conv-fig6.toml (all labels; labels 0-4; labels 0-1), and writes
 
 in benchmarks/conv/results/ (--out).
 
-Test loss and accuracy are of each run's final parameters on the held-out test images of the
-setting's labels, with batch norm in eval mode (the running statistics of the run).
+Every setting is evaluated by l2o.evaluate.figures.evaluate_setting, as `l2o evaluate --figure`
+does: the same tuning, test runs and numbers. Test loss and accuracy are of each run's final
+parameters on the held-out test images of the setting's labels, with batch norm in eval mode
+(the running statistics of the run).
 
 Reproduce, from the repository root:
 
@@ -49,13 +51,8 @@ from l2o.config import load_config, load_config_dict
 from l2o.data import DatasetError
 from l2o.data.images import locate_images
 from l2o.evaluate import plot_loss_curves, write_json
-from l2o.evaluate.compare import Comparison, OptimizerResult, tune_learning_rate
-from l2o.evaluate.figures import load_figure_preset
-from l2o.evaluate.rollout import rollout
-from l2o.meta import task_seed
-from l2o.optimizers import make_baseline
+from l2o.evaluate.figures import evaluate_setting, load_figure_preset
 from l2o.runs import train
-from l2o.tasks import make_task_family
 
 VARIANTS = {
     "lstm": "conv.toml",
@@ -162,8 +159,9 @@ def _evaluate_job(job) -> dict:
     learned = {v: load_checkpoint(d / "checkpoints" / "best")[0] for v, d in run_dirs.items()}
     started = time.perf_counter()
     r = evaluate_setting(
-        learned, base, setting, options, lambda s: print(f"[{dataset}] {s}", flush=True)
-    )
+        learned, base, setting, options,
+        progress=lambda s: print(f"[{dataset}] {s}", flush=True),
+    )  # fmt: skip
     r["evaluation_seconds"] = time.perf_counter() - started
     return r
 
@@ -177,50 +175,6 @@ def _setting_done(dataset, setting, r, out: Path, report: dict) -> None:
     ratios = ", ".join(f"{k} / adam = {v:.3f}" for k, v in r["over_adam"].items())
     print(f"[{dataset}] {setting.name}: {ratios}", flush=True)
     write_json(out / "conv.json", report)
-
-
-def evaluate_setting(learned, task_config, setting, options, say) -> dict:
-    """Learned optimizers and tuned baselines on the same held-out runs of one setting, with
-    each run's test loss and accuracy (batch norm in eval mode, the run's running statistics).
-    The protocol of ``l2o.evaluate.figures.evaluate_setting``, plus the buffers."""
-    config = {**task_config, **setting.task, "num_problems": options.problems_per_task}
-    family = make_task_family(config.pop("name"), **config)
-    test_tasks = options.test_runs // options.problems_per_task
-    validation_tasks = options.validation_runs // options.problems_per_task
-    results: dict[str, OptimizerResult] = {}
-    test: dict[str, dict[str, torch.Tensor]] = {}
-
-    def run(label, optimizer, lr=None, tuning=None) -> None:
-        curves, seconds, metrics = [], 0.0, []
-        for i in range(test_tasks):
-            task = family.sample(task_seed("test", i))
-            r = rollout(optimizer, task, setting.steps)
-            curves.append(r.losses)
-            seconds += r.seconds
-            metrics.append(task.evaluate(r.params, buffers=r.buffers))
-        results[label] = OptimizerResult(label, torch.cat(curves, 1), seconds, lr, tuning or {})
-        test[label] = {k: torch.cat([m[k] for m in metrics]) for k in metrics[0]}
-
-    for label, optimizer in learned.items():
-        say(f"[{setting.name}] {label} on {options.test_runs} test runs")
-        run(label, optimizer.eval())
-    grid = options.grid()
-    for baseline in options.baselines:
-        lr, tuning = tune_learning_rate(baseline, family, setting.steps, validation_tasks, grid)
-        edge = " (at the edge of the grid)" if lr in (grid[0], grid[-1]) else ""
-        say(f"[{setting.name}] {baseline}: tuned lr {lr:.3g}{edge}")
-        run(baseline, make_baseline(baseline, lr), lr, tuning)
-    comparison = Comparison(
-        family.to_config(), setting.steps, test_tasks, validation_tasks, results
-    )
-    out = comparison.to_json()
-    for label, metrics in test.items():
-        for key, values in metrics.items():
-            out["optimizers"][label][f"test_{key}_mean"] = float(values.double().mean())
-            out["optimizers"][label][f"test_{key}_std"] = float(values.double().std())
-    out["setting"] = {"name": setting.name, "title": setting.title, "task": dict(setting.task)}
-    out["over_adam"] = {k: comparison.ratio(k) for k in learned} if "adam" in results else {}
-    return out
 
 
 def markdown(report: dict) -> str:
@@ -286,11 +240,14 @@ def markdown(report: dict) -> str:
                     ok = s["final_loss_mean"] / adam <= report["target"]
                     ratio = f"**{ratio}** (target <= {report['target']} {'✓' if ok else '✗'})"
                 per_step = 1000 * s["seconds_per_step"] / r["runs"]  # per net
+                # None: a run's test metric was not finite (it diverged)
+                test_loss, accuracy = s["test_loss_mean"], s["test_accuracy_mean"]
+                test_loss = "-" if test_loss is None else f"{test_loss:.4f}"
+                accuracy = "-" if accuracy is None else f"{100 * accuracy:.1f}%"
                 lines.append(
                     f"| {label} | {s['final_loss_mean']:.4f} ± {s['final_loss_std']:.3f} "
                     f"| {s['final_loss_median']:.4f} | {ratio} | {lr} "
-                    f"| {s['test_loss_mean']:.4f} | {100 * s['test_accuracy_mean']:.1f}% "
-                    f"| {per_step:.1f} |"
+                    f"| {test_loss} | {accuracy} | {per_step:.1f} |"
                 )
             lines += ["", f"![{name}](conv-{dataset}-{name}.png)", ""]
         lines.append(

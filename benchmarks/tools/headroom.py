@@ -47,7 +47,7 @@ from benchmarks.common import (
 from benchmarks.tools.checkpoints import FIRST_TEST_TASK, baseline_lrs, sample_tasks
 from l2o.config import load_config
 from l2o.evaluate.report import save_figure
-from l2o.optimizers import Adam, make_baseline
+from l2o.optimizers import make_baseline
 from l2o.optimizers.grouped import GroupedOptimizer
 
 FIRST_TUNE_TASK = 3000
@@ -57,7 +57,9 @@ def per_tensor_adam(lr: float, names: list[str], multipliers: dict[str, float]) 
     """Adam with learning rate lr x multipliers[name] on each parameter tensor (groups are named
     without dots, which module names cannot hold)."""
     groups = [n.replace(".", "_") for n in names]
-    return GroupedOptimizer({g: Adam(lr * multipliers[n]) for g, n in zip(groups, names)}, groups)
+    return GroupedOptimizer(
+        {g: make_baseline("adam", lr * multipliers[n]) for g, n in zip(groups, names)}, groups
+    )
 
 
 def smooth(mean_curve: torch.Tensor, window: int) -> torch.Tensor:
