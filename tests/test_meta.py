@@ -8,9 +8,20 @@ import pytest
 import torch
 
 from l2o.checkpoint import load_checkpoint
-from l2o.errors import CheckpointError, MetaTrainingDiverged
-from l2o.evaluate import rollout
-from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, init_unroll, unroll, validate
+from l2o.config import config_from_dict, load_config
+from l2o.errors import CheckpointError, InvalidInput, MetaTrainingDiverged
+from l2o.meta import (
+    MetaOptimizer,
+    MetaOptimizerConfig,
+    MetaTrainConfig,
+    MetaTrainer,
+    TruncatedBPTT,
+    init_unroll,
+    rollout,
+    unroll,
+    validate,
+)
+from l2o.meta.meta_optimizer import scheduled_lr
 from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig
 from l2o.tasks import QuadraticFamily, QuadraticTask
 
@@ -90,21 +101,15 @@ def test_unroll_losses_and_meta_loss_agree_with_the_evaluation_rollout():
     torch.testing.assert_close(first.meta_loss.detach(), reference[1:7].mean(1).sum())
 
 
+def _weights(**kwargs):
+    return MetaTrainConfig(**kwargs).objective.truncation_weights()
+
+
 def test_loss_weights():
-    assert MetaTrainConfig(horizon=5, truncation=2).truncation_weights() == [[1, 1], [1, 1], [1]]
-    assert MetaTrainConfig(horizon=4, truncation=2, loss_weights="mean").truncation_weights() == [
-        [0.25, 0.25],
-        [0.25, 0.25],
-    ]
-    assert MetaTrainConfig(horizon=6, truncation=3, loss_weights="last").truncation_weights() == [
-        [0, 0, 1],
-        [0, 0, 1],
-    ]
-    assert MetaTrainConfig(horizon=5, truncation=2, loss_weights="linear").truncation_weights() == [
-        [0.2, 0.4],
-        [0.6, 0.8],
-        [1.0],
-    ]
+    assert _weights(horizon=5, truncation=2) == [[1, 1], [1, 1], [1]]
+    assert _weights(horizon=4, truncation=2, loss_weights="mean") == [[0.25, 0.25], [0.25, 0.25]]
+    assert _weights(horizon=6, truncation=3, loss_weights="last") == [[0, 0, 1], [0, 0, 1]]
+    assert _weights(horizon=5, truncation=2, loss_weights="linear") == [[0.2, 0.4], [0.6, 0.8], [1]]
 
 
 @pytest.mark.parametrize(
@@ -241,26 +246,34 @@ def test_relative_and_log_meta_losses():
     log = unroll(task, Adam(lr=0.1), state, [1.0] * 5, meta_loss="log").meta_loss
     torch.testing.assert_close(relative, reference[1:].mean(1).sum() / reference[0].mean())
     torch.testing.assert_close(log, reference[1:].log().mean(1).sum())
-    with pytest.raises(ValueError, match=r"Invalid meta_loss: 'max' \(valid: sum, relative, log\)"):
+    plain = unroll(task, Adam(lr=0.1), state, [1.0] * 5, meta_loss="plain").meta_loss
+    torch.testing.assert_close(plain, reference[1:].mean(1).sum())
+    with pytest.raises(
+        ValueError, match=r"Invalid meta_loss: 'max' \(valid: plain, relative, log\)"
+    ):
         MetaTrainConfig(meta_loss="max")
+
+
+def _lr_at(cfg, epoch):
+    return scheduled_lr(cfg.meta_optimizer_config, epoch, cfg.epochs)
 
 
 def test_cosine_meta_lr_schedule():
     cfg = MetaTrainConfig(epochs=10, meta_lr=0.01, meta_lr_schedule="cosine")
-    assert cfg.meta_lr_at(0) == pytest.approx(0.01)
-    assert cfg.meta_lr_at(5) == pytest.approx(0.005)
-    assert cfg.meta_lr_at(9) < 0.0003
-    assert MetaTrainConfig(meta_lr=0.01).meta_lr_at(9) == 0.01
+    assert _lr_at(cfg, 0) == pytest.approx(0.01)
+    assert _lr_at(cfg, 5) == pytest.approx(0.005)
+    assert _lr_at(cfg, 9) < 0.0003
+    assert _lr_at(MetaTrainConfig(meta_lr=0.01), 9) == 0.01
 
 
 def test_cosine_meta_lr_schedule_with_a_constant_start():
     cfg = MetaTrainConfig(
         epochs=100, meta_lr=0.01, meta_lr_schedule="cosine", meta_lr_decay_from=0.6
     )
-    assert [cfg.meta_lr_at(e) for e in (0, 30, 60)] == [0.01, 0.01, 0.01]
-    assert cfg.meta_lr_at(80) == pytest.approx(0.005)  # halfway through the decay
-    assert cfg.meta_lr_at(99) < 0.0002
-    lrs = [cfg.meta_lr_at(e) for e in range(60, 100)]
+    assert [_lr_at(cfg, e) for e in (0, 30, 60)] == [0.01, 0.01, 0.01]
+    assert _lr_at(cfg, 80) == pytest.approx(0.005)  # halfway through the decay
+    assert _lr_at(cfg, 99) < 0.0002
+    lrs = [_lr_at(cfg, e) for e in range(60, 100)]
     assert all(a > b for a, b in itertools.pairwise(lrs))
     for bad in (1.0, -0.1, "0.5", True):
         with pytest.raises(
@@ -333,3 +346,145 @@ def test_resume_with_ema_equals_uninterrupted(tmp_path):
     _trainer(tmp_path / "c", 3).run()
     with pytest.raises(CheckpointError, match="holds no averaged phi"):
         _trainer(tmp_path / "c", 6, ema_decay=0.9).resume()
+
+
+# -- the meta-optimizer: clip -> step -> schedule ------------------------------------------------
+def _meta_optimizer(name="sgd", clip=0.0, schedule="constant", epochs=10):
+    torch.manual_seed(0)
+    phi = [torch.randn(3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    config = MetaOptimizerConfig(name, 0.1, schedule, 0.0, clip)
+    return phi, MetaOptimizer(phi, config, epochs)
+
+
+def test_the_meta_optimizer_clips_the_global_norm_then_steps():
+    grads = [torch.full((3, 2), 2.0, dtype=torch.float64), torch.full((4,), -1.0).double()]
+    norm = math.sqrt(6 * 4 + 4 * 1)
+    for clip, scale in ((0.0, 1.0), (100.0, 1.0), (2.0, 2.0 / (norm + 1e-6))):
+        phi, meta_opt = _meta_optimizer(clip=clip)
+        before = [p.clone() for p in phi]
+        assert meta_opt.step([g.clone() for g in grads]) == pytest.approx(norm)
+        for p, b, g in zip(phi, before, grads):  # SGD: phi <- phi - lr * clipped gradient
+            torch.testing.assert_close(p, b - 0.1 * scale * g)
+        assert all(p.grad is None for p in phi)
+
+
+def test_the_meta_optimizer_schedule_sets_the_learning_rate_per_epoch():
+    _, meta_opt = _meta_optimizer(schedule="cosine", epochs=10)
+    meta_opt.start_epoch(5)
+    assert meta_opt.lr == pytest.approx(0.05)
+    assert meta_opt.state_dict()["param_groups"][0]["lr"] == meta_opt.lr
+
+
+def test_the_meta_optimizer_state_round_trips_through_tensors_and_json():
+    phi, meta_opt = _meta_optimizer("adam", clip=1.0)
+    for k in range(3):
+        meta_opt.step([torch.full_like(p, k + 1.0) for p in phi])
+    tensors, rest = meta_opt.state_tensors()
+    assert sorted(tensors) == ["0/exp_avg", "0/exp_avg_sq", "0/step", "1/exp_avg", "1/exp_avg_sq",
+                               "1/step"]  # fmt: skip
+    json.dumps(rest)
+    copy = [p.clone() for p in phi]
+    restored = MetaOptimizer(copy, meta_opt.config, meta_opt.epochs)
+    saved = {name: t.clone() for name, t in tensors.items()}  # as read back from a file
+    restored.load_state_tensors(saved, json.loads(json.dumps(rest)))
+    meta_opt.step([torch.full_like(p, -2.0) for p in phi])
+    restored.step([torch.full_like(p, -2.0) for p in phi])
+    for a, b in zip(phi, copy):
+        assert torch.equal(a, b)
+
+
+# -- meta_loss "plain" (was "sum") ---------------------------------------------------------------
+MIGRATE = (
+    'meta.meta_loss = "sum" is now "plain" (each term is f(theta_t), as in the paper; "sum" is '
+    'a value of meta.loss_weights): write meta_loss = "plain"'
+)
+
+
+def test_meta_loss_sum_in_a_config_is_refused_with_how_to_migrate(tmp_path):
+    config = tmp_path / "old.toml"
+    config.write_text('[meta]\nmeta_loss = "sum"\n')
+    for make in (
+        lambda: MetaTrainConfig(meta_loss="sum"),
+        lambda: load_config(config),
+        lambda: load_config(None, ['meta.meta_loss="sum"']),
+    ):
+        with pytest.raises(InvalidInput) as e:
+            make()
+        assert str(e.value) == MIGRATE
+    assert MetaTrainConfig().meta_loss == "plain"
+    assert load_config(None, ["meta.loss_weights=sum"]).meta.loss_weights == "sum"
+
+
+def test_records_that_say_meta_loss_sum_are_read_as_plain():
+    """A run's config.toml or a checkpoint's "training" written before the rename."""
+    assert config_from_dict({"meta": {"meta_loss": "sum"}}).meta.meta_loss == "plain"
+    assert config_from_dict({"meta": {"meta_loss": "log"}}).meta.meta_loss == "log"
+    from l2o import pretrained
+
+    for name in pretrained.names():  # what `l2o demo` rebuilds a config from
+        record = pretrained.info(name)
+        for meta_loss in (record["training"]["meta_loss"], "sum"):
+            meta = {**record["training"], "meta_loss": meta_loss}
+            built = config_from_dict({"task": record["trained_on"], "meta": meta}).meta
+            expected = {**meta, "meta_loss": "plain" if meta_loss == "sum" else meta_loss}
+            assert {k: getattr(built, k) for k in meta} == expected
+
+
+def test_meta_loss_sum_in_code_still_runs_with_a_deprecation_warning():
+    task, opt = _tiny_task(), _tiny_lstm()
+    plain = TruncatedBPTT(meta_loss="plain").meta_gradient(opt, task, init_unroll(task, opt), [1])
+    with pytest.warns(DeprecationWarning, match=r'meta_loss="sum" is now "plain"'):
+        old = TruncatedBPTT(meta_loss="sum").meta_gradient(opt, task, init_unroll(task, opt), [1])
+    assert old.meta_loss == plain.meta_loss
+    assert all(torch.equal(a, b) for a, b in zip(old.grads, plain.grads))
+
+
+def _as_written_before_the_rename(run):
+    """Make ``run`` look as if an l2o from before the rename had written it."""
+    import l2o
+    from l2o.checkpoint import read_checkpoint, save_checkpoint
+
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('meta_loss = "plain"', 'meta_loss = "sum"'))
+    assert 'meta_loss = "sum"' in config.read_text()
+    for path in (run / "checkpoints").glob("*.safetensors"):
+        tensors, record = read_checkpoint(path)
+        record["training"]["meta_loss"] = "sum"
+        resume = {k: v for k, v in tensors.items() if k.startswith("meta_optimizer/")}
+        save_checkpoint(path, l2o.load(path), record, resume)
+
+
+def test_a_run_written_before_the_rename_loads_resumes_and_initialises(tmp_path):
+    import l2o
+    from l2o.runs import train
+
+    overrides = ["meta.horizon=6", "meta.truncation=3", "meta.validate_every=1",
+                 "meta.validation_tasks=1", "task.num_problems=2"]  # fmt: skip
+    train(load_config(None, [*overrides, "meta.epochs=2"]), tmp_path / "old", quiet=True)
+    _as_written_before_the_rename(tmp_path / "old")
+    assert l2o.load(tmp_path / "old").is_learned
+    state = train(
+        load_config(None, [*overrides, "meta.epochs=3"]), tmp_path / "old", resume=True, quiet=True
+    )
+    assert state.epoch == 3
+    source = tmp_path / "old" / "checkpoints" / "last"
+    _as_written_before_the_rename(tmp_path / "old")
+    fine_tuned = load_config(None, [*overrides, "meta.epochs=1", f"meta.init_from='{source}'"])
+    assert train(fine_tuned, tmp_path / "new", quiet=True).epoch == 1
+
+
+def test_meta_does_not_import_evaluate():
+    """Meta-training stands on its own: evaluation builds on it, not the other way round."""
+    import ast
+    from pathlib import Path
+
+    import l2o.meta
+
+    imported = []
+    for path in Path(l2o.meta.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.append((path.name, node.module))
+            elif isinstance(node, ast.Import):
+                imported += [(path.name, alias.name) for alias in node.names]
+    assert [(f, m) for f, m in imported if m.startswith("l2o.evaluate")] == []

@@ -2,7 +2,7 @@
 
     [task]        name (default "quadratic") and the family's options (see l2o.tasks)
     [optimizer]   the learned optimizer's architecture (LSTMConfig): one LSTM for all parameters
-    [meta]        meta-training (MetaTrainConfig)
+    [meta]        meta-training (MetaTrainConfig, l2o.meta.config)
 
 Parameter groups (paper section 3.3: separate LSTMs for conv and fully connected layers) are
 tables under ``[optimizer]``, each with the glob patterns of its parameters' names (the task's
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from l2o.errors import InvalidInput
-from l2o.meta.train import MetaTrainConfig
+from l2o.meta.config import MetaTrainConfig, upgrade_record
 from l2o.optimizers import BASELINES, OPTIMIZERS, CoordinatewiseLSTM, LSTMConfig, StepOptimizer
 from l2o.tasks import TaskFamily, make_task_family
 
@@ -112,7 +112,11 @@ def _build(cls: type, section: str, options: dict[str, Any]) -> Any:
     return cls(**converted)
 
 
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+def config_from_dict(data: dict[str, Any], record: bool = True) -> ExperimentConfig:
+    """The configuration that ``data`` (sections of options) describes. ``record``: ``data`` may
+    have been written by an older l2o (a run's config.toml, a checkpoint's record), so values
+    renamed since are read in today's names; a user's config file is read with ``record=False``
+    (``load_config``), which refuses them with one line saying what to write instead."""
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
         raise InvalidInput(
@@ -122,10 +126,13 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     optimizer = dict(data.get("optimizer", {}))
     groups = optimizer.pop("groups", {})
     lstm = _build(LSTMConfig, "optimizer", optimizer)
+    meta = dict(data.get("meta", {}))
+    if record:
+        meta = upgrade_record(meta)
     return ExperimentConfig(
         task=make_task_family(task.pop("name"), **task),
         optimizer=lstm,
-        meta=_build(MetaTrainConfig, "meta", dict(data.get("meta", {}))),
+        meta=_build(MetaTrainConfig, "meta", meta),
         groups=_build_groups(groups, lstm),
     )
 
@@ -221,7 +228,7 @@ def load_config_dict(path: str | Path | None) -> dict[str, Any]:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a TOML config (None: all defaults) and apply ``section.key=value`` overrides."""
-    return config_from_dict(apply_overrides(load_config_dict(path), overrides or []))
+    return config_from_dict(apply_overrides(load_config_dict(path), overrides or []), record=False)
 
 
 def to_toml(data: dict[str, dict[str, Any]]) -> str:

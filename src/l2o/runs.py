@@ -234,6 +234,8 @@ def train(
         prepare_directory(run_dir, force, "run", protected)
     remove_interrupted_writes(run_dir)
     atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
+    from l2o.evaluate.behaviour import state_histograms
+
     trainer = MetaTrainer(
         optimizer,
         config.task,
@@ -242,6 +244,7 @@ def train(
         # Group patterns, so that the optimizer can be assigned to another net's parameters.
         record={"groups": config.group_patterns()} if config.groups else None,
         monitor=Monitor(run_dir, config.meta.epochs, quiet=quiet, tensorboard=tensorboard),
+        histograms=state_histograms,  # of the validated optimizer, for TensorBoard
     )
     if done:
         trainer.resume()

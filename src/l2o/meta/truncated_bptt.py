@@ -37,7 +37,7 @@ class TruncatedBPTT:
     """Gradient estimator: exact gradient of the truncated meta-loss (biased for the full T)."""
 
     second_order: bool = False
-    meta_loss: str = "sum"  # "sum" (the paper), "relative" or "log": see l2o.meta.unroll
+    meta_loss: str = "plain"  # "plain" (the paper), "relative" or "log": see l2o.meta.unroll
 
     def meta_gradient(
         self,

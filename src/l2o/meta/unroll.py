@@ -4,8 +4,8 @@
 
 written once, in ``inner_step``, for the three loops that run it: ``unroll`` (meta-training:
 the autograd graph from the optimizer's parameters phi to every loss along the way is kept),
-``l2o.evaluate.rollout`` (evaluation: no graph) and ``l2o.evaluate.behaviour`` (evaluation that
-also keeps gradients, updates and states).
+``rollout`` (evaluation and validation: no graph; ``l2o.evaluate`` re-exports it) and
+``l2o.evaluate.behaviour`` (evaluation that also keeps gradients, updates and states).
 
 ``unroll`` returns the meta-loss of the steps taken (paper, eq. 3):
 
@@ -14,10 +14,11 @@ also keeps gradients, updates and states).
 ``grad_t`` is treated as an input that does not depend on phi (the paper drops these second
 derivatives of f) unless ``second_order`` is set.
 
-``meta_loss`` chooses the form of each term: "sum" is the paper's f(theta_t); "relative"
+``meta_loss`` chooses the form of each term: "plain" is the paper's f(theta_t); "relative"
 divides the truncation's meta-loss by the (constant) mean loss at its start, so that late
 truncations, whose losses are orders of magnitude smaller, get meta-gradients of the same
-scale as the first one; "log" uses log f(theta_t).
+scale as the first one; "log" uses log f(theta_t). ("plain" was called "sum", which code may
+still pass here with a DeprecationWarning; a config's meta.meta_loss must say "plain".)
 
 Tasks with running statistics (batch norm; see ``l2o.tasks.conv``) also have buffers: a task
 that defines ``init_buffers()`` and ``loss_and_buffers(params, buffers, batch)`` gets them
@@ -29,6 +30,8 @@ ends a truncation and the one that starts the next count once. Other tasks have 
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,7 +42,7 @@ from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, call_step, detach_state
 from l2o.tasks.base import Task
 
-META_LOSSES = ("sum", "relative", "log")
+META_LOSSES = ("plain", "relative", "log")
 
 
 @dataclass
@@ -172,9 +175,17 @@ def unroll(
     state: UnrollState,
     weights: Sequence[float],
     second_order: bool = False,
-    meta_loss: str = "sum",
+    meta_loss: str = "plain",
 ) -> UnrollResult:
     """Take ``len(weights)`` steps from ``state``; weights[k] is w_t of f(theta_{s+k+1})."""
+    if meta_loss == "sum":
+        warnings.warn(
+            'meta_loss="sum" is now "plain" (each term is f(theta_t); "sum" is a value of '
+            'loss_weights); pass meta_loss="plain"',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        meta_loss = "plain"
     if meta_loss not in META_LOSSES:
         raise InvalidInput(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
     state = differentiable(state)
@@ -192,3 +203,32 @@ def unroll(
     if meta_loss == "relative":
         total = total / start_loss.clamp_min(1e-30)
     return UnrollResult(total, torch.stack(losses), state)
+
+
+@dataclass
+class Rollout:
+    losses: Tensor  # (steps + 1, num_problems): f(theta_t) for t = 0 .. steps, on the CPU
+    seconds: float  # wall-clock of the whole rollout (gradients + optimizer steps)
+    params: list[Tensor] = field(default_factory=list)  # theta_T, detached, on the task's device
+    # The task's buffers after T steps (batch norm running statistics; see the module doc).
+    buffers: list[Tensor] = field(default_factory=list)
+
+
+def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
+    """Optimize ``task`` for ``steps`` steps from a fresh optimizer state.
+
+    The optimizer runs exactly as in meta-training (the same ``inner_step``) but without a
+    meta-graph, so nothing is kept for backpropagation; it works inside torch.no_grad() too.
+    Diverging runs are recorded as they are (inf / NaN).
+    """
+    start = time.perf_counter()
+    state = differentiable(init_unroll(task, optimizer))
+    f = task_loss(task, state)
+    losses = [f.loss.detach()]
+    for _ in range(steps):
+        step = inner_step(task, optimizer, state, f, meta_graph=False)
+        state, f = step.state, step.f
+        losses.append(f.loss.detach())
+    curve = torch.stack(losses).float().cpu()  # .cpu() also waits for an accelerator
+    params = [p.detach() for p in state.params]
+    return Rollout(curve, time.perf_counter() - start, params, state.buffers)
