@@ -532,6 +532,8 @@ def test_optimizer_from_a_checkpoint_path_or_unknown_name(tmp_path):
         ({"optimizer": Adam(), "lr": -0.5}, ValueError, "Invalid learning rate: -0.5"),
         ({}, ValueError, "Invalid optimizer: None"),
         ({"optimizer": 42}, TypeError, "Invalid optimizer: 42"),
+        ({"optimizer": Adam(), "weight_decay": -0.1}, ValueError, "Invalid weight_decay: -0.1"),
+        ({"optimizer": Adam(), "weight_decay": "0.1"}, ValueError, "Invalid weight_decay: '0.1'"),
     ],
 )
 def test_invalid_arguments_name_the_value(kwargs, error, message):
@@ -548,6 +550,10 @@ def test_invalid_parameters_and_groups_name_the_value():
         opt.add_param_group({"params": [torch.zeros(3, requires_grad=True)], "lr": float("nan")})
     with pytest.raises(ValueError, match="more than one parameter group"):
         opt.add_param_group({"params": opt.param_groups[0]["params"]})
+    with pytest.raises(ValueError, match="Invalid weight_decay: nan"):
+        opt.add_param_group(
+            {"params": [torch.zeros(3, requires_grad=True)], "weight_decay": float("nan")}
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -563,3 +569,285 @@ def test_state_lives_on_the_parameters_device():
     assert next(lstm.parameters()).device.type == "cpu"
     for a, b in zip(cpu.parameters(), gpu.parameters()):
         torch.testing.assert_close(a.detach(), b.detach().cpu(), rtol=1e-4, atol=1e-5)
+
+
+# --- decoupled weight decay -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_weight_decay_is_adamw_decoupled_decay_with_the_scheduled_lr(dtype, tol):
+    # l2o.Adam(lr=1) makes Adam's unscaled step, so the group's lr plays AdamW's lr
+    params0, set_grads = _grad_problem(dtype)
+    ours = [p.clone().requires_grad_() for p in params0]
+    theirs = [p.clone().requires_grad_() for p in params0]
+    opt = LearnedOptimizer(
+        [
+            {"params": [ours[0]]},
+            {"params": [ours[1]], "lr": 0.05, "weight_decay": 0.3},
+        ],
+        optimizer=Adam(lr=1.0, betas=(0.8, 0.99)),
+        lr=0.02,
+        weight_decay=0.1,
+    )
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.3]
+    adamw = torch.optim.AdamW(
+        [{"params": [theirs[0]]}, {"params": [theirs[1]], "lr": 0.05, "weight_decay": 0.3}],
+        lr=0.02,
+        betas=(0.8, 0.99),
+        weight_decay=0.1,
+    )
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=10, gamma=0.7) for o in (opt, adamw)]
+    for _ in range(60):
+        set_grads(ours)
+        set_grads(theirs)
+        opt.step()
+        adamw.step()
+        for s in schedulers:
+            s.step()
+    for a, b, p0 in zip(ours, theirs, params0):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=tol, atol=tol)
+        assert not torch.allclose(a.detach(), p0)
+    # the decay mattered: without it the trajectory is another one
+    plain = [p.clone().requires_grad_() for p in params0]
+    no_decay = LearnedOptimizer(plain, optimizer=Adam(lr=1.0, betas=(0.8, 0.99)), lr=0.02)
+    for _ in range(60):
+        set_grads(plain)
+        no_decay.step()
+    assert not torch.allclose(plain[1].detach(), ours[1].detach(), rtol=1e-3, atol=1e-3)
+
+
+def test_weight_decay_shrinks_theta_before_adding_the_learned_update():
+    lstm = _lstm(param_input=True)  # reads theta: it must see theta before the decay
+    g = torch.Generator().manual_seed(8)
+    p = torch.randn(12, generator=g).requires_grad_()
+    w = torch.randn(4, 3, generator=g).bfloat16().requires_grad_()
+    opt = LearnedOptimizer(
+        [{"params": [p], "lr": 0.5}, {"params": [w], "weight_decay": 0.01}],
+        optimizer=lstm,
+        weight_decay=0.2,
+    )
+    expected_p, expected_w = p.detach().clone(), w.detach().clone()
+    state_p, state_w = lstm.init_state([expected_p]), lstm.init_state([expected_w.float()])
+    for _ in range(4):
+        p.grad = torch.randn(12, generator=g)
+        w.grad = torch.randn(4, 3, generator=g).bfloat16()
+        (up,), state_p = call_step(lstm, [p.grad], state_p, params=[expected_p])
+        (uw,), state_w = call_step(lstm, [w.grad.float()], state_w, params=[expected_w.float()])
+        opt.step()
+        expected_p = expected_p * (1 - 0.5 * 0.2) + 0.5 * up
+        # float32 maths for bfloat16, rounded once
+        expected_w = (expected_w.float() * (1 - 1.0 * 0.01) + uw).bfloat16()
+        _assert_equal([p.detach(), w.detach()], [expected_p, expected_w])
+
+
+def test_weight_decay_leaves_parameters_that_do_not_step_alone():
+    a, b = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    opt = LearnedOptimizer([a, b], optimizer=SGD(lr=0.1), weight_decay=0.5)
+    a.grad = torch.zeros(3)
+    opt.step()
+    assert torch.equal(a.detach(), torch.full((3,), 0.5)) and torch.equal(b.detach(), torch.ones(2))
+
+
+def test_state_dict_round_trip_keeps_weight_decay_and_resumes_exactly():
+    def build(model, weight_decay):
+        return LearnedOptimizer(
+            [
+                {"params": [model[0].weight, model[2].weight], "weight_decay": weight_decay},
+                {"params": [model[0].bias, model[2].bias], "weight_decay": 0.0},
+            ],
+            optimizer=lstm,
+            lr=0.5,
+        )
+
+    lstm, model = _lstm(), _mlp()
+    uninterrupted = copy.deepcopy(model)
+    opt = build(model, 0.05)
+    _train(model, opt, 3)
+    opt.param_groups[1]["weight_decay"] = 0.02
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    assert [g["weight_decay"] for g in saved["param_groups"]] == [0.05, 0.02]
+
+    resumed = copy.deepcopy(model)
+    resumed_opt = build(resumed, 0.0)  # the saved values win, as for lr
+    resumed_opt.load_state_dict(saved)
+    assert [g["weight_decay"] for g in resumed_opt.param_groups] == [0.05, 0.02]
+    _train(resumed, resumed_opt, 3)
+
+    opt_u = build(uninterrupted, 0.05)
+    _train(uninterrupted, opt_u, 3)
+    opt_u.param_groups[1]["weight_decay"] = 0.02
+    _train(uninterrupted, opt_u, 3)
+    _assert_equal(
+        [p.detach() for p in resumed.parameters()], [p.detach() for p in uninterrupted.parameters()]
+    )
+    undecayed = copy.deepcopy(model)  # the same resume, without the decay: it mattered
+    undecayed_opt = build(undecayed, 0.0)
+    undecayed_opt.load_state_dict(saved)
+    for group in undecayed_opt.param_groups:
+        group["weight_decay"] = 0.0
+    _train(undecayed, undecayed_opt, 3)
+    for a, b in zip(resumed.parameters(), undecayed.parameters()):
+        assert not torch.equal(a.detach(), b.detach())
+
+
+def test_a_state_dict_saved_before_weight_decay_existed_loads_with_none():
+    model = _mlp()
+    opt = LearnedOptimizer(model.parameters(), optimizer=_lstm())
+    _train(model, opt, 1)
+    old = opt.state_dict()
+    for group in old["param_groups"]:
+        del group["weight_decay"]
+    fresh = LearnedOptimizer(model.parameters(), optimizer=opt.param_groups[0]["optimizer"])
+    fresh.load_state_dict(old)
+    assert fresh.param_groups[0]["weight_decay"] == 0.0
+    _train(model, fresh, 1)
+
+
+# --- parameter group keys -------------------------------------------------------------------
+
+
+def test_unknown_group_keys_are_an_error_naming_them_and_the_valid_ones():
+    p, q = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError) as e:
+        LearnedOptimizer([{"params": [p], "momentum": 0.9}], optimizer=Adam())
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("Invalid parameter group key: 'momentum' (valid: params, ")
+    assert "weight_decay" in message and "initial_lr" in message
+    opt = LearnedOptimizer([p], optimizer=Adam())
+    with pytest.raises(ValueError, match=r"Invalid parameter group keys: 'betas', 'eps' \("):
+        opt.add_param_group({"params": [q], "betas": (0.9, 0.99), "eps": 1e-8})
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["params"] == [p]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (t + 1)),
+        lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=1.0, total_steps=10, cycle_momentum=False
+        ),
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3),
+        lambda opt: torch.optim.swa_utils.SWALR(opt, swa_lr=0.5, anneal_epochs=2),
+        lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0),
+    ],
+)
+def test_keys_that_lr_schedulers_add_to_the_groups_keep_working(make):
+    def build(model):
+        return LearnedOptimizer(
+            list(model.named_parameters()), optimizer=Adam(lr=1.0), lr=0.01, weight_decay=0.1
+        )
+
+    def run(model, opt, scheduler, steps):
+        x, y = _data()
+        for _ in range(steps):
+            _loss(model, x, y).backward()
+            opt.step()
+            opt.zero_grad()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+
+    model = _mlp()
+    uninterrupted = copy.deepcopy(model)
+    opt = build(model)
+    scheduler = make(opt)
+    run(model, opt, scheduler, 2)
+    group = opt.param_groups[0]
+    assert group["lr"] != 0.01 and group["param_names"][0] == "0.weight"
+    assert {"params", "optimizer", "lr", "weight_decay", "param_names"} <= set(group)
+    saved = copy.deepcopy((opt.state_dict(), scheduler.state_dict()))
+
+    resumed = copy.deepcopy(model)
+    resumed_opt = build(resumed)
+    resumed_scheduler = make(resumed_opt)
+    resumed_opt.load_state_dict(saved[0])
+    resumed_scheduler.load_state_dict(saved[1])
+    run(resumed, resumed_opt, resumed_scheduler, 3)
+
+    opt_u = build(uninterrupted)
+    scheduler_u = make(opt_u)
+    run(uninterrupted, opt_u, scheduler_u, 5)
+    _assert_equal(
+        [p.detach() for p in resumed.parameters()], [p.detach() for p in uninterrupted.parameters()]
+    )
+    assert resumed_opt.param_groups[0]["lr"] == opt_u.param_groups[0]["lr"]
+
+
+def test_a_group_added_after_a_scheduler_may_carry_its_keys():
+    p, q = torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)
+    opt = LearnedOptimizer([p], optimizer=SGD(lr=1.0))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=1.0, total_steps=10, cycle_momentum=False
+    )
+    keys = ("lr", "initial_lr", "max_lr", "min_lr")
+    assert all(k in opt.param_groups[0] for k in keys)
+    # OneCycleLR reads these keys in every group, so a group added later must have them
+    opt.add_param_group({"params": [q], **{k: opt.param_groups[0][k] for k in keys}})
+    for _ in range(3):
+        p.grad, q.grad = torch.ones(2), torch.ones(3)
+        opt.step()
+        scheduler.step()
+    assert opt.param_groups[0]["lr"] == opt.param_groups[1]["lr"]
+    assert torch.equal(p.detach()[0], q.detach()[0])
+
+
+def test_one_cycle_lr_needs_cycle_momentum_off():
+    opt = LearnedOptimizer([torch.zeros(2, requires_grad=True)], optimizer=Adam())
+    with pytest.raises(ValueError, match="momentum"):
+        torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=10)
+
+
+# --- the loss, from a closure ---------------------------------------------------------------
+
+
+def test_closure_runs_with_grad_enabled_and_its_loss_reaches_the_optimizer():
+    p = torch.tensor([2.0, -1.0], requires_grad=True)
+    q = torch.tensor([1.0, 1.0, 1.0], requires_grad=True)
+    opt = LearnedOptimizer(
+        [{"params": [p], "optimizer": _PolyakSGD()}, {"params": [q], "optimizer": SGD(lr=0.1)}]
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = p.pow(2).sum() + q.sum()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():  # as in a framework's step, which may run under no_grad
+        returned = opt.step(closure=closure)
+    assert returned.item() == 8.0 and returned.requires_grad
+    assert torch.equal(
+        p.detach(), torch.tensor([2.0, -1.0]) - 0.1 * 8.0 * torch.tensor([4.0, -2.0])
+    )
+    assert torch.equal(q.detach(), torch.full((3,), 0.9))
+
+
+def test_a_loss_reading_optimizer_without_a_loss_is_one_clear_error_before_any_step():
+    p = torch.tensor([2.0, -1.0], requires_grad=True)
+    q = torch.tensor([1.0, 1.0, 1.0], requires_grad=True)
+    opt = LearnedOptimizer(
+        [{"params": [q], "optimizer": SGD(lr=0.1)}, {"params": [p], "optimizer": _PolyakSGD()}]
+    )
+    p.pow(2).sum().add(q.sum()).backward()
+    with pytest.raises(ValueError) as e:
+        opt.step()
+    assert str(e.value) == (
+        "step() got no loss, but optimizer 'polyak-sgd' reads the loss: call step(closure) "
+        "with a closure that returns the loss, or step(loss=loss)"
+    )
+    with pytest.raises(ValueError, match=r"^the closure returned None, but optimizer 'polyak-sgd'"):
+        opt.step(lambda: None)
+    # nothing moved, no state was made
+    assert torch.equal(q.detach(), torch.ones(3)) and torch.equal(
+        p.detach(), torch.tensor([2.0, -1.0])
+    )
+    assert not opt.state
+    # without gradients for it (e.g. a skipped batch), it needs no loss
+    p.grad = None
+    opt.step()
+    assert torch.equal(q.detach(), torch.full((3,), 0.9))

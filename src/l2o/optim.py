@@ -41,14 +41,30 @@ dtypes step in their own dtype. State is made by ``init_state`` on each paramete
 learned optimizer whose weights sit on another device is copied there once, on first use.
 
 **Parameter groups.** Each group has its own ``optimizer`` (a ``StepOptimizer``, a pretrained
-name or a checkpoint path) and ``lr``, a factor on the update (default 1.0) that torch's learning
-rate schedulers scale. A ``GroupedOptimizer`` (e.g. a checkpoint with one LSTM for conv weights
-and one for the rest) becomes one parameter group per group of its assignment.
+name or a checkpoint path), ``lr`` and ``weight_decay``; the constructor's arguments are their
+defaults. ``lr`` is a factor on the update (default 1.0: the update as the optimizer was
+meta-trained to make it), the value torch's learning rate schedulers scale. ``weight_decay`` is
+decoupled weight decay with torch.optim.AdamW's semantics, on top of the learned update:
 
-**The loss.** ``step(closure)`` evaluates the closure with grad enabled and returns its loss;
-``step(loss=loss)`` hands over the loss of the usual loop. Optimizers with ``reads_loss = True``
-receive it, detached, as ``step(grads, state, loss=loss)``; the others never see it. Those with
-``reads_params = True`` receive the parameters' current values, detached, as ``params=``.
+    theta <- theta * (1 - lr * weight_decay) + lr * update
+
+with the group's (scheduled) ``lr``; the update is computed from the gradients (and, for the
+optimizers that read them, the parameters) before the decay, and a parameter that is not stepped
+is not decayed. With ``lr`` = 1.0, ``weight_decay`` is the fraction of theta removed per step:
+AdamW's ``lr=1e-3, weight_decay=0.01`` shrinks by 1e-5 per step, i.e. ``weight_decay=1e-5``
+here. Any other key is an error when the group is added, except ``param_names`` (torch.optim's,
+for ``named_parameters()``) and the keys that LR schedulers write into groups (``initial_lr``,
+``max_lr``, ``min_lr``, ``swa_lr``); schedulers and frameworks may add keys to the groups after
+that. A ``GroupedOptimizer`` (e.g. a checkpoint with one LSTM for conv weights and one for the
+rest) becomes one parameter group per group of its assignment.
+
+**The loss.** ``step(closure)`` evaluates the closure with grad enabled and returns its loss (as
+Lightning and accelerate call it); ``step(loss=loss)`` hands over the loss of the usual loop.
+Optimizers with ``reads_loss = True`` receive it, detached, as ``step(grads, state, loss=loss)``;
+the others never see it, and for them both are optional. A ``step()`` with neither, or a
+closure that returns None, is an error (before any parameter moves) when a group whose
+optimizer reads the loss has a parameter to step. Optimizers with ``reads_params = True``
+receive the parameters' current values, detached, as ``params=``.
 
 **state_dict.** As torch.optim's, with each group's ``optimizer`` saved as its ``spec()`` (a
 JSON-ready description, so ``torch.load(weights_only=True)`` reads it): the weights of a learned
@@ -79,6 +95,12 @@ from l2o.optimizers.grouped import GroupedOptimizer
 OptimizerLike = StepOptimizer | str | Path
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+# Keys a parameter group may have when it is added. Ours, torch.optim's own, and the ones that
+# torch's LR schedulers write into the groups (so a group rebuilt from a scheduled optimizer's
+# param_groups, or added after the scheduler, may carry them).
+GROUP_KEYS = ("params", "optimizer", "lr", "weight_decay")
+TOLERATED_GROUP_KEYS = ("param_names", "initial_lr", "max_lr", "min_lr", "swa_lr")
 
 
 def maths_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -114,13 +136,22 @@ class LearnedOptimizer(Optimizer):
 
     Args:
         params: parameters or parameter groups (dicts), as for any torch optimizer. A group may
-            set its own ``optimizer`` and ``lr``.
+            set its own ``optimizer``, ``lr`` and ``weight_decay``; any other key is an error
+            (but ``param_names`` and the LR schedulers' ``initial_lr``, ``max_lr``, ``min_lr``
+            and ``swa_lr`` are accepted).
         optimizer: default optimizer of the groups: a ``StepOptimizer`` (learned, e.g.
             ``l2o.load(...)``, or hand-designed, e.g. ``l2o.Adam(lr=1e-3)``), the name of a
             shipped pretrained optimizer (``l2o.pretrained.list()``) or a checkpoint path / run
             directory. Required unless every group names its own.
         lr: default factor on the update, theta <- theta + lr * update (1.0: the update as the
-            optimizer was trained to make it). LR schedulers change it per group.
+            optimizer was trained to make it). LR schedulers change it per group, relative to
+            its value when they are built: the transformers Trainer's default linear schedule
+            would take it from 1.0 down to 0, so give the Trainer
+            ``lr_scheduler_type="constant"`` (its ``learning_rate`` does not reach an optimizer
+            built by you or through ``optimizer_cls_and_kwargs``).
+        weight_decay: default decoupled weight decay, as torch.optim.AdamW's:
+            theta <- theta * (1 - lr * weight_decay) + lr * update, with the group's ``lr``
+            (default 0.0: none). With lr 1.0 it is the fraction of theta removed per step.
     """
 
     def __init__(
@@ -128,25 +159,33 @@ class LearnedOptimizer(Optimizer):
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
         optimizer: OptimizerLike | None = None,
         lr: float = 1.0,
+        weight_decay: float = 0.0,
     ) -> None:
         _check_lr(lr)
+        _check_weight_decay(weight_decay)
         self._loaded: dict[str, StepOptimizer] = {}
         self._replicas: dict[tuple[int, torch.device], tuple[StepOptimizer, StepOptimizer]] = {}
         self._cohorts: dict[tuple[int, ...], _Cohort] = {}
         default = None if optimizer is None else self._resolve(optimizer)
-        super().__init__(params, {"optimizer": default, "lr": lr})
+        defaults = {"optimizer": default, "lr": lr, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_loaded", {})
         self.__dict__.setdefault("_replicas", {})
         self._cohorts = {}
+        self.defaults.setdefault("weight_decay", 0.0)
+        for group in self.param_groups:  # saved before weight decay existed
+            group.setdefault("weight_decay", 0.0)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (see torch.optim); its ``optimizer`` and ``lr`` default to the
-        constructor's. A ``GroupedOptimizer`` adds one group per group of its assignment."""
+        """Add a group (see torch.optim); its ``optimizer``, ``lr`` and ``weight_decay`` default
+        to the constructor's, and any other key is an error (see ``LearnedOptimizer``). A
+        ``GroupedOptimizer`` adds one group per group of its assignment."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        _check_group_keys(param_group)
         optimizer = param_group.get("optimizer", self.defaults["optimizer"])
         if optimizer is None:
             raise InvalidInput(
@@ -155,6 +194,7 @@ class LearnedOptimizer(Optimizer):
             )
         param_group["optimizer"] = self._resolve(optimizer)
         _check_lr(param_group.get("lr", self.defaults["lr"]))
+        _check_weight_decay(param_group.get("weight_decay", self.defaults["weight_decay"]))
         params = param_group["params"]
         if isinstance(params, Tensor):
             params = [params]
@@ -175,11 +215,14 @@ class LearnedOptimizer(Optimizer):
     def step(
         self, closure: Callable[[], Tensor] | None = None, *, loss: Tensor | float | None = None
     ) -> Tensor | float | None:
-        """Update every parameter that has a gradient: theta <- theta + lr * update.
+        """Update every parameter that has a gradient:
+        theta <- theta * (1 - lr * weight_decay) + lr * update.
 
-        ``closure`` re-evaluates the model and returns the loss (computed with grad enabled);
-        alternatively pass the loss of the usual loop as ``loss=``. Either is handed to
-        optimizers that read it. Returns the closure's loss (or ``loss``), as torch.optim does.
+        ``closure`` re-evaluates the model and returns the loss; it runs with grad enabled
+        (this is how Lightning and accelerate call ``step``). Alternatively pass the loss of
+        the usual loop as ``loss=``. Either is handed, detached, to optimizers that read it;
+        for those, one of them is required. Returns the closure's loss (or ``loss``), as
+        torch.optim does.
         """
         if closure is not None:
             if loss is not None:
@@ -189,6 +232,8 @@ class LearnedOptimizer(Optimizer):
         handed = None
         if loss is not None:
             handed = loss.detach() if isinstance(loss, Tensor) else torch.as_tensor(loss)
+        else:
+            self._check_loss_not_needed(closure is not None)
         cohorts: dict[tuple[int, ...], _Cohort] = {}
         for group in self.param_groups:
             self._step_group(group, handed, cohorts)
@@ -224,13 +269,33 @@ class LearnedOptimizer(Optimizer):
             grads = [p.grad if p.grad.dtype == dtype else p.grad.to(dtype) for p in params]
             values = [p.detach().to(dtype) for p in params] if optimizer.reads_params else None
             updates, state = call_step(optimizer, grads, state, loss, values)
+            lr, decay = group["lr"], 1.0 - group["lr"] * group["weight_decay"]
             for p, update in zip(params, updates):
                 # In float32 for half-precision parameters, rounded once when stored.
-                p.add_(update, alpha=group["lr"])
+                if decay == 1.0:
+                    p.add_(update, alpha=lr)
+                elif p.dtype == dtype:  # torch.optim.AdamW's operations, in its order
+                    p.mul_(decay).add_(update, alpha=lr)
+                else:
+                    p.copy_(p.to(dtype).mul_(decay).add_(update, alpha=lr))
             views = _split(state, numels, sum(numels))
             for p, view in zip(params, views):
                 self.state[p] = view
             cohorts[key] = _Cohort(params, state, views, [_leaves(v) for v in views])
+
+    def _check_loss_not_needed(self, had_closure: bool) -> None:
+        """Raise if a group whose optimizer reads the loss has a parameter to step."""
+        for group in self.param_groups:
+            optimizer = group["optimizer"]
+            if optimizer.reads_loss and any(
+                p.requires_grad and p.grad is not None for p in group["params"]
+            ):
+                name = _describe(optimizer).get("kind", type(optimizer).__qualname__)
+                got = "the closure returned None" if had_closure else "step() got no loss"
+                raise InvalidInput(
+                    f"{got}, but optimizer {name!r} reads the loss: call step(closure) with a "
+                    f"closure that returns the loss, or step(loss=loss)"
+                )
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's state dict; each group's ``optimizer`` is saved as its description."""
@@ -241,7 +306,8 @@ class LearnedOptimizer(Optimizer):
         return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``state_dict()``: every hidden state and step count, and each group's ``lr``.
+        """Load a ``state_dict()``: every hidden state and step count, and each group's ``lr``
+        and ``weight_decay`` (0.0 for a state dict saved before weight decay existed).
 
         Each group keeps its optimizer, which must have the description it was saved with.
         State tensors keep their dtype and move to their parameter's device.
@@ -319,6 +385,23 @@ class LearnedOptimizer(Optimizer):
 def _check_lr(lr: Any) -> None:
     if isinstance(lr, Tensor) or not isinstance(lr, (int, float)) or not lr >= 0.0:
         raise InvalidInput(f"Invalid learning rate: {lr} (must be a number >= 0)")
+
+
+def _check_weight_decay(weight_decay: Any) -> None:
+    if isinstance(weight_decay, Tensor) or not isinstance(weight_decay, (int, float)):
+        raise InvalidInput(f"Invalid weight_decay: {weight_decay!r} (must be a number >= 0)")
+    if not weight_decay >= 0.0:
+        raise InvalidInput(f"Invalid weight_decay: {weight_decay} (must be a number >= 0)")
+
+
+def _check_group_keys(group: dict[Any, Any]) -> None:
+    unknown = [k for k in group if k not in GROUP_KEYS and k not in TOLERATED_GROUP_KEYS]
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise InvalidInput(
+            f"Invalid parameter group key{'s' if len(unknown) > 1 else ''}: {names} (valid: "
+            f"{', '.join(GROUP_KEYS)}; also accepted: {', '.join(TOLERATED_GROUP_KEYS)})"
+        )
 
 
 def _expand_grouped(group: dict[str, Any]) -> list[dict[str, Any]]:
