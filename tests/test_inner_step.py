@@ -145,19 +145,20 @@ def rollout_pins(tasks: dict[str, Task]) -> dict[str, Tensor]:
     return out
 
 
-# (task, optimizer, second_order, meta_loss) of the meta-gradients pinned.
+# (task, optimizer, second_order, meta_loss) of the meta-gradients pinned. The pins of "plain"
+# are stored under its former name, "sum".
 UNROLLS = [
-    ("quadratic", "lstm", False, "sum"),
-    ("quadratic", "lstm", True, "sum"),
+    ("quadratic", "lstm", False, "plain"),
+    ("quadratic", "lstm", True, "plain"),
     ("quadratic", "lstm", False, "relative"),
     ("quadratic", "lstm", False, "log"),
-    ("quadratic", "loss_scaled", False, "sum"),
-    ("quadratic", "loss_scaled", True, "sum"),
-    ("conv", "lstm", False, "sum"),
-    ("conv", "lstm", True, "sum"),
-    ("conv", "grouped", False, "sum"),
-    ("mlp", "lstm", False, "sum"),
-    ("mlp", "loss_scaled", True, "sum"),
+    ("quadratic", "loss_scaled", False, "plain"),
+    ("quadratic", "loss_scaled", True, "plain"),
+    ("conv", "lstm", False, "plain"),
+    ("conv", "lstm", True, "plain"),
+    ("conv", "grouped", False, "plain"),
+    ("mlp", "lstm", False, "plain"),
+    ("mlp", "loss_scaled", True, "plain"),
 ]
 
 
@@ -172,7 +173,8 @@ def unroll_pins(tasks: dict[str, Task]) -> dict[str, Tensor]:
         for k, weights in enumerate(([1.0, 1.0, 1.0], [0.5, 0.0, 2.0])):
             result = estimator.meta_gradient(opt, task, state, weights)
             state = result.state
-            key = f"{name}/{label}/{'second' if second_order else 'first'}/{meta_loss}/{k}"
+            stored = "sum" if meta_loss == "plain" else meta_loss
+            key = f"{name}/{label}/{'second' if second_order else 'first'}/{stored}/{k}"
             out[f"{key}/meta_loss"] = torch.tensor(result.meta_loss, dtype=torch.float64)
             out.update(flat(f"{key}/grads", result.grads))
             out.update(flat(f"{key}/losses", result.losses))

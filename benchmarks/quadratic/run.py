@@ -34,7 +34,7 @@ from benchmarks.common import (
     results_dir,
 )
 from l2o.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from l2o.config import load_config
+from l2o.config import config_from_dict, load_config, load_config_dict
 from l2o.evaluate import compare, format_table, plot_loss_curves, write_json
 from l2o.meta.seeds import task_seed
 from l2o.meta.train import TrainingState
@@ -226,7 +226,7 @@ def tail_markdown(rows: list[dict]) -> str:
 
 def finished_run(run_dir: Path, config) -> TrainingState:
     """The training state recorded in a finished run, after checking it ran ``config``."""
-    ran = load_config(run_dir / "config.toml")
+    ran = config_from_dict(load_config_dict(run_dir / "config.toml"))  # an older run's names too
     if ran.to_dict() != config.to_dict():
         raise SystemExit(f"{run_dir} was trained with another configuration than {config}")
     _, record = read_checkpoint(run_dir / "checkpoints" / "last")
