@@ -1,0 +1,1 @@
+"""Meta-gradient estimators side by side (issue #26): run.py and its results/."""
