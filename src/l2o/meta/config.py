@@ -96,7 +96,8 @@ class RunConfig:
 class MetaTrainConfig:
     """How phi is meta-trained. Defaults follow the paper (T = 100, K = 20, Adam 1e-3).
     The options fall into three parts: the objective, L(phi) = sum_t w_t f(theta_t) and how its
-    gradient is estimated (horizon, truncation, loss_weights, meta_loss, second_order); the
+    gradient is estimated (horizon, truncation, loss_weights, meta_loss, second_order,
+    estimator, sigma, pairs); the
     meta-optimizer (meta_optimizer, meta_lr, meta_lr_schedule, meta_lr_decay_from,
     clip_grad_norm); and the run (the others)."""
 
@@ -113,6 +114,13 @@ class MetaTrainConfig:
     # "log" = log f(theta_t).
     meta_loss: str = "plain"
     second_order: bool = False  # keep d grad_t / d phi (the paper drops it)
+    # How each truncation's meta-gradient is estimated: "tbptt" (truncated backpropagation
+    # through time, the paper), "es" (antithetic evolution strategies over the truncation; over
+    # the whole unroll when truncation = horizon) or "pes" (persistent evolution strategies,
+    # Vicol et al. 2021: unbiased for the whole horizon). ES and PES need no backward pass.
+    estimator: str = "tbptt"
+    sigma: float = 0.01  # ES / PES: standard deviation of each coordinate of the perturbation
+    pairs: int = 8  # ES / PES: antithetic pairs phi +- eps per meta-gradient (2 x pairs unrolls)
     meta_optimizer: str = "adam"  # the optimizer of phi: adam (the paper), sgd or rmsprop
     meta_lr: float = 1e-3  # its learning rate (the paper: about 1e-3)
     # "constant" (the paper) or "cosine": meta_lr * (1 + cos(pi * progress)) / 2, progress going
@@ -156,6 +164,9 @@ class MetaTrainConfig:
             loss_weights=self.loss_weights,
             meta_loss=self.meta_loss,
             second_order=self.second_order,
+            estimator=self.estimator,
+            sigma=self.sigma,
+            pairs=self.pairs,
         )
 
     @property

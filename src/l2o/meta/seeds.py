@@ -6,11 +6,13 @@ import numpy as np
 
 from l2o.errors import InvalidInput
 
-STREAMS = {"train": 0, "validation": 1, "test": 2}
+# "perturbations": the eps of ES / PES in each meta-training epoch.
+STREAMS = {"train": 0, "validation": 1, "test": 2, "perturbations": 3}
 
 
 def task_seed(stream: str, index: int, base_seed: int = 0) -> int:
-    """The seed of task ``index`` of ``stream`` ("train", "validation" or "test").
+    """The seed of task ``index`` of ``stream`` ("train", "validation", "test" or
+    "perturbations").
 
     A hash of (stream, base_seed, index), so the three streams do not overlap in practice and a
     run's tasks are reproducible from its seed alone (which is what makes resume exact).

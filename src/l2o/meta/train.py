@@ -34,9 +34,11 @@ from l2o.checkpoint import RESUME_PREFIX, load_weights, read_checkpoint, save_ch
 from l2o.errors import CheckpointError, InvalidInput, MetaTrainingDiverged
 from l2o.meta.averaging import PolyakAverage
 from l2o.meta.config import MetaTrainConfig
+from l2o.meta.es import ES, PES
 from l2o.meta.meta_optimizer import MetaOptimizer
 from l2o.meta.metrics_log import MetricsLog
 from l2o.meta.seeds import task_seed
+from l2o.meta.truncated_bptt import MetaGradient
 from l2o.meta.unroll import init_unroll, rollout
 from l2o.monitor import Monitor
 from l2o.optimizers.base import StepOptimizer
@@ -108,7 +110,7 @@ class MetaTrainer:
         self.record = dict(record or {})
         self.monitor, self.histograms = monitor, histograms
         self.objective = config.objective
-        self.estimator = self.objective.estimator()
+        self.estimator = self.objective.make_estimator()
         self.meta_opt = MetaOptimizer(
             self.optimizer.parameters(), config.meta_optimizer_config, config.epochs
         )
@@ -211,8 +213,11 @@ class MetaTrainer:
         coordinates = sum(p.numel() for p in state.params)
         self.meta_opt.start_epoch(epoch)
         meta_losses, grad_norms, skipped, final_loss = [], [], 0, math.nan
+        # ES / PES: the perturbations of this epoch, from the run's seed (so resume is exact).
+        perturbations = torch.Generator().manual_seed(task_seed("perturbations", epoch, cfg.seed))
+        carried = self.estimator.init(self.optimizer, task) if self._pes else state
         for weights in self.objective.truncation_weights():
-            result = self.estimator.meta_gradient(self.optimizer, task, state, weights)
+            result, carried = self._meta_gradient(task, carried, weights, perturbations)
             if not result.finite:
                 # Skip this meta-update and abandon the task: theta has probably diverged.
                 skipped += 1
@@ -245,6 +250,23 @@ class MetaTrainer:
             "meta_lr": self.meta_opt.lr,
             "coordinate_steps_per_s": coordinates * state.step / seconds,
         }
+
+    @property
+    def _pes(self) -> bool:
+        return isinstance(self.estimator, PES)
+
+    def _meta_gradient(
+        self, task: Task, carried: Any, weights: list[float], generator: torch.Generator
+    ) -> tuple[MetaGradient, Any]:
+        """One truncation's meta-gradient and what the next truncation starts from: the unroll
+        state (PES: the state of its particles)."""
+        if self._pes:
+            return self.estimator.meta_gradient(self.optimizer, task, carried, weights, generator)
+        if isinstance(self.estimator, ES):
+            result = self.estimator.meta_gradient(self.optimizer, task, carried, weights, generator)
+        else:
+            result = self.estimator.meta_gradient(self.optimizer, task, carried, weights)
+        return result, result.state
 
     def _checkpoints_left(self) -> str:
         """What a stopped run leaves behind, truthfully."""
