@@ -1,14 +1,15 @@
-"""The ``l2o`` command: train, evaluate, demo, pretrained.
+"""The ``l2o`` command: train, evaluate, suite, demo, pretrained.
 
     l2o train configs/quadratic.toml --run-dir runs/q --set meta.epochs=500
     l2o evaluate runs/q --out runs/q/evaluation
+    l2o suite runs/q --out runs/q/suite
     l2o plot runs/q
     l2o demo
     l2o pretrained
 
 The command parses and dispatches; what each one runs is a library function (l2o.runs.train,
-l2o.pipelines.evaluate_checkpoint / evaluate_figure / demo). Errors in the user's input print
-one line naming the bad value and exit with status 2.
+l2o.pipelines.evaluate_checkpoint / evaluate_figure / suite / demo). Errors in the user's input
+print one line naming the bad value and exit with status 2.
 """
 
 from __future__ import annotations
@@ -144,6 +145,47 @@ def _preset_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+QUICK_SCALE = 0.01
+QUICK_GRID = "1e-4,10,1"
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from l2o.evaluate.suite import SUITE, select, suite_table
+    from l2o.pipelines import suite
+
+    only = None if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
+    chosen = select(only)
+    if args.list:
+        for e in chosen:
+            print(f"{e.name:<30}{e.task:<10}T={e.steps:<7}{e.test_tasks} test / "
+                  f"{e.validation_tasks} validation tasks  {e.note}")  # fmt: skip
+        return 0
+    if args.optimizer is None:
+        raise InvalidInput("l2o suite needs an OPTIMIZER (a pretrained name, checkpoint or run)")
+    if args.quick and args.scale is not None:
+        raise InvalidInput("--quick is --scale 0.01: give one of them")
+    scale = QUICK_SCALE if args.quick else 1.0 if args.scale is None else args.scale
+    grid = args.lr_grid or (QUICK_GRID if args.quick else None)
+    report = suite(
+        args.optimizer,
+        args.out,
+        entries=SUITE,
+        only=only,
+        scale=scale,
+        baselines=_parse_baselines(args.baselines) if args.baselines else ("adam", "nag"),
+        grid=_parse_grid(grid),
+        data_dir=args.data_dir,
+        device=args.device,
+        force=args.force,
+        download=args.download,
+        quiet=args.quiet,
+    )
+    out = Path(args.out)
+    print(suite_table(report["entries"]))
+    print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / 'suite.png'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from l2o.pipelines import demo
 
@@ -261,6 +303,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "suite", help="the held-out suite: a learned optimizer against tuned Adam and NAG"
+    )
+    p.add_argument("optimizer", nargs="?", help="checkpoint, run directory or pretrained name")
+    p.add_argument("--only", metavar="NAME,...", help="run only these entries (see --list)")
+    p.add_argument("--list", action="store_true", help="list the suite's entries and exit")
+    p.add_argument(
+        "--scale",
+        type=float,
+        help="multiply every horizon (and, below 1, the numbers of tasks) by this (default 1)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke test: --scale {QUICK_SCALE} and --lr-grid {QUICK_GRID}",
+    )
+    p.add_argument(
+        "--baselines", help="comma-separated baselines, adam among them (default adam,nag)"
+    )
+    p.add_argument("--lr-grid", help="LOW,HIGH,PER_DECADE of the log grid (default 1e-4,10,4)")
+    p.add_argument(
+        "--data-dir",
+        help="directory of the image tasks' datasets (default: $L2O_DATA, ~/.cache/l2o/data, "
+        "/usr/share/datasets)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download a dataset that is not found (needs torchvision and a network)",
+    )
+    p.add_argument("--out", default="suite", help="output directory (default: suite)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output directory")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("demo", help="quick end-to-end: meta-train on quadratics and compare")
     p.add_argument("--out", default="demo-output", help="output directory (default: demo-output)")

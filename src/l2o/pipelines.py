@@ -3,6 +3,7 @@
     evaluate_checkpoint(optimizer, out)       a trained optimizer against tuned baselines
     evaluate_figure(optimizer, preset, out)   every setting of a figure preset (Figs. 4-6)
     demo(out)                                 meta-train on quadratics, then compare
+    suite(optimizer, out)                     the held-out suite: tuned Adam and NAG, many tasks
 
 (Meta-training itself is ``l2o.runs.train``.) Each one checks every input first: the device,
 the checkpoint (checksum, finite weights), the task and its dataset files; only then does it
@@ -11,6 +12,7 @@ create its output directory (see docs/reliability.md).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,6 +181,93 @@ def evaluate_figure(
     figures = [p.name for p in draw_settings(report["settings"], out, "png")]
     lines = [f"# {Path(preset).name}: {source}", "", figure_table(report["settings"]), ""]
     lines += [f"![{f}]({f})" for f in figures]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    return report
+
+
+def suite(
+    optimizer: str | Path,
+    out: str | Path,
+    *,
+    entries: Sequence[Any] | None = None,
+    only: Sequence[str] | None = None,
+    scale: float = 1.0,
+    baselines: Sequence[str] = ("adam", "nag"),
+    grid: Sequence[float] | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    download: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """The held-out suite (``l2o.evaluate.suite``): the learned ``optimizer`` (a pretrained name,
+    checkpoint or run directory) against tuned Adam and NAG on each of ``entries`` (default
+    ``SUITE``; ``only``: the entries of those names), each at its own horizon, with ``scale``
+    shrinking horizons (and, below 1, numbers of tasks) for a quick check. ``data_dir``: where
+    the image tasks' datasets are. Checks every input (device, checkpoint, every entry's task and
+    dataset) before creating ``out``; writes ``out``/results.json (rewritten after each entry),
+    report.md and suite.png. Returns the results."""
+    from l2o.evaluate.suite import SUITE, plot_suite, run_entry, select, suite_table
+
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise InvalidInput(f"Invalid scale: {scale!r} (must be a number > 0)")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown or "adam" not in baselines:
+        raise InvalidInput(
+            f"unknown optimizer {unknown[0]!r} in baselines (valid: {', '.join(BASELINES)})"
+            if unknown
+            else f"the suite's baselines must include adam (its reference): {list(baselines)}"
+        )
+    check_device(device)
+    chosen = [e.scaled(scale) for e in select(only, SUITE if entries is None else entries)]
+    source = resolve(optimizer)
+    learned, record = load_checkpoint(source)
+    families, inputs = [], []
+    for entry in chosen:  # every entry's task is valid, its data found, before any run
+        family = entry.family(None if data_dir is None else str(data_dir))
+        prepare_data(family, download)
+        families.append(family)
+        inputs += _inputs(source, family)
+    grid = list(grid or lr_grid())
+    out = prepare_directory(out, force, "evaluation", inputs or [source])
+    bar = Progress(
+        sum(count_rollouts(1, len(baselines), len(grid), e.validation_tasks, e.test_tasks)
+            for e in chosen),
+        "suite",
+        quiet,
+    )  # fmt: skip
+    report: dict[str, Any] = {
+        "learned_optimizer": {"checkpoint": str(source), "spec": record["optimizer"]},
+        "baselines": list(baselines),
+        "grid": grid,
+        "scale": scale,
+        "device": device,
+        "entries": {},
+    }
+    for entry, family in zip(chosen, families, strict=True):
+        if not quiet:
+            bar.write(f"{entry.name}: {entry.task}, T = {entry.steps}")
+        report["entries"][entry.name] = run_entry(
+            learned, entry, family, baselines=baselines, grid=grid, device=device,
+            progress=None if quiet else bar.write, bar=bar,
+        )  # fmt: skip
+        write_json(out / "results.json", report)
+    bar.close()
+    plot_suite(report["entries"], out / "suite.png")
+    lines = [
+        f"# Held-out suite: {source}",
+        "",
+        f"Each entry: {', '.join(baselines)} with learning rates tuned on its validation tasks "
+        f"(log grid of {len(grid)} from {grid[0]:.3g} to {grid[-1]:.3g}), then every optimizer "
+        'from a fresh state on the same test tasks. "/ Adam": mean final loss over tuned '
+        "Adam's; \"steps to Adam's final\": the first step where the mean loss curve reaches "
+        "tuned Adam's mean final loss; seconds: that step times the measured seconds per step "
+        f"of one test task. Scale {scale:g}.",
+        "",
+        suite_table(report["entries"]),
+        "",
+        "![suite](suite.png)",
+    ]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return report
 
