@@ -15,6 +15,8 @@ from l2o.optimizers import (
     CoordinatewiseLSTM,
     GroupedOptimizer,
     LSTMConfig,
+    MLPOptimizerConfig,
+    PerParameterMLP,
     RMSprop,
     from_spec,
     make_baseline,
@@ -26,6 +28,7 @@ def _examples():
     lstm = CoordinatewiseLSTM(LSTMConfig(hidden_size=3, momentum=(0.9,), param_input=True))
     return {
         "lstm": lstm,
+        "mlp": PerParameterMLP(MLPOptimizerConfig(hidden_size=4, momentum=(0.9,), nominal_lr=0)),
         "grouped": GroupedOptimizer({"a": lstm, "b": Adam(lr=0.1)}, ["a", "b", "a"]),
         "sgd": SGD(lr=0.2, momentum=0.5, dampening=0.1),
         "nag": NAG(lr=0.3, momentum=0.8),
@@ -55,8 +58,8 @@ def test_baselines_are_the_registered_hand_designed_optimizers_built_from_a_lear
 
 
 def test_unknown_names_are_refused_with_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown optimizer kind 'lion' \(valid: lstm, grouped, "
-                       r"sgd, nag, rmsprop, adam\)"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown optimizer kind 'lion' \(valid: lstm, mlp, "
+                       r"grouped, sgd, nag, rmsprop, adam\)"):  # fmt: skip
         from_spec({"kind": "lion"})
     with pytest.raises(ValueError, match=r"unknown optimizer 'lstm' \(valid: sgd, nag, rmsprop"):
         make_baseline("lstm", 0.1)

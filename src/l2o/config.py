@@ -1,7 +1,9 @@
 """Experiment configuration: a readable TOML file with three sections, plus overrides.
 
     [task]        name (default "quadratic") and the family's options (see l2o.tasks)
-    [optimizer]   the learned optimizer's architecture (LSTMConfig): one LSTM for all parameters
+    [optimizer]   the learned optimizer's architecture: ``kind = "lstm"`` (the default, the
+                  paper's LSTM, LSTMConfig) or ``kind = "mlp"`` (the per-parameter MLP,
+                  MLPOptimizerConfig), with that kind's options; one optimizer for all parameters
     [meta]        meta-training (MetaTrainConfig, l2o.meta.config)
 
 Parameter groups (paper section 3.3: separate LSTMs for conv and fully connected layers) are
@@ -38,7 +40,14 @@ from typing import Any
 
 from l2o.errors import InvalidInput
 from l2o.meta.config import MetaTrainConfig, upgrade_record
-from l2o.optimizers import BASELINES, OPTIMIZERS, CoordinatewiseLSTM, LSTMConfig, StepOptimizer
+from l2o.optimizers import (
+    BASELINES,
+    OPTIMIZERS,
+    CoordinatewiseLSTM,
+    LSTMConfig,
+    MLPOptimizerConfig,
+    StepOptimizer,
+)
 from l2o.tasks import TaskFamily, make_task_family
 
 if sys.version_info >= (3, 11):
@@ -48,6 +57,9 @@ else:  # pragma: no cover
 
 SECTIONS = ("task", "optimizer", "meta")
 GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# [optimizer] kind: the learned optimizers a config can meta-train, by their configs. A config
+# without ``kind`` is the paper's LSTM (and so is every record written before ``kind`` existed).
+LEARNED_KINDS: dict[str, type] = {"lstm": LSTMConfig, "mlp": MLPOptimizerConfig}
 
 
 @dataclass(frozen=True)
@@ -74,13 +86,15 @@ class GroupConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     task: TaskFamily
-    optimizer: LSTMConfig
+    optimizer: LSTMConfig | MLPOptimizerConfig  # the learned optimizer of [optimizer] kind
     meta: MetaTrainConfig
     # Parameter groups by name; empty: one LSTM (``optimizer``) for all parameters.
     groups: Mapping[str, GroupConfig] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         optimizer: dict[str, Any] = asdict(self.optimizer)
+        if isinstance(self.optimizer, MLPOptimizerConfig):  # the LSTM's records have no kind
+            optimizer = {"kind": "mlp", **optimizer}
         if self.groups:
             optimizer["groups"] = {name: g.to_dict() for name, g in self.groups.items()}
         return {"task": self.task.to_config(), "optimizer": optimizer, "meta": asdict(self.meta)}
@@ -125,15 +139,25 @@ def config_from_dict(data: dict[str, Any], record: bool = True) -> ExperimentCon
     task = {"name": "quadratic", **data.get("task", {})}
     optimizer = dict(data.get("optimizer", {}))
     groups = optimizer.pop("groups", {})
-    lstm = _build(LSTMConfig, "optimizer", optimizer)
+    kind = optimizer.pop("kind", "lstm")
+    if kind not in LEARNED_KINDS:
+        raise InvalidInput(
+            f"Invalid optimizer.kind: {kind!r} (valid: {', '.join(map(repr, LEARNED_KINDS))})"
+        )
+    if kind != "lstm" and groups:
+        raise InvalidInput(
+            f'optimizer.groups is not available with optimizer.kind = "{kind}" (parameter '
+            f"groups drive LSTMs and hand-designed optimizers: leave out kind or the groups)"
+        )
+    learned = _build(LEARNED_KINDS[kind], "optimizer", optimizer)
     meta = dict(data.get("meta", {}))
     if record:
         meta = upgrade_record(meta)
     return ExperimentConfig(
         task=make_task_family(task.pop("name"), **task),
-        optimizer=lstm,
+        optimizer=learned,
         meta=_build(MetaTrainConfig, "meta", meta),
-        groups=_build_groups(groups, lstm),
+        groups=_build_groups(groups, learned),
     )
 
 

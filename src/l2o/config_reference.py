@@ -2,7 +2,8 @@
 
 Every option of every section of a config file is a field of a dataclass: ``[task]`` of the
 task family named by ``task.name`` (``l2o.tasks.TASK_FAMILIES``), ``[optimizer]`` of
-``LSTMConfig``, ``[meta]`` of ``MetaTrainConfig``. Each option's meaning is the comment written
+``LSTMConfig`` (or, with ``kind = "mlp"``, of ``MLPOptimizerConfig``), ``[meta]`` of
+``MetaTrainConfig``. Each option's meaning is the comment written
 beside or above its field in the source, so the reference cannot drift from the code
 (tests/test_config_reference.py compares the committed page with this output)::
 
@@ -19,7 +20,7 @@ import tokenize
 from dataclasses import MISSING, Field, fields
 
 from l2o.meta.train import MetaTrainConfig
-from l2o.optimizers import LSTMConfig
+from l2o.optimizers import LSTMConfig, MLPOptimizerConfig
 from l2o.tasks import TASK_FAMILIES
 
 _FIELD = re.compile(r"^    (\w+)\s*:")
@@ -88,9 +89,11 @@ def _table(cls: type, skip: tuple[str, ...] = ()) -> list[str]:
 def missing_descriptions() -> list[str]:
     """``section.option`` of every option whose field has no comment (should be none)."""
     missing = []
-    for section, cls in [("optimizer", LSTMConfig), ("meta", MetaTrainConfig)] + [
-        (f"task ({name})", family) for name, family in TASK_FAMILIES.items()
-    ]:
+    for section, cls in [
+        ("optimizer", LSTMConfig),
+        ("optimizer (mlp)", MLPOptimizerConfig),
+        ("meta", MetaTrainConfig),
+    ] + [(f"task ({name})", family) for name, family in TASK_FAMILIES.items()]:
         comments = {}
         for base in cls.__mro__:
             if "__dataclass_fields__" in vars(base):
@@ -132,9 +135,21 @@ def reference() -> str:
         "",
         "## [optimizer]",
         "",
+        '`kind`: `"lstm"` (the default: the paper\'s coordinatewise LSTM, options below) or '
+        '`"mlp"` (a per-parameter MLP over normalised features, options in the next '
+        "section). Each kind has its own options.",
+        "",
+        '### optimizer.kind = `"lstm"`',
+        "",
         inspect.cleandoc(LSTMConfig.__doc__ or "").replace("\n", " "),
         "",
         *_table(LSTMConfig),
+        "",
+        '### optimizer.kind = `"mlp"`',
+        "",
+        inspect.cleandoc(MLPOptimizerConfig.__doc__ or "").replace("\n", " "),
+        "",
+        *_table(MLPOptimizerConfig),
         "",
         "### [optimizer.groups.NAME]",
         "",

@@ -27,7 +27,14 @@ from l2o.devices import check_device
 from l2o.errors import InvalidInput, L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
 from l2o.monitor import Monitor
-from l2o.optimizers import CoordinatewiseLSTM, GroupedOptimizer, StepOptimizer, assign_groups
+from l2o.optimizers import (
+    CoordinatewiseLSTM,
+    GroupedOptimizer,
+    MLPOptimizerConfig,
+    PerParameterMLP,
+    StepOptimizer,
+    assign_groups,
+)
 
 MARKER = ".l2o"  # {"kind": ..., "l2o_version": ...} in every directory that l2o creates
 KINDS = ("run", "evaluation", "demo")
@@ -112,12 +119,15 @@ def build_learned_optimizer(
 ) -> StepOptimizer:
     """phi initialised from the run's seed alone, so a run is reproducible.
 
-    One LSTM for all parameters, or, with ``config.groups``, a ``GroupedOptimizer`` whose
-    groups are assigned by their glob patterns to ``param_names`` (default: those of the
-    config's task); each learned group gets its own weights."""
+    One optimizer for all parameters (the LSTM, or the MLP of ``[optimizer] kind = "mlp"``),
+    or, with ``config.groups``, a ``GroupedOptimizer`` whose groups are assigned by their glob
+    patterns to ``param_names`` (default: those of the config's task); each learned group gets
+    its own weights."""
     if not config.groups:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.meta.seed)
+            if isinstance(config.optimizer, MLPOptimizerConfig):
+                return PerParameterMLP(config.optimizer)
             return CoordinatewiseLSTM(config.optimizer)
     if param_names is None:
         param_names = config.task.sample(0).param_names

@@ -7,6 +7,7 @@ from l2o.optimizers.adam import Adam
 from l2o.optimizers.base import OptState, StepOptimizer, detach_state, flatten, unflatten
 from l2o.optimizers.grouped import GroupedOptimizer, assign_groups
 from l2o.optimizers.lstm import CoordinatewiseLSTM, LSTMConfig, log_sign_preprocess
+from l2o.optimizers.mlp import MLPOptimizerConfig, PerParameterMLP
 from l2o.optimizers.registry import BASELINES, OPTIMIZERS, from_spec, make_baseline
 from l2o.optimizers.rmsprop import RMSprop
 from l2o.optimizers.sgd import NAG, SGD
@@ -20,7 +21,9 @@ __all__ = [
     "CoordinatewiseLSTM",
     "GroupedOptimizer",
     "LSTMConfig",
+    "MLPOptimizerConfig",
     "OptState",
+    "PerParameterMLP",
     "RMSprop",
     "StepOptimizer",
     "assign_groups",

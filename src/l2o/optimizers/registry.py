@@ -15,6 +15,7 @@ from l2o.optimizers.adam import Adam
 from l2o.optimizers.base import StepOptimizer
 from l2o.optimizers.grouped import GroupedOptimizer
 from l2o.optimizers.lstm import CoordinatewiseLSTM, LSTMConfig
+from l2o.optimizers.mlp import MLPOptimizerConfig, PerParameterMLP
 from l2o.optimizers.rmsprop import RMSprop
 from l2o.optimizers.sgd import NAG, SGD
 
@@ -22,6 +23,11 @@ from l2o.optimizers.sgd import NAG, SGD
 def lstm(**options: Any) -> CoordinatewiseLSTM:
     """The coordinatewise LSTM of the paper, from ``LSTMConfig``'s fields."""
     return CoordinatewiseLSTM(LSTMConfig(**options))
+
+
+def mlp(**options: Any) -> PerParameterMLP:
+    """The per-parameter MLP optimizer, from ``MLPOptimizerConfig``'s fields."""
+    return PerParameterMLP(MLPOptimizerConfig(**options))
 
 
 def grouped(groups: Mapping[str, Mapping[str, Any]], assignment: Sequence[str]) -> GroupedOptimizer:
@@ -32,6 +38,7 @@ def grouped(groups: Mapping[str, Mapping[str, Any]], assignment: Sequence[str]) 
 
 OPTIMIZERS: dict[str, Callable[..., StepOptimizer]] = {
     "lstm": lstm,
+    "mlp": mlp,
     "grouped": grouped,
     "sgd": SGD,
     "nag": NAG,  # SGD with Nesterov momentum 0.9 unless told

@@ -1,0 +1,207 @@
+"""The per-parameter MLP optimizer (l2o.optimizers.mlp): it starts as Adam, keeps its state per
+coordinate (and per tensor where the maths needs it), round-trips through specs and checkpoints,
+steps torch models, passes meta-gradients to every weight and meta-trains."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from l2o.checkpoint import load_checkpoint, save_checkpoint
+from l2o.config import config_from_dict, load_config
+from l2o.errors import InvalidInput
+from l2o.meta import TruncatedBPTT, init_unroll
+from l2o.optim import LearnedOptimizer
+from l2o.optimizers import MLPOptimizerConfig, PerParameterMLP, from_spec
+from l2o.optimizers.mlp import FactoredRMS
+from l2o.runs import build_learned_optimizer, train
+from l2o.tasks import QuadraticFamily
+
+
+def _model() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def _wake(optimizer: PerParameterMLP, scale: float = 0.3) -> PerParameterMLP:
+    """Give the last layer (zero at the start) random weights, so the MLP's update is not 0."""
+    with torch.no_grad():
+        optimizer.output.weight.normal_(0.0, scale)
+        optimizer.output.bias.normal_(0.0, scale)
+    return optimizer
+
+
+def test_starts_as_torch_adam_over_several_steps():
+    torch.manual_seed(1)
+    ours, theirs = _model(), _model()
+    theirs.load_state_dict(ours.state_dict())
+    opt = LearnedOptimizer(ours.parameters(), optimizer=PerParameterMLP(MLPOptimizerConfig()))
+    adam = torch.optim.Adam(theirs.parameters(), lr=1e-3)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for _ in range(6):
+        for model, o in ((ours, opt), (theirs, adam)):
+            o.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            o.step()
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        # The same maths in another order of float32 roundings (exp(log lr), lerp).
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(ours[0].weight, _model()[0].weight)
+
+
+def test_state_is_seven_floats_per_coordinate_at_the_defaults():
+    params = [torch.randn(30, 20), torch.randn(20), torch.randn(3, 4, 5, 5), torch.randn(())]
+    n = sum(p.numel() for p in params)
+    state = PerParameterMLP().init_state(params)
+    floats = sum(t.numel() for key in ("momentum", "rms", "factored") for t in state[key])
+    assert floats == 7 * n == MLPOptimizerConfig().state_floats * n
+    assert floats <= 8 * n  # the issue's target
+
+
+def test_factored_moments_are_adafactor_for_matrices_and_full_for_vectors():
+    b, g_m, g_v = 0.9, torch.randn(3, 5), torch.randn(4)
+    feature = FactoredRMS(b)
+    grad = torch.cat([g_m.reshape(-1), g_v])
+    state = feature.init(grad)
+    fac, state = feature.update(grad, [g_m.shape, g_v.shape], state, 1)
+    r, c = (1 - b) * g_m.pow(2).mean(1), (1 - b) * g_m.pow(2).mean(0)
+    v_matrix = torch.outer(r, c) / r.mean() / (1 - b)
+    expected = torch.cat([v_matrix.reshape(-1), g_v.pow(2)]).sqrt() + 1e-8
+    torch.testing.assert_close(fac, expected)
+    # The matrix's segment holds [r, c, zeros]; the vector's its v.
+    torch.testing.assert_close(state[0][:8], torch.cat([r, c]))
+    assert torch.all(state[0][8:15] == 0)
+    torch.testing.assert_close(state[0][15:], (1 - b) * g_v.pow(2))
+
+
+def test_tensors_stepped_together_or_apart_get_the_same_updates():
+    """Per-tensor statistics stay per tensor when states are concatenated, as the torch.optim
+    front-end does."""
+    opt = _wake(PerParameterMLP())
+    params = [torch.randn(6, 5), torch.randn(5), torch.randn(2, 3, 3)]
+    together, apart = opt.init_state(params), [opt.init_state([p]) for p in params]
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        updates, together = opt.step(grads, together, params=params)
+        for i, (g, p) in enumerate(zip(grads, params)):
+            (alone,), apart[i] = opt.step([g], apart[i], params=[p])
+            torch.testing.assert_close(updates[i], alone)
+        assert any(u.abs().max() > 0 for u in updates)
+
+
+def test_spec_round_trip_and_one_line_errors():
+    config = MLPOptimizerConfig(hidden_size=8, momentum=[0.5, 0.9], time_scales=[10, 100])
+    opt = PerParameterMLP(config)
+    spec = json.loads(json.dumps(opt.spec()))
+    assert spec["kind"] == "mlp" and spec["momentum"] == [0.5, 0.9]
+    rebuilt = from_spec(spec)
+    assert isinstance(rebuilt, PerParameterMLP) and rebuilt.config == config
+    assert rebuilt.spec() == spec
+    for options, name in [
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"momentum": [0.5, 0.99]}, "momentum"),
+        ({"rms_decay": 1.0}, "rms_decay"),
+        ({"exp_mult": -1}, "exp_mult"),
+        ({"nominal_lr": "fast"}, "nominal_lr"),
+    ]:
+        with pytest.raises(InvalidInput, match=f"^Invalid {name}: ") as error:
+            MLPOptimizerConfig(**options)
+        assert "\n" not in str(error.value)
+
+
+def test_checkpoint_save_and_load(tmp_path):
+    opt = _wake(PerParameterMLP(MLPOptimizerConfig(hidden_size=8)))
+    path = save_checkpoint(tmp_path / "mlp", opt, {"note": "test"})
+    loaded, record = load_checkpoint(path)
+    assert record["optimizer"] == opt.spec() and record["note"] == "test"
+    for (name, a), (_, b) in zip(opt.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    params = [torch.randn(4, 3)]
+    grads = [torch.randn(4, 3)]
+    expected, _ = opt.step(grads, opt.init_state(params), params=params)
+    got, _ = loaded.step(grads, loaded.init_state(params), params=params)
+    torch.testing.assert_close(got[0], expected[0])
+
+
+def test_learned_optimizer_trains_a_torch_model_and_saves_its_state():
+    torch.manual_seed(0)
+    model = _model()
+    opt = LearnedOptimizer(model.parameters(), optimizer=_wake(PerParameterMLP(), 0.1), lr=10.0)
+    x = torch.randn(64, 4)
+    y = x.sum(1, keepdim=True)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    state = opt.state_dict()
+    assert state["param_groups"][0]["optimizer"]["kind"] == "mlp"
+    again = LearnedOptimizer(model.parameters(), optimizer=opt.param_groups[0]["optimizer"])
+    again.load_state_dict(state)
+    assert again.state[model[0].weight]["step"] == 30
+
+
+def test_meta_gradient_reaches_every_weight():
+    opt = _wake(PerParameterMLP(MLPOptimizerConfig(hidden_size=8)), 0.1)
+    task = QuadraticFamily(num_problems=4).sample(0)
+    result = TruncatedBPTT().meta_gradient(opt, task, init_unroll(task, opt), [1.0] * 5)
+    assert result.finite
+    names = [name for name, _ in opt.named_parameters()]
+    assert len(result.grads) == len(names) == 8  # 2 hidden layers, output, nominal term
+    for name, grad in zip(names, result.grads):
+        assert grad.abs().sum() > 0, name
+
+
+def test_meta_gradient_at_the_start_reaches_the_last_layer():
+    """With the last layer at zero, only it (and the nominal term's bias) move first."""
+    opt = PerParameterMLP(MLPOptimizerConfig(hidden_size=8))
+    task = QuadraticFamily(num_problems=4).sample(0)
+    result = TruncatedBPTT().meta_gradient(opt, task, init_unroll(task, opt), [1.0] * 5)
+    grads = dict(zip([n for n, _ in opt.named_parameters()], result.grads))
+    assert grads["output.weight"].abs().sum() > 0
+    assert grads["nominal.bias"].abs().sum() > 0
+
+
+def test_config_kind_mlp_builds_it_and_the_default_stays_the_lstm():
+    config = load_config(None, ['optimizer.kind="mlp"', "optimizer.hidden_size=16"])
+    assert config.optimizer == MLPOptimizerConfig(hidden_size=16)
+    assert isinstance(build_learned_optimizer(config), PerParameterMLP)
+    data = config.to_dict()
+    assert data["optimizer"]["kind"] == "mlp"
+    assert config_from_dict(json.loads(json.dumps(data))) == config
+    assert "kind" not in load_config(None).to_dict()["optimizer"]
+    with pytest.raises(InvalidInput, match=r"^Invalid optimizer.kind: 'rnn'"):
+        load_config(None, ['optimizer.kind="rnn"'])
+    with pytest.raises(InvalidInput, match=r"unknown key.*optimizer\.preprocess"):
+        load_config(None, ['optimizer.kind="mlp"', 'optimizer.preprocess="none"'])
+    with pytest.raises(InvalidInput, match=r"^optimizer.groups is not available"):
+        load_config(None, ['optimizer.kind="mlp"', 'optimizer.groups.all.params=["*"]'])
+
+
+def test_meta_training_lowers_the_validation_loss(tmp_path):
+    overrides = [
+        'optimizer.kind="mlp"',
+        "optimizer.hidden_size=16",
+        "optimizer.nominal_lr=0.01",
+        "task.num_problems=16",
+        "meta.epochs=20",
+        "meta.horizon=20",
+        "meta.truncation=10",
+        "meta.meta_lr=0.01",
+        'meta.meta_loss="relative"',
+        "meta.validate_every=20",
+        "meta.validation_tasks=2",
+    ]
+    config = load_config(None, overrides)
+    start = build_learned_optimizer(config)
+    from l2o.meta.train import validate
+
+    before = validate(start, config.task, config.meta)["final_loss"]
+    state = train(config, tmp_path / "run", quiet=True, tensorboard=False)
+    assert state.epoch == 20
+    assert math.isfinite(state.best_validation)
+    assert state.best_validation < 0.9 * before
