@@ -34,6 +34,11 @@ TINY = [
         {"dataset": "fashion-mnist", "hidden_sizes": [4], "batch_size": 8, "num_problems": 2},
         steps=4, test_tasks=1, validation_tasks=1,
     ),
+    SuiteEntry(
+        "conv", "conv",
+        {"dataset": "fashion-mnist", "channels": [2], "hidden_sizes": [], "batch_size": 8},
+        steps=3, test_tasks=1, validation_tasks=1,
+    ),
 ]  # fmt: skip
 
 
@@ -62,7 +67,9 @@ def test_the_default_suite_has_the_issues_entries():
 def test_entries_are_checked_selected_and_scaled():
     with pytest.raises(InvalidInput, match="Invalid steps of suite entry 'x': 0"):
         SuiteEntry("x", "quadratic", steps=0)
-    with pytest.raises(InvalidInput, match="unknown suite entry 'nope' \\(valid: quad, mlp\\)"):
+    with pytest.raises(
+        InvalidInput, match="unknown suite entry 'nope' \\(valid: quad, mlp, conv\\)"
+    ):
         select(["nope"], TINY)
     assert [e.name for e in select(["mlp", "quad"], TINY)] == ["mlp", "quad"]
     small = SUITE[-1].scaled(0.01)
@@ -111,12 +118,13 @@ def test_the_suite_pipeline_on_tiny_tasks(tmp_path):
     for name in ("results.json", "report.md", "suite.png", ".l2o"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
-    assert list(saved["entries"]) == list(report["entries"]) == ["quad", "mlp"]
+    assert list(saved["entries"]) == list(report["entries"]) == ["quad", "mlp", "conv"]
     assert saved["entries"]["mlp"]["task"]["data_dir"] == str(data)
+    assert saved["entries"]["conv"]["task"]["data_dir"] == str(data)
     for name, entry in saved["entries"].items():
         steps = entry["steps"]
-        assert steps == {"quad": 6, "mlp": 4}[name]
-        assert entry["runs"] == {"quad": 8, "mlp": 2}[name]
+        assert steps == {"quad": 6, "mlp": 4, "conv": 3}[name]
+        assert entry["runs"] == {"quad": 8, "mlp": 2, "conv": 1}[name]
         opts = entry["optimizers"]
         assert list(opts) == ["lstm", "adam", "nag"]
         adam = opts["adam"]["final_loss_mean"]
