@@ -17,10 +17,13 @@ each divided by its RMS over the coordinates of its tensor (learned_optimization
 tanh(t / s) (``features.step_features``), the same for every coordinate and not normalised.
 The MLP (ReLU hidden layers) has two outputs, a direction d and a magnitude a; the update is
 
-    u_i = d_i exp(a_i exp_mult) step_mult  -  exp(w h_i + c) m_hat_i^(0.9) / rms_i
+    u_i = d_i exp(a_i exp_mult) step_mult  -  exp(w tanh(h_i) + c) m_hat_i^(0.9) / rms_i
 
 where the second term is ``heads.NominalTerm`` on the last hidden layer h: it starts
 (w = 0, c = log nominal_lr) as Adam's update with lr = nominal_lr and betas (0.9, rms_decay).
+It reads tanh(h), bounded as the LSTM's h is: ReLU units are not, and a coordinate whose
+features are far out (a problem that starts to diverge) would otherwise get a learning rate
+exp(w h) times the rest, which makes the inner loop explode within a few meta-updates.
 The MLP's last layer starts at zero (d = a = 0), so the first updates are exactly Adam's, and
 meta-training moves both terms from there.
 
@@ -278,9 +281,9 @@ class PerParameterMLP(StepOptimizer):
         c = self.config
         update = direction * torch.exp(magnitude * c.exp_mult) * c.step_mult
         if self.nominal is not None:
-            # - exp(w h + c) m_hat^(0.9) / rms: Adam's update at the start (w = 0)
+            # - exp(w tanh(h) + c) m_hat^(0.9) / rms: Adam's update at the start (w = 0)
             adam = momenta[:, c.momentum.index(ADAM_BETA1)] / rms.squeeze(-1)
-            update = update + self.nominal(x.t(), adam.unsqueeze(0))
+            update = update + self.nominal(torch.tanh(x).t(), adam.unsqueeze(0))
         new_state = {
             "step": t,
             "momentum": momentum_state,
