@@ -6,6 +6,7 @@ from l2o import optim, pretrained
 from l2o.checkpoint import load, load_checkpoint, save_checkpoint
 from l2o.config import ExperimentConfig, load_config
 from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, unroll
+from l2o.meta.es import ES, PES
 from l2o.optimizers import (
     NAG,
     SGD,
@@ -13,21 +14,27 @@ from l2o.optimizers import (
     CoordinatewiseLSTM,
     GroupedOptimizer,
     LSTMConfig,
+    MLPOptimizerConfig,
+    PerParameterMLP,
     RMSprop,
     StepOptimizer,
 )
 from l2o.tasks import make_task_family
 
 __all__ = [
+    "ES",
     "NAG",
+    "PES",
     "SGD",
     "Adam",
     "CoordinatewiseLSTM",
     "ExperimentConfig",
     "GroupedOptimizer",
     "LSTMConfig",
+    "MLPOptimizerConfig",
     "MetaTrainConfig",
     "MetaTrainer",
+    "PerParameterMLP",
     "RMSprop",
     "StepOptimizer",
     "TruncatedBPTT",
