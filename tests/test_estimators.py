@@ -20,7 +20,8 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from benchmarks.estimators.run import Momentum  # the benchmark's 2-parameter optimizer
+from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from l2o.errors import InvalidInput
@@ -28,28 +29,12 @@ from l2o.meta import TruncatedBPTT, init_unroll, unroll
 from l2o.meta.es import ES, PES
 from l2o.meta.unroll import META_LOSSES
 from l2o.optimizers import CoordinatewiseLSTM, LSTMConfig
-from l2o.optimizers.base import StepOptimizer, flatten, unflatten
+from l2o.optimizers.base import StepOptimizer, flatten
 from l2o.tasks import QuadraticTask
 
 T, K, SIGMA = 6, 2, 0.3
 TRUNCATIONS = [[1.0] * K for _ in range(T // K)]
 HORIZON = [w for weights in TRUNCATIONS for w in weights]
-
-
-class Momentum(StepOptimizer):
-    """m_{t+1} = beta m_t + grad_t, update = -lr m_{t+1}; phi = (log lr, logit beta)."""
-
-    def __init__(self, log_lr: float = -2.5, logit_beta: float = 1.0) -> None:
-        super().__init__()
-        self.log_lr = nn.Parameter(torch.tensor(log_lr, dtype=torch.float64))
-        self.logit_beta = nn.Parameter(torch.tensor(logit_beta, dtype=torch.float64))
-
-    def init_state(self, params):
-        return {"m": torch.zeros_like(flatten(params))}
-
-    def step(self, grads, state):
-        m = torch.sigmoid(self.logit_beta) * state["m"] + flatten(grads)
-        return unflatten(-self.log_lr.exp() * m, grads), {"m": m}
 
 
 def quadratic() -> QuadraticTask:
@@ -65,10 +50,6 @@ def at(optimizer: StepOptimizer, phi: Tensor) -> StepOptimizer:
     return moved
 
 
-def vector(grads) -> Tensor:
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
 def chained_gradient(optimizer, task, phis: list[Tensor]) -> Tensor:
     """d/dphi of L(phi_1, ..., phi_J), truncation j run with phi_j = phi + eps^j, by autograd
     through the whole horizon (no detaching between truncations, second order): the sum over
@@ -80,7 +61,7 @@ def chained_gradient(optimizer, task, phis: list[Tensor]) -> Tensor:
         state, total = result.state, total + result.meta_loss
     params = [list(moved.parameters()) for moved in copies]
     grads = torch.autograd.grad(total, [p for ps in params for p in ps])
-    return sum(vector(grads[j * len(ps) : (j + 1) * len(ps)]) for j, ps in enumerate(params))
+    return sum(flatten(grads[j * len(ps) : (j + 1) * len(ps)]) for j, ps in enumerate(params))
 
 
 def mean_and_se(samples: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,7 +99,7 @@ def truncated_smoothed_gradient(optimizer, task, draws: int) -> tuple[Tensor, Te
         for start, weights in zip(starts, TRUNCATIONS):
             eps = SIGMA * torch.randn(len(phi), generator=g, dtype=phi.dtype)
             moved = at(optimizer, phi + eps)
-            total += vector(estimator.meta_gradient(moved, task, start, weights).grads)
+            total += flatten(estimator.meta_gradient(moved, task, start, weights).grads)
         samples.append(total)
     return mean_and_se(torch.stack(samples))
 
@@ -128,7 +109,7 @@ def es_over_horizon(optimizer, task, calls: int, pairs: int) -> Tensor:
     g, es = torch.Generator().manual_seed(1), ES(sigma=SIGMA, pairs=pairs)
     return torch.stack(
         [
-            vector(
+            flatten(
                 es.meta_gradient(optimizer, task, init_unroll(task, optimizer), HORIZON, g).grads
             )
             for _ in range(calls)
@@ -146,12 +127,12 @@ def over_truncations(estimator, optimizer, task, calls: int) -> Tensor:
             state = estimator.init(optimizer, task)
             for weights in TRUNCATIONS:
                 result, state = estimator.meta_gradient(optimizer, task, state, weights, g)
-                total = total + vector(result.grads)
+                total = total + flatten(result.grads)
         else:
             state = init_unroll(task, optimizer)
             for weights in TRUNCATIONS:
                 result = estimator.meta_gradient(optimizer, task, state, weights, g)
-                state, total = result.state, total + vector(result.grads)
+                state, total = result.state, total + flatten(result.grads)
         samples.append(total)
     return torch.stack(samples)
 
@@ -185,7 +166,7 @@ def test_chained_gradient_is_the_full_horizon_bptt_gradient():
     full = TruncatedBPTT(second_order=True).meta_gradient(
         optimizer, task, init_unroll(task, optimizer), HORIZON
     )
-    torch.testing.assert_close(chained_gradient(optimizer, task, [phi] * 3), vector(full.grads))
+    torch.testing.assert_close(chained_gradient(optimizer, task, [phi] * 3), flatten(full.grads))
 
 
 def test_es_over_the_horizon_is_unbiased(references):
@@ -236,9 +217,11 @@ def test_es_is_the_central_difference_along_each_eps():
 
     deltas = [meta_loss(phi + e) - meta_loss(phi - e) for e in eps]
     expected = sum(e * d for e, d in zip(eps, deltas)) / (2 * 2 * sigma**2)
-    torch.testing.assert_close(vector(result.grads), expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(flatten(result.grads), expected, rtol=1e-6, atol=0)
     # Each difference is the directional derivative of the exact meta-gradient along eps_i.
-    exact = vector(TruncatedBPTT(second_order=True).meta_gradient(lstm, task, start, weights).grads)
+    exact = flatten(
+        TruncatedBPTT(second_order=True).meta_gradient(lstm, task, start, weights).grads
+    )
     for e, d in zip(eps, deltas):
         assert d / 2 == pytest.approx(float(e @ exact), rel=1e-5)
 
@@ -285,7 +268,7 @@ def test_pes_persists_its_particles_and_accumulates_xi():
     first, state = pes.meta_gradient(lstm, task, state, weights, g)
     start = init_unroll(task, lstm)
     reference = es.meta_gradient(lstm, task, start, weights, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(vector(first.grads), vector(reference.grads), rtol=0, atol=0)
+    torch.testing.assert_close(flatten(first.grads), flatten(reference.grads), rtol=0, atol=0)
     second, state = pes.meta_gradient(lstm, task, state, weights, g)
     # xi is the sum of the two truncations' draws; every particle went on from where it was.
     replay = torch.Generator().manual_seed(3)
@@ -336,6 +319,6 @@ def test_a_seed_gives_the_same_estimates_on_a_gpu():
         pes, g = PES(sigma=0.01, pairs=2), torch.Generator().manual_seed(4)
         _, state = pes.meta_gradient(lstm, task, pes.init(lstm, task), weights, g)
         result, _ = pes.meta_gradient(lstm, task, state, weights, g)
-        estimates.append([vector(es.grads).cpu(), vector(result.grads).cpu()])
+        estimates.append([flatten(es.grads).cpu(), flatten(result.grads).cpu()])
     for on_cpu, on_gpu in zip(*estimates):
         torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-6, atol=1e-9)

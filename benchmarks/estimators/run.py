@@ -110,15 +110,11 @@ def problems() -> list[Problem]:
     ]
 
 
-def vector(grads) -> Tensor:
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
 def exact_gradient(optimizer: StepOptimizer, problem: Problem) -> Tensor:
     """grad L by second-order backpropagation through the whole horizon."""
     estimator = TruncatedBPTT(second_order=True)
     start = init_unroll(problem.task, optimizer)
-    return vector(
+    return flatten(
         estimator.meta_gradient(optimizer, problem.task, start, [1.0] * problem.horizon).grads
     )
 
@@ -145,7 +141,7 @@ def estimate(name: str, problem: Problem, g: torch.Generator) -> Tensor:
     if name == "es":
         weights = [1.0] * problem.horizon
         es = ES(sigma=problem.sigma, pairs=PAIRS)
-        return vector(
+        return flatten(
             es.meta_gradient(optimizer, task, init_unroll(task, optimizer), weights, g).grads
         )
     total = torch.zeros(sum(p.numel() for p in optimizer.parameters()), dtype=torch.float64)
@@ -154,7 +150,7 @@ def estimate(name: str, problem: Problem, g: torch.Generator) -> Tensor:
         pes_state = pes.init(optimizer, task)
         for weights in problem.truncations:
             result, pes_state = pes.meta_gradient(optimizer, task, pes_state, weights, g)
-            total += vector(result.grads)
+            total += flatten(result.grads)
         return total
     estimator = {
         "tbptt": TruncatedBPTT(),
@@ -165,7 +161,7 @@ def estimate(name: str, problem: Problem, g: torch.Generator) -> Tensor:
     for weights in problem.truncations:
         kwargs = {"generator": g} if name == "truncated-es" else {}
         result = estimator.meta_gradient(optimizer, task, state, weights, **kwargs)
-        state, total = result.state, total + vector(result.grads)
+        state, total = result.state, total + flatten(result.grads)
     return total
 
 

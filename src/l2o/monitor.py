@@ -99,7 +99,7 @@ class Monitor:
         self.writer = None
         self.progress: Progress | None = None
         self.last_validation = math.nan
-        self.skipped: set[str] = set()  # histogram tags that could not be drawn (said once)
+        self.said_skipped = False  # that a histogram could not be drawn (said once)
 
     def start(self, first_epoch: int, graph: Any | None = None, resumed: bool = False) -> None:
         """Open the event file; ``resumed``: the run continues after ``first_epoch`` epochs in
@@ -172,12 +172,12 @@ class Monitor:
                 if finite.numel():
                     w.add_histogram(tag, finite, step)
             except ValueError as e:  # e.g. values so large that numpy cannot bin them
-                if not self.skipped:
+                if not self.said_skipped:
                     self._say(
                         f"TensorBoard: histograms whose values cannot be binned are skipped "
                         f"(first: {tag} at epoch {step}: {e})"
                     )
-                self.skipped.add(tag)
+                self.said_skipped = True
         w.add_figure("validation/loss_curve", _curve_figure(scores["curve"], task_name, step), step)
         w.flush()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve
+from l2o.checks import check_positive_int
 from l2o.config import ExperimentConfig, apply_overrides, config_from_dict, parse_override
 from l2o.devices import check_device
 from l2o.errors import InvalidInput
@@ -65,11 +66,6 @@ def _inputs(checkpoint: Path, family: TaskFamily) -> list[Path]:
     return [checkpoint, *([Path(data_dir)] if data_dir else [])]
 
 
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-
-
 def evaluate_checkpoint(
     optimizer: str | Path,
     out: str | Path,
@@ -92,10 +88,10 @@ def evaluate_checkpoint(
     its training horizon), on the task it was trained on (or ``task``, with ``task.*``
     ``overrides``). Writes ``out``/results.json, report.md, loss.png and final_loss.png into
     the new directory ``out``; returns the results (``format_table`` prints them)."""
-    _check_positive("test_tasks", test_tasks)
-    _check_positive("validation_tasks", validation_tasks)
+    check_positive_int("test_tasks", test_tasks)
+    check_positive_int("validation_tasks", validation_tasks)
     if steps is not None:
-        _check_positive("steps", steps)
+        check_positive_int("steps", steps)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise InvalidInput(
@@ -303,7 +299,7 @@ def demo(
     """Meta-train the paper's 2x20 LSTM on 10-d quadratics for ``epochs`` epochs into
     ``out``/run, then compare it with SGD, NAG, RMSprop and Adam, each with a tuned learning
     rate, into ``out``/evaluation. Returns the comparison (``lstm_over_adam``: LSTM / Adam)."""
-    _check_positive("epochs", epochs)
+    check_positive_int("epochs", epochs)
     check_device(device)
     config = demo_config(epochs, device)
     out = prepare_directory(out, force, "demo")

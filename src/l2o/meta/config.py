@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
+from l2o.checks import check_positive_int, check_real
 from l2o.errors import InvalidInput
 from l2o.meta.meta_optimizer import MetaOptimizerConfig
 from l2o.meta.objective import MetaObjective
-from l2o.tasks.base import check_positive_int, check_real
 
 # {option: {old value: (new value, why)}}: value names changed since l2o first wrote records.
 RENAMED = {

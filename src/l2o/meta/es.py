@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import vector_to_parameters
 
+from l2o.checks import check_choice, check_positive_int, check_real
 from l2o.errors import InvalidInput
 from l2o.meta.truncated_bptt import MetaGradient
 from l2o.meta.unroll import (
@@ -68,7 +69,7 @@ from l2o.meta.unroll import (
     task_loss,
 )
 from l2o.optimizers.base import StepOptimizer, flatten, unflatten
-from l2o.tasks.base import Task, check_choice, check_positive_int, check_real
+from l2o.tasks.base import Task
 
 
 def _check_options(sigma: float, pairs: int, meta_loss: str) -> None:

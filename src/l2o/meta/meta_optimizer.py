@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o.checks import check_choice, check_real
 from l2o.errors import InvalidInput
-from l2o.tasks.base import check_choice, check_real
 
 STEPS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
 META_OPTIMIZERS = tuple(STEPS)

@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from l2o.checks import check_choice, check_positive_int, check_real
 from l2o.errors import InvalidInput
 from l2o.meta.es import ES, PES
 from l2o.meta.truncated_bptt import TruncatedBPTT
 from l2o.meta.unroll import META_LOSSES
-from l2o.tasks.base import check_choice, check_positive_int, check_real
 
 LOSS_WEIGHTS = ("sum", "mean", "last", "linear")
 ESTIMATORS = ("tbptt", "es", "pes")

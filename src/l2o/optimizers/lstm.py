@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from l2o.checks import check_positive_int, set_real, set_reals
 from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 from l2o.optimizers.features import Momentum, RunningRMS, step_features
@@ -46,14 +47,6 @@ PREPROCESSING = ("none", "log_sign")
 # (``l2o.runs.initialise_from``, ``LearnedOptimizer.load_state_dict``, tests/test_pretrained.py);
 # ``from_spec`` gives a left-out option its default, off.
 BEYOND_THE_PAPER = ("momentum", "rms_decay", "time_scales", "gain", "zero_output", "param_input")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -104,27 +97,24 @@ class LSTMConfig:
     param_input: bool = False
 
     def __post_init__(self) -> None:
-        if not (_is_int(self.num_layers) and self.num_layers >= 1):
-            raise InvalidInput(f"Invalid num_layers: {self.num_layers} (must be an integer >= 1)")
-        if not (_is_int(self.hidden_size) and self.hidden_size >= 1):
-            raise InvalidInput(f"Invalid hidden_size: {self.hidden_size} (must be an integer >= 1)")
+        check_positive_int("num_layers", self.num_layers)
+        check_positive_int("hidden_size", self.hidden_size)
         if self.preprocess not in PREPROCESSING:
             raise InvalidInput(
                 f"Invalid preprocess: {self.preprocess!r} (valid: {', '.join(PREPROCESSING)})"
             )
-        self._set_number("p", lambda p: 0 < p < math.inf, "a number > 0, e.g. 10")
-        self._set_number(
-            "output_scale", lambda s: 0 < s < math.inf, "a finite number > 0, e.g. 0.1"
-        )
-        self._set_number("forget_bias", math.isfinite, "a finite number, e.g. 1.0")
+        set_real(self, "p", lambda p: 0 < p < math.inf, "a number > 0, e.g. 10")
+        set_real(self, "output_scale", lambda s: 0 < s < math.inf, "a finite number > 0, e.g. 0.1")
+        set_real(self, "forget_bias", math.isfinite, "a finite number, e.g. 1.0")
         # Lists from TOML or JSON specs become tuples: the config stays hashable and frozen.
-        self._set_numbers(
-            "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), e.g. [0.9]"
+        set_reals(
+            self, "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), e.g. [0.9]"
         )
-        self._set_number(
-            "rms_decay", lambda b: 0 <= b < 1, "a decay in (0, 1), e.g. 0.999, or 0 for none"
+        set_real(
+            self, "rms_decay", lambda b: 0 <= b < 1, "a decay in (0, 1), e.g. 0.999, or 0 for none"
         )
-        self._set_numbers(
+        set_reals(
+            self,
             "time_scales",
             lambda s: 0 < s < math.inf,
             "a list of timescales in steps, each finite and > 0, e.g. [10, 30, 100]; [] for none",
@@ -137,11 +127,12 @@ class LSTMConfig:
                 f"{' or '.join(map(str, lengths))} in all: the gradient, then each momentum"
                 + (", then each of them RMS-scaled" if self.rms_decay else "")
             )
-            self._set_numbers("gain", lambda g: 0 <= g < math.inf, expected)
+            set_reals(self, "gain", lambda g: 0 <= g < math.inf, expected)
             if len(self.gain) not in lengths:
                 raise InvalidInput(f"Invalid gain: {list(self.gain)!r} ({expected})")
         else:
-            self._set_number(
+            set_real(
+                self,
                 "gain",
                 lambda g: 0 <= g < math.inf,
                 "an initial learning rate > 0, e.g. 0.001, or 0 for none",
@@ -150,23 +141,6 @@ class LSTMConfig:
             raise InvalidInput(f"Invalid zero_output: {self.zero_output!r} (true or false)")
         if not isinstance(self.param_input, bool):
             raise InvalidInput(f"Invalid param_input: {self.param_input!r} (true or false)")
-
-    def _set_number(self, name: str, valid, expected: str) -> None:
-        """Check field ``name`` is a real number (not a bool) that ``valid`` accepts; store it
-        as a float, or raise naming the value and what was ``expected``."""
-        value = getattr(self, name)
-        if not (_is_real(value) and valid(value)):
-            raise InvalidInput(f"Invalid {name}: {value!r} ({expected})")
-        object.__setattr__(self, name, float(value))
-
-    def _set_numbers(self, name: str, valid, expected: str) -> None:
-        """The same for a list of numbers, stored as a tuple of floats."""
-        values = getattr(self, name)
-        if not (
-            isinstance(values, (list, tuple)) and all(_is_real(v) and valid(v) for v in values)
-        ):
-            raise InvalidInput(f"Invalid {name}: {values!r} ({expected})")
-        object.__setattr__(self, name, tuple(float(v) for v in values))
 
     @property
     def gain_rates(self) -> tuple[float, ...]:

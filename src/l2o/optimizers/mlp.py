@@ -51,23 +51,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from l2o.checks import check_positive_int, set_real, set_reals
 from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 from l2o.optimizers.features import Momentum, RunningRMS, step_features
 from l2o.optimizers.heads import NominalTerm
 
 ADAM_BETA1 = 0.9  # the nominal term is Adam's update, on the momentum of this decay
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -97,11 +94,9 @@ class MLPOptimizerConfig:
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-        self._set_numbers(
-            "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), with 0.9"
+            check_positive_int(name, getattr(self, name))
+        set_reals(
+            self, "momentum", lambda b: 0 < b < 1, "a list of decays, each in (0, 1), with 0.9"
         )
         if ADAM_BETA1 not in self.momentum:
             raise InvalidInput(
@@ -109,34 +104,18 @@ class MLPOptimizerConfig:
                 f"Adam term's beta1)"
             )
         for name in ("rms_decay", "adafactor_decay"):
-            self._set_number(name, lambda b: 0 < b < 1, "a decay in (0, 1), e.g. 0.999")
-        self._set_numbers(
+            set_real(self, name, lambda b: 0 < b < 1, "a decay in (0, 1), e.g. 0.999")
+        set_reals(
+            self,
             "time_scales",
             lambda s: 0 < s < math.inf,
             "a list of timescales in steps, each finite and > 0, e.g. [10, 100]; [] for none",
         )
         for name in ("exp_mult", "step_mult"):
-            self._set_number(name, lambda x: 0 < x < math.inf, "a finite number > 0, e.g. 0.001")
-        self._set_number(
-            "nominal_lr", lambda x: 0 <= x < math.inf, "a learning rate >= 0, e.g. 0.001"
+            set_real(self, name, lambda x: 0 < x < math.inf, "a finite number > 0, e.g. 0.001")
+        set_real(
+            self, "nominal_lr", lambda x: 0 <= x < math.inf, "a learning rate >= 0, e.g. 0.001"
         )
-
-    def _set_number(self, name: str, valid: Callable[[float], bool], expected: str) -> None:
-        """Check field ``name`` is a real number that ``valid`` accepts and store it as a
-        float, or raise naming the value and what was ``expected``."""
-        value = getattr(self, name)
-        if not (_is_real(value) and valid(value)):
-            raise InvalidInput(f"Invalid {name}: {value!r} ({expected})")
-        object.__setattr__(self, name, float(value))
-
-    def _set_numbers(self, name: str, valid: Callable[[float], bool], expected: str) -> None:
-        """The same for a list of numbers, stored as a tuple of floats."""
-        values = getattr(self, name)
-        if not (
-            isinstance(values, (list, tuple)) and all(_is_real(v) and valid(v) for v in values)
-        ):
-            raise InvalidInput(f"Invalid {name}: {values!r} ({expected})")
-        object.__setattr__(self, name, tuple(float(v) for v in values))
 
     @property
     def input_size(self) -> int:

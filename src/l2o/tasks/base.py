@@ -10,7 +10,7 @@ same one for the same seed on every device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
@@ -64,19 +64,3 @@ def generator(seed: int) -> torch.Generator:
     if not isinstance(seed, int) or seed < 0:
         raise InvalidInput(f"Invalid seed: {seed!r} (must be an integer >= 0)")
     return torch.Generator().manual_seed(seed)
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise InvalidInput(f"Invalid {name}: {value!r} (must be an integer >= 1)")
-
-
-def check_real(name: str, value: Any, valid: Callable[[float], bool], expected: str) -> None:
-    """A real number (not a bool, not a string) that ``valid`` accepts, or a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
-        raise InvalidInput(f"Invalid {name}: {value!r} ({expected})")
-
-
-def check_choice(name: str, value: Any, valid: Sequence[str]) -> None:
-    if not isinstance(value, str) or value not in valid:
-        raise InvalidInput(f"Invalid {name}: {value!r} (valid: {', '.join(valid)})")

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2o.checks import check_positive_int, check_real
 from l2o.data.images import (
     IMAGE_DATASETS,
     ImageDataset,
@@ -56,7 +57,7 @@ from l2o.data.images import (
     num_classes,
 )
 from l2o.errors import InvalidInput
-from l2o.tasks.base import Task, TaskFamily, check_positive_int, check_real, generator
+from l2o.tasks.base import Task, TaskFamily, generator
 
 
 def _int_tuple(name: str, value: Any, minimum: int, example: str) -> tuple[int, ...]:

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2o.checks import check_choice, check_positive_int
 from l2o.data.mnist import DATASETS, ImageDataset, ensure_dataset, load_dataset
 from l2o.errors import InvalidInput
-from l2o.tasks.base import Task, TaskFamily, check_choice, check_positive_int, generator
+from l2o.tasks.base import Task, TaskFamily, generator
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2o.tasks.base import Task, TaskFamily, check_positive_int, check_real, generator
+from l2o.checks import check_positive_int, check_real
+from l2o.tasks.base import Task, TaskFamily, generator
 
 
 class PolynomialTask(Task):

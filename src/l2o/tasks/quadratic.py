@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2o.checks import check_choice, check_positive_int
 from l2o.errors import InvalidInput
-from l2o.tasks.base import Task, TaskFamily, check_choice, check_positive_int, generator
+from l2o.tasks.base import Task, TaskFamily, generator
 
 VARIANTS = ("paper", "tf")
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2o.tasks.base import Task, TaskFamily, check_positive_int, generator
+from l2o.checks import check_positive_int
+from l2o.tasks.base import Task, TaskFamily, generator
 
 
 class SquareTask(Task):
