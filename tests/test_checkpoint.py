@@ -266,3 +266,15 @@ def test_a_directory_without_checkpoints_says_whether_it_is_a_run(tmp_path):
     with pytest.raises(CheckpointError) as e:
         l2o.load(tmp_path)
     assert str(e.value).startswith(f"run {tmp_path} has no checkpoint yet: meta-training stopped")
+
+
+def test_remove_interrupted_writes_deletes_only_atomic_write_temporaries(tmp_path):
+    from l2o.checkpoint import atomic_write_text, remove_interrupted_writes
+
+    atomic_write_text(tmp_path / "kept.json", "{}")
+    left = tmp_path / ".best.safetensors.abc123.tmp"  # what a kill before the rename leaves
+    left.write_bytes(b"half")
+    (tmp_path / "notes.tmp").write_text("not ours: no leading dot")
+    assert remove_interrupted_writes(tmp_path) == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.json", "notes.tmp"]
+    assert remove_interrupted_writes(tmp_path / "missing") == []

@@ -43,11 +43,14 @@ GROUP_PREFIX = "groups."  # the weights of GroupedOptimizer's group NAME are gro
 _MISSING = object()
 
 
+TEMPORARY_SUFFIX = ".tmp"  # atomic writes go to .NAME.XXXX.tmp, then are renamed to NAME
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -65,6 +68,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_interrupted_writes(directory: str | Path) -> list[Path]:
+    """Delete the temporaries that atomic writes into ``directory`` left when they were killed
+    before their rename. Returns what was deleted."""
+    directory = Path(directory)
+    removed = list(directory.glob(f".*{TEMPORARY_SUFFIX}")) if directory.is_dir() else []
+    for tmp in removed:
+        tmp.unlink(missing_ok=True)
+    return removed
 
 
 def checkpoint_path(path: str | Path) -> Path:

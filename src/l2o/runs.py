@@ -20,6 +20,7 @@ from l2o.checkpoint import (
     checkpoint_path,
     load_weights,
     read_checkpoint,
+    remove_interrupted_writes,
     resolve,
 )
 from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_toml
@@ -101,17 +102,6 @@ def prepare_directory(
 
     atomic_write_text(path / MARKER, json.dumps({"kind": kind, "l2o_version": __version__}) + "\n")
     return path
-
-
-def remove_interrupted_writes(directory: Path) -> list[Path]:
-    """Delete the temporary files that an interrupted atomic write left behind
-    (``l2o.checkpoint.atomic_write_bytes`` writes ``.NAME.XXXX.tmp`` and renames it)."""
-    removed = []
-    for folder in (directory, directory / "checkpoints"):
-        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 def build_learned_optimizer(
@@ -242,7 +232,8 @@ def train(
         protected.append(config.task.data_dir)
     if not resume:
         prepare_directory(run_dir, force, "run", protected)
-    remove_interrupted_writes(run_dir)
+    for directory in (run_dir, run_dir / "checkpoints"):
+        remove_interrupted_writes(directory)
     atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
     from l2o.evaluate.behaviour import state_histograms
 
