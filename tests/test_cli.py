@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import l2o
+from cli_errors import one_line_error
 from l2o.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,15 +20,6 @@ FAST = [
     "--set", "meta.validate_every=2",
     "--set", "meta.validation_tasks=1",
 ]  # fmt: skip
-
-
-def _error(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("l2o: error: "), err
-    return lines[0]
 
 
 def test_train_then_evaluate_end_to_end(tmp_path, capsys):
@@ -68,7 +60,7 @@ def test_resume_continues_a_run(tmp_path, capsys, extra):
     assert main([*resume, "--set", "meta.epochs=6"]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [0, 1, 2, 3, 4, 5]
-    assert "configuration differs" in _error(capsys, [*resume, "--set", "task.dim=3"])
+    assert "configuration differs" in one_line_error(capsys, [*resume, "--set", "task.dim=3"])
     # the learned optimizer comes back with the architecture it was trained with
     config = l2o.load(run).config
     features = (config.momentum, config.rms_decay, config.time_scales)
@@ -79,11 +71,11 @@ def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "precious.txt").write_text("keep me")
-    message = _error(capsys, ["train", "--run-dir", str(run), *FAST])
+    message = one_line_error(capsys, ["train", "--run-dir", str(run), *FAST])
     assert str(run) in message and "--force" in message
     assert (run / "precious.txt").read_text() == "keep me"
     # --force replaces only what l2o created: not this directory, but an earlier run, yes.
-    message = _error(capsys, ["train", "--run-dir", str(run), "--force", *FAST])
+    message = one_line_error(capsys, ["train", "--run-dir", str(run), "--force", *FAST])
     assert "l2o did not create it" in message
     assert (run / "precious.txt").read_text() == "keep me"
     other = tmp_path / "other"
@@ -112,36 +104,36 @@ def test_bad_training_input_gives_one_line_errors(tmp_path, capsys, overrides, e
     argv = ["train", "--run-dir", str(tmp_path / "run")]
     for o in overrides:
         argv += ["--set", o]
-    assert expected in _error(capsys, argv)
+    assert expected in one_line_error(capsys, argv)
     assert not (tmp_path / "run").exists()  # nothing was created
 
 
 def test_bad_config_files(tmp_path, capsys):
-    assert "config file not found" in _error(
+    assert "config file not found" in one_line_error(
         capsys, ["train", str(tmp_path / "x.toml"), "--run-dir", str(tmp_path / "r")]
     )
     bad = tmp_path / "bad.toml"
     bad.write_text("[meta\nepochs = 3")
-    assert "is not valid TOML" in _error(
+    assert "is not valid TOML" in one_line_error(
         capsys, ["train", str(bad), "--run-dir", str(tmp_path / "r")]
     )
 
 
 def test_evaluate_errors(tmp_path, capsys):
     out = str(tmp_path / "out")
-    assert "no checkpoint or pretrained optimizer named" in _error(
+    assert "no checkpoint or pretrained optimizer named" in one_line_error(
         capsys, ["evaluate", str(tmp_path / "missing"), "--out", out]
     )
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"not a checkpoint at all")
-    assert "corrupt" in _error(capsys, ["evaluate", str(corrupt), "--out", out])
-    assert "unknown optimizer 'adamw' in --baselines" in _error(
+    assert "corrupt" in one_line_error(capsys, ["evaluate", str(corrupt), "--out", out])
+    assert "unknown optimizer 'adamw' in --baselines" in one_line_error(
         capsys, ["evaluate", str(corrupt), "--out", out, "--baselines", "adam,adamw"]
     )
-    assert "Invalid --test-tasks: 0" in _error(
+    assert "Invalid --test-tasks: 0" in one_line_error(
         capsys, ["evaluate", str(corrupt), "--out", out, "--test-tasks", "0"]
     )
-    assert "Invalid --lr-grid" in _error(
+    assert "Invalid --lr-grid" in one_line_error(
         capsys, ["evaluate", str(corrupt), "--out", out, "--lr-grid", "1,0.1"]
     )
 
@@ -154,7 +146,9 @@ def test_demo_meta_trains_and_compares(tmp_path, capsys):
     assert result["lstm_over_adam"] > 0
     assert (out / "run" / "checkpoints" / "best.safetensors").is_file()
     assert "LSTM / tuned Adam final loss" in capsys.readouterr().out
-    assert "exists and is not empty" in _error(capsys, ["demo", "--epochs", "2", "--out", str(out)])
+    assert "exists and is not empty" in one_line_error(
+        capsys, ["demo", "--epochs", "2", "--out", str(out)]
+    )
 
 
 def test_demo_runs_the_shipped_quadratic_preset_shortened():
@@ -216,14 +210,14 @@ def test_evaluate_a_figure_preset(tmp_path, capsys):
     # Refused: an existing output directory, flags the preset sets, a setting's bad task option
     # (before anything is written), a missing preset.
     argv = ["evaluate", str(run), "--figure", str(preset)]
-    assert "exists" in _error(capsys, [*argv, "--out", str(out)])
-    assert "--steps cannot be combined with --figure" in _error(
+    assert "exists" in one_line_error(capsys, [*argv, "--out", str(out)])
+    assert "--steps cannot be combined with --figure" in one_line_error(
         capsys, [*argv, "--out", str(tmp_path / "o"), "--steps", "5"]
     )
     preset.write_text(FIGURE.replace("{ dim = 5 }", "{ dims = 5 }"))
-    assert "dims" in _error(capsys, [*argv, "--out", str(tmp_path / "o")])
+    assert "dims" in one_line_error(capsys, [*argv, "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
-    assert "figure preset not found" in _error(
+    assert "figure preset not found" in one_line_error(
         capsys, ["evaluate", str(run), "--figure", str(tmp_path / "no.toml"), "--out", "x"]
     )
 
@@ -269,5 +263,5 @@ def test_train_initialised_from_a_trained_optimizer(tmp_path, capsys):
 def test_bad_init_from_gives_one_line_errors(tmp_path, capsys, source, expected):
     argv = ["train", "--run-dir", str(tmp_path / "run"), *FAST,
             "--set", "optimizer.preprocess=log_sign", "--set", f"meta.init_from={source}"]  # fmt: skip
-    assert expected in _error(capsys, argv)
+    assert expected in one_line_error(capsys, argv)
     assert not (tmp_path / "run").exists()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from cli_errors import one_line_error
 from l2o.cli import main
 from l2o.config import load_config
 from l2o.data.mnist import SYSTEM_ROOT
@@ -178,32 +179,23 @@ def test_meta_training_on_real_fashion_mnist_improves_the_lstm(tmp_path, one_thr
     assert scores["trained"] < scores["untrained"] - 0.05, scores
 
 
-def _error(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("l2o: error: "), err
-    return lines[0]
-
-
 def test_cli_errors_for_missing_data(tmp_path, capsys):
     run = tmp_path / "run"
-    message = _error(
+    message = one_line_error(
         capsys,
         ["train", "configs/mnist.toml", "--run-dir", str(run), "--data-dir", str(tmp_path / "no")],
     )
     assert f"data directory {tmp_path / 'no'} does not exist" in message
     assert not run.exists()  # nothing written before the data is found
-    message = _error(
+    message = one_line_error(
         capsys, ["train", "configs/mnist.toml", "--run-dir", str(run), "--data-dir", str(tmp_path)]
     )
     assert f"no Fashion-MNIST files found (looked in {tmp_path}," in message
-    message = _error(
+    message = one_line_error(
         capsys, ["train", "configs/quadratic.toml", "--run-dir", str(run), "--data-dir", "x"]
     )
     assert "unknown option(s) data_dir for task 'quadratic'" in message
-    message = _error(capsys, ["train", "--run-dir", str(run), "--download"])
+    message = one_line_error(capsys, ["train", "--run-dir", str(run), "--download"])
     assert "--download: task 'quadratic' reads no dataset" in message
 
 

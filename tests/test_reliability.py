@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import l2o
+from cli_errors import one_line_error
 from l2o.cli import main
 from l2o.config import config_from_dict
 from l2o.errors import L2OError, MetaTrainingDiverged
@@ -37,15 +38,6 @@ EVALUATE = ["--test-tasks", "1", "--validation-tasks", "1", "--lr-grid", "1e-2,1
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="probes a machine without CUDA")
 
 
-def _error(capsys, argv, code=2):
-    returned = main(argv)
-    err = capsys.readouterr().err
-    assert returned == code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def _snapshot(directory: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
@@ -63,7 +55,9 @@ def run(tmp_path):
 # -- --force ----------------------------------------------------------------------------------
 def test_evaluate_into_its_own_run_directory_is_refused(run, capsys):
     before = _snapshot(run)
-    message = _error(capsys, ["evaluate", str(run), "--out", str(run), "--force", *EVALUATE])
+    message = one_line_error(
+        capsys, ["evaluate", str(run), "--out", str(run), "--force", *EVALUATE]
+    )
     assert message.startswith(f"l2o: error: refusing to replace {run} with --force: it holds")
     assert _snapshot(run) == before
     assert l2o.load(run) is not None
@@ -74,9 +68,9 @@ def test_force_never_replaces_the_current_directory(run, tmp_path, capsys, monke
     here.mkdir()
     (here / "sentinel.txt").write_text("keep me")
     monkeypatch.chdir(here)
-    message = _error(capsys, ["evaluate", str(run), "--out", ".", "--force", *EVALUATE])
+    message = one_line_error(capsys, ["evaluate", str(run), "--out", ".", "--force", *EVALUATE])
     assert "it is the current directory" in message
-    message = _error(capsys, ["evaluate", str(run), "--out", "..", "--force", *EVALUATE])
+    message = one_line_error(capsys, ["evaluate", str(run), "--out", "..", "--force", *EVALUATE])
     assert "it holds the current directory" in message
     assert (here / "sentinel.txt").read_text() == "keep me"
 
@@ -87,7 +81,9 @@ def test_force_never_replaces_the_home_directory(run, tmp_path, capsys, monkeypa
     (home / "sentinel.txt").write_text("keep me")
     (home / ".l2o").write_text('{"kind": "evaluation"}')  # even if it looks like l2o's
     monkeypatch.setenv("HOME", str(home))
-    message = _error(capsys, ["evaluate", str(run), "--out", str(home), "--force", *EVALUATE])
+    message = one_line_error(
+        capsys, ["evaluate", str(run), "--out", str(home), "--force", *EVALUATE]
+    )
     assert "it is your home directory" in message
     assert (home / "sentinel.txt").read_text() == "keep me"
 
@@ -96,12 +92,16 @@ def test_force_replaces_only_an_l2o_directory_of_the_same_kind(run, tmp_path, ca
     other = tmp_path / "mine"
     other.mkdir()
     (other / "sentinel.txt").write_text("keep me")
-    message = _error(capsys, ["evaluate", str(run), "--out", str(other), "--force", *EVALUATE])
+    message = one_line_error(
+        capsys, ["evaluate", str(run), "--out", str(other), "--force", *EVALUATE]
+    )
     assert "l2o did not create it" in message
     assert (other / "sentinel.txt").read_text() == "keep me"
     second = tmp_path / "second-run"
     assert main(["train", "--run-dir", str(second), *FAST]) == 0
-    message = _error(capsys, ["evaluate", str(run), "--out", str(second), "--force", *EVALUATE])
+    message = one_line_error(
+        capsys, ["evaluate", str(run), "--out", str(second), "--force", *EVALUATE]
+    )
     assert "it holds an l2o run directory, not an evaluation directory" in message
     assert (second / "checkpoints" / "best.safetensors").is_file()
     evaluation = tmp_path / "evaluation"
@@ -114,13 +114,15 @@ def test_force_replaces_only_an_l2o_directory_of_the_same_kind(run, tmp_path, ca
 def test_force_never_replaces_a_run_that_holds_the_config_file(run, capsys):
     config = run / "config.toml"
     before = _snapshot(run)
-    message = _error(capsys, ["train", str(config), "--run-dir", str(run), "--force", "--quiet"])
+    message = one_line_error(
+        capsys, ["train", str(config), "--run-dir", str(run), "--force", "--quiet"]
+    )
     assert f"it holds {config}, an input of this command" in message
     assert _snapshot(run) == before
 
 
 def test_force_with_resume_is_refused(run, capsys):
-    message = _error(capsys, ["train", "--run-dir", str(run), "--force", "--resume", *FAST])
+    message = one_line_error(capsys, ["train", "--run-dir", str(run), "--force", "--resume", *FAST])
     assert "--force and --resume cannot be combined" in message
 
 
@@ -129,13 +131,13 @@ def test_force_with_resume_is_refused(run, capsys):
 def test_an_unavailable_device_keeps_the_previous_run(run, tmp_path, capsys):
     before = _snapshot(run)
     argv = ["train", "--run-dir", str(run), "--force", *FAST, "--set", 'meta.device="cuda"']
-    message = _error(capsys, argv)
+    message = one_line_error(capsys, argv)
     assert "Invalid device: 'cuda': CUDA is not available on this machine" in message
     assert _snapshot(run) == before
     out = tmp_path / "evaluation"
-    message = _error(capsys, ["evaluate", str(run), "--out", str(out), "--device", "cuda"])
+    message = one_line_error(capsys, ["evaluate", str(run), "--out", str(out), "--device", "cuda"])
     assert "CUDA is not available" in message and not out.exists()
-    message = _error(capsys, ["demo", "--out", str(out), "--device", "cuda:0"])
+    message = one_line_error(capsys, ["demo", "--out", str(out), "--device", "cuda:0"])
     assert "CUDA is not available" in message and not out.exists()
 
 
@@ -173,7 +175,7 @@ def test_every_config_value_of_the_wrong_type_is_one_line():
      "optimizer.forget_bias=abc", "optimizer.p=true", "meta.seed=true"],
 )  # fmt: skip
 def test_bad_values_on_the_command_line_are_one_line(setting, tmp_path, capsys):
-    message = _error(capsys, ["train", "--run-dir", str(tmp_path / "r"), "--set", setting])
+    message = one_line_error(capsys, ["train", "--run-dir", str(tmp_path / "r"), "--set", setting])
     key = setting.split("=")[0].split(".")[1]
     assert f"Invalid {key}:" in message
     assert not (tmp_path / "r").exists()
@@ -184,7 +186,7 @@ def test_internal_errors_say_so_and_debug_shows_the_traceback(capsys, monkeypatc
         raise ValueError("boom")
 
     monkeypatch.setattr("l2o.cli.cmd_pretrained", broken)
-    message = _error(capsys, ["pretrained"], code=1)
+    message = one_line_error(capsys, ["pretrained"], code=1)
     assert message.startswith("l2o: internal error: ValueError: boom (a bug in l2o")
     assert "--debug" in message
     with pytest.raises(ValueError, match="boom"):
@@ -230,7 +232,7 @@ def test_a_failing_monitor_warns_once_and_the_run_goes_on(tmp_path, monkeypatch)
 # -- resume and interruption ---------------------------------------------------------------------
 def test_resume_with_another_config_names_the_key(run, capsys):
     argv = ["train", "--run-dir", str(run), "--resume", *FAST, "--set", "meta.truncation=2"]
-    message = _error(capsys, argv)
+    message = one_line_error(capsys, argv)
     assert (
         "meta.truncation = 5 there, 2 now" in message and "only meta.epochs may change" in message
     )
@@ -239,7 +241,7 @@ def test_resume_with_another_config_names_the_key(run, capsys):
 def test_resume_with_fewer_epochs_is_refused_and_changes_nothing(run, capsys):
     before = _snapshot(run)
     argv = ["train", "--run-dir", str(run), "--resume", *FAST, "--set", "meta.epochs=2"]
-    message = _error(capsys, argv)
+    message = one_line_error(capsys, argv)
     assert "it has done 4 epochs already" in message
     assert _snapshot(run) == before
 
@@ -272,7 +274,7 @@ def test_ctrl_c_before_the_first_checkpoint_can_be_resumed(tmp_path, capsys, mon
     assert "--resume" in capsys.readouterr().err
     assert not (run / "checkpoints").exists()
     monkeypatch.setattr(MetaTrainer, "train_epoch", original)
-    message = _error(capsys, ["train", "--run-dir", str(run), *FAST])
+    message = one_line_error(capsys, ["train", "--run-dir", str(run), *FAST])
     assert "exists and is not empty" in message
     assert main(["train", "--run-dir", str(run), "--resume", *FAST]) == 0
     epochs = [

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_errors import one_line_error
 from l2o.cli import main
 from l2o.data import write_idx
 from l2o.errors import InvalidInput, L2OError
@@ -161,24 +162,15 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, kwargs, mes
     assert not (tmp_path / "suite").exists()
 
 
-def _error(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("l2o: error: "), err
-    return lines[0]
-
-
 def test_cli(tmp_path, capsys):
     out = tmp_path / "suite"
-    assert "no checkpoint or pretrained optimizer named 'nope'" in _error(
+    assert "no checkpoint or pretrained optimizer named 'nope'" in one_line_error(
         capsys, ["suite", "nope", "--out", str(out), "--quick"]
     )
-    assert "unknown suite entry 'conv'" in _error(
+    assert "unknown suite entry 'conv'" in one_line_error(
         capsys, ["suite", "quadratic-lstm", "--only", "conv", "--out", str(out)]
     )
-    assert "--quick is --scale 0.01" in _error(
+    assert "--quick is --scale 0.01" in one_line_error(
         capsys, ["suite", "quadratic-lstm", "--quick", "--scale", "0.1", "--out", str(out)]
     )
     assert not out.exists()
