@@ -73,9 +73,10 @@ class MetaObjective:
                 f'no backpropagation; second_order needs estimator = "tbptt")'
             )
 
-    def truncation_weights(self) -> list[list[float]]:
-        """w_t for t = 1 .. T, split into truncations of K (the last may be shorter)."""
-        T, K = self.horizon, self.truncation
+    def truncation_weights(self, horizon: int | None = None) -> list[list[float]]:
+        """w_t for t = 1 .. T, split into truncations of K (the last may be shorter); T is
+        ``horizon`` when given (a task that brings its own, ``l2o.tasks.Task.horizon``)."""
+        T, K = horizon or self.horizon, self.truncation
         if self.loss_weights == "linear":
             w = [t / T for t in range(1, T + 1)]
         else:

@@ -56,17 +56,46 @@ Histograms = Callable[[StepOptimizer, Task, int], dict[str, Tensor]]
 def validate(
     optimizer: StepOptimizer, family: TaskFamily, config: MetaTrainConfig
 ) -> dict[str, float]:
-    """Score on held-out validation tasks: mean f(theta_T) and mean sum_t f(theta_t)."""
-    curves = []
-    for i in range(config.validation_tasks):
-        task = family.sample(task_seed("validation", i), device=config.device)
-        curves.append(rollout(optimizer, task, config.horizon).losses)
+    """Score on held-out validation tasks: mean f(theta_T) and mean sum_t f(theta_t).
+
+    Tasks that bring their own horizon (a mixture's, ``l2o.tasks.mixture``) differ in size,
+    loss scale and length, so their scores are relative: "final_loss" is the geometric mean
+    over the tasks of mean f(theta_T) / mean f(theta_0) (1 = no progress; inf if one diverged),
+    "summed_loss" the mean over tasks of sum_t f(theta_t) / (T f(theta_0)), and "curve" the
+    geometric mean of f(theta_t) / f(theta_0) up to the shortest horizon."""
+    tasks = [
+        family.sample(task_seed("validation", i), device=config.device)
+        for i in range(config.validation_tasks)
+    ]
+    if any(task.horizon is not None for task in tasks):
+        return _validate_relative(optimizer, tasks, config.horizon)
+    curves = [rollout(optimizer, task, config.horizon).losses for task in tasks]
     losses = torch.cat(curves, dim=1)  # (T + 1, problems)
     final = losses[-1].double().mean().item()
     return {
         "final_loss": final if math.isfinite(final) else math.inf,
         "summed_loss": losses[1:].double().sum(0).mean().item(),
         "curve": losses.double().mean(1).tolist(),
+    }
+
+
+def _validate_relative(
+    optimizer: StepOptimizer, tasks: list[Task], horizon: int
+) -> dict[str, float]:
+    """``validate``'s relative scores, each task at its own horizon (``horizon`` if it has
+    none)."""
+    ratios = []  # per task: (T + 1,) mean f(theta_t) / mean f(theta_0)
+    for task in tasks:
+        losses = rollout(optimizer, task, task.horizon or horizon).losses.double().mean(1)
+        ratios.append(losses / losses[0])
+    finals = torch.stack([r[-1] for r in ratios])
+    final = finals.log().mean().exp().item() if bool(torch.isfinite(finals).all()) else math.inf
+    shortest = min(len(r) for r in ratios)
+    curve = torch.stack([r[:shortest] for r in ratios]).log().mean(0).exp()
+    return {
+        "final_loss": final if math.isfinite(final) else math.inf,
+        "summed_loss": float(torch.stack([r[1:].mean() for r in ratios]).mean()),
+        "curve": curve.tolist(),
     }
 
 
@@ -81,6 +110,18 @@ class TrainingState:
     nonfinite_in_a_row: int = 0
     seconds: float = 0.0  # meta-training wall-clock so far
     meta_updates: int = 0  # meta-optimizer steps taken (the EMA's warm-up counts them)
+
+
+def _same_task(recorded: dict[str, Any], family: TaskFamily) -> bool:
+    """Whether a checkpoint's task record describes ``family`` (options added to l2o since the
+    record was written count at their defaults)."""
+    from l2o.tasks import make_task_family
+
+    options = dict(recorded)
+    try:
+        return make_task_family(options.pop("name"), **options).to_config() == family.to_config()
+    except (InvalidInput, KeyError, TypeError):
+        return False
 
 
 class MetaTrainer:
@@ -171,9 +212,8 @@ class MetaTrainer:
         tensors, record = read_checkpoint(path)
         if "resume" not in record:
             raise CheckpointError(f"checkpoint {path} holds no meta-training state to resume")
-        if (
-            record["training"]["seed"] != self.config.seed
-            or record["task"] != self.family.to_config()
+        if record["training"]["seed"] != self.config.seed or not _same_task(
+            record["task"], self.family
         ):
             raise CheckpointError(
                 f"cannot resume {path}: its task/seed differ from this run's configuration"
@@ -212,11 +252,12 @@ class MetaTrainer:
         state = init_unroll(task, self.optimizer)
         coordinates = sum(p.numel() for p in state.params)
         self.meta_opt.start_epoch(epoch)
+        truncations = self.objective.truncation_weights(task.horizon)
         meta_losses, grad_norms, skipped, final_loss = [], [], 0, math.nan
         # ES / PES: the perturbations of this epoch, from the run's seed (so resume is exact).
         perturbations = torch.Generator().manual_seed(task_seed("perturbations", epoch, cfg.seed))
         carried = self.estimator.init(self.optimizer, task) if self._pes else state
-        for weights in self.objective.truncation_weights():
+        for weights in truncations:
             result, carried = self._meta_gradient(task, carried, weights, perturbations)
             if not result.finite:
                 # Skip this meta-update and abandon the task: theta has probably diverged.
@@ -240,8 +281,10 @@ class MetaTrainer:
             state = result.state
             final_loss = float(result.losses[-1].mean())
         seconds = time.perf_counter() - start
+        drawn = {"task": task.describe()} if hasattr(task, "describe") else {}  # a mixture's
         return {
             "epoch": epoch,
+            **drawn,
             "meta_loss": sum(meta_losses) if meta_losses else math.nan,
             "train_final_loss": math.nan if skipped else final_loss,
             "meta_grad_norm": max(grad_norms) if grad_norms else math.nan,
@@ -359,7 +402,7 @@ class MetaTrainer:
         if self.histograms is None:
             return {}
         task = self.family.sample(task_seed("validation", 0), device=self.config.device)
-        return self.histograms(self.evaluated, task, self.config.horizon)
+        return self.histograms(self.evaluated, task, task.horizon or self.config.horizon)
 
     def save_checkpoints(self, improved: bool) -> None:
         """``best`` if the validation improved, ``epoch-N`` with keep_checkpoints, ``last``."""

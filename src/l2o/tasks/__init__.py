@@ -8,6 +8,7 @@ from typing import Any
 from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily
 from l2o.tasks.conv import ConvFamily, ConvTask
+from l2o.tasks.mixture import MixtureFamily, MixtureMember, MixtureTask
 from l2o.tasks.mlp import MLPFamily, MLPTask
 from l2o.tasks.polynomial import PolynomialFamily, PolynomialTask
 from l2o.tasks.quadratic import QuadraticFamily, QuadraticTask
@@ -20,6 +21,7 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
     "rosenbrock": RosenbrockFamily,
     "mnist": MLPFamily,
     "conv": ConvFamily,
+    "mixture": MixtureFamily,
 }
 
 
@@ -43,6 +45,9 @@ __all__ = [
     "ConvTask",
     "MLPFamily",
     "MLPTask",
+    "MixtureFamily",
+    "MixtureMember",
+    "MixtureTask",
     "PolynomialFamily",
     "PolynomialTask",
     "QuadraticFamily",

@@ -29,6 +29,9 @@ class Task:
 
     param_names: list[str]
     num_problems: int = 1
+    # Inner steps a run takes on this task; None = the run's own (meta.horizon). Tasks of a
+    # mixture (l2o.tasks.mixture) bring their own.
+    horizon: int | None = None
 
     def init_params(self) -> list[Tensor]:
         """theta_0: the same tensors every call (a task is deterministic given its seed)."""

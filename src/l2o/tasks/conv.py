@@ -51,6 +51,7 @@ from l2o.checks import check_positive_int, check_real
 from l2o.data.images import (
     IMAGE_DATASETS,
     ImageDataset,
+    check_resolution,
     image_shape,
     load_images,
     locate_images,
@@ -85,7 +86,7 @@ class ConvTask(Task):
     ) -> None:
         self.family, self.data, self.params0 = family, data, list(params0)
         self.seed, self.dtype = seed, dtype
-        self.shape = image_shape(family.dataset)
+        self.shape = image_shape(family.dataset, family.resolution)
         self.num_problems = family.num_problems
         self.param_names = [name for name, _ in family.shapes()]
         self.buffer_names = [
@@ -285,8 +286,11 @@ class ConvFamily(TaskFamily):
     bn_momentum: float = 0.1  # batch norm's running-statistics momentum (torch's default)
     bn_eps: float = 1e-5  # batch norm's epsilon
     num_problems: int = 1  # nets trained at once, each with its own theta_0 and batches
+    # Images resized to resolution x resolution pixels (e.g. 14, 16); 0 = their own size
+    resolution: int = 0
 
     def __post_init__(self) -> None:
+        check_resolution(self.resolution)
         if self.dataset not in IMAGE_DATASETS:
             raise InvalidInput(
                 f"Invalid dataset: {self.dataset!r} (valid: {', '.join(IMAGE_DATASETS)})"
@@ -296,7 +300,7 @@ class ConvFamily(TaskFamily):
         channels = _int_tuple("channels", self.channels, 1, "[16, 16, 16]")
         if not channels:
             raise InvalidInput("Invalid channels: [] (at least one conv layer, e.g. [16, 16, 16])")
-        _, height, width = image_shape(self.dataset)
+        _, height, width = image_shape(self.dataset, self.resolution)
         if min(height, width) >> len(channels) < 1:
             raise InvalidInput(
                 f"Invalid channels: {len(channels)} conv layers with 2x2 pooling shrink the "
@@ -346,7 +350,7 @@ class ConvFamily(TaskFamily):
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """(name, shape) of each parameter of one problem, in the order of ``param_names``."""
-        c, h, w = image_shape(self.dataset)
+        c, h, w = image_shape(self.dataset, self.resolution)
         k, shapes = self.kernel_size, []
         for i, width in enumerate(self.channels):
             shapes += [(f"conv{i}.weight", (width, c, k, k))]
@@ -365,7 +369,7 @@ class ConvFamily(TaskFamily):
 
     def sample(self, seed: int, device="cpu", dtype=torch.float32) -> ConvTask:
         g = generator(seed)
-        data = load_images(self.dataset, self.data_dir or None, device)
+        data = load_images(self.dataset, self.data_dir or None, device, self.resolution)
         n, params, fan_in = self.num_problems, [], 1
         for name, shape in self.shapes():
             if name.startswith("bn"):  # gamma = 1, beta = 0

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from l2o.checks import check_choice, check_positive_int
+from l2o.data.images import check_resolution, load_images
 from l2o.data.mnist import DATASETS, ImageDataset, ensure_dataset, load_dataset
 from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily, generator
@@ -36,6 +37,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu,
     "tanh": torch.tanh,
     "elu": F.elu,
+    "gelu": F.gelu,
 }
 # "paper": weights and biases ~ N(0, 0.01^2), as in the paper's code (problems.py).
 # "torch": nn.Linear's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
@@ -130,14 +132,17 @@ class MLPFamily(TaskFamily):
     # directory of the dataset's files; "" = $L2O_DATA, ~/.cache/l2o/data, /usr/share/datasets
     data_dir: str = ""
     hidden_sizes: tuple[int, ...] = (20,)  # units of each hidden layer ([] = linear classifier)
-    activation: str = "sigmoid"  # sigmoid (the paper), relu, tanh or elu
+    activation: str = "sigmoid"  # sigmoid (the paper), relu, tanh, elu or gelu
     batch_size: int = 128  # examples per minibatch, a fresh one every step
     # "paper": weights and biases ~ N(0, 0.01^2); "torch": nn.Linear's default init
     init: str = "paper"
     num_problems: int = 1  # nets trained at once, each with its own theta_0 and batches
+    # Images resized to resolution x resolution pixels (e.g. 8, 14); 0 = their own 28 x 28
+    resolution: int = 0
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, list(DATASETS))
+        check_resolution(self.resolution)
         if not isinstance(self.data_dir, str):
             raise InvalidInput(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
         sizes = self.hidden_sizes
@@ -168,7 +173,10 @@ class MLPFamily(TaskFamily):
 
     def sample(self, seed: int, device="cpu", dtype=torch.float32) -> MLPTask:
         g = generator(seed)
-        data = load_dataset(self.dataset, self.data_dir or None, device)
+        if self.resolution:  # resized from 28 x 28
+            data = load_images(self.dataset, self.data_dir or None, device, self.resolution)
+        else:  # as the files have them: an MLP takes images of any size
+            data = load_dataset(self.dataset, self.data_dir or None, device)
         sizes = [data.num_pixels, *self.hidden_sizes, data.num_classes]
         n = self.num_problems
         params = []
