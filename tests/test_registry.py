@@ -18,6 +18,8 @@ from l2o.optimizers import (
     MLPOptimizerConfig,
     PerParameterMLP,
     RMSprop,
+    RNNprop,
+    RNNpropConfig,
     from_spec,
     make_baseline,
 )
@@ -29,6 +31,7 @@ def _examples():
     return {
         "lstm": lstm,
         "mlp": PerParameterMLP(MLPOptimizerConfig(hidden_size=4, momentum=(0.9,), nominal_lr=0)),
+        "rnnprop": RNNprop(RNNpropConfig(hidden_size=4, beta1=0.9, alpha=0.05)),
         "grouped": GroupedOptimizer({"a": lstm, "b": Adam(lr=0.1)}, ["a", "b", "a"]),
         "sgd": SGD(lr=0.2, momentum=0.5, dampening=0.1),
         "nag": NAG(lr=0.3, momentum=0.8),
@@ -59,7 +62,7 @@ def test_baselines_are_the_registered_hand_designed_optimizers_built_from_a_lear
 
 def test_unknown_names_are_refused_with_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown optimizer kind 'lion' \(valid: lstm, mlp, "
-                       r"grouped, sgd, nag, rmsprop, adam\)"):  # fmt: skip
+                       r"rnnprop, grouped, sgd, nag, rmsprop, adam\)"):  # fmt: skip
         from_spec({"kind": "lion"})
     with pytest.raises(ValueError, match=r"unknown optimizer 'lstm' \(valid: sgd, nag, rmsprop"):
         make_baseline("lstm", 0.1)

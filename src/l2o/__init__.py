@@ -17,6 +17,8 @@ from l2o.optimizers import (
     MLPOptimizerConfig,
     PerParameterMLP,
     RMSprop,
+    RNNprop,
+    RNNpropConfig,
     StepOptimizer,
 )
 from l2o.tasks import make_task_family
@@ -36,6 +38,8 @@ __all__ = [
     "MetaTrainer",
     "PerParameterMLP",
     "RMSprop",
+    "RNNprop",
+    "RNNpropConfig",
     "StepOptimizer",
     "TruncatedBPTT",
     "__version__",

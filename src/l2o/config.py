@@ -2,8 +2,9 @@
 
     [task]        name (default "quadratic") and the family's options (see l2o.tasks)
     [optimizer]   the learned optimizer's architecture: ``kind = "lstm"`` (the default, the
-                  paper's LSTM, LSTMConfig) or ``kind = "mlp"`` (the per-parameter MLP,
-                  MLPOptimizerConfig), with that kind's options; one optimizer for all parameters
+                  paper's LSTM, LSTMConfig), ``kind = "mlp"`` (the per-parameter MLP,
+                  MLPOptimizerConfig) or ``kind = "rnnprop"`` (RNNprop, RNNpropConfig), with
+                  that kind's options; one optimizer for all parameters
     [meta]        meta-training (MetaTrainConfig, l2o.meta.config)
 
 Parameter groups (paper section 3.3: separate LSTMs for conv and fully connected layers) are
@@ -46,6 +47,7 @@ from l2o.optimizers import (
     CoordinatewiseLSTM,
     LSTMConfig,
     MLPOptimizerConfig,
+    RNNpropConfig,
     StepOptimizer,
 )
 from l2o.tasks import TaskFamily, make_task_family
@@ -59,7 +61,11 @@ SECTIONS = ("task", "optimizer", "meta")
 GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # [optimizer] kind: the learned optimizers a config can meta-train, by their configs. A config
 # without ``kind`` is the paper's LSTM (and so is every record written before ``kind`` existed).
-LEARNED_KINDS: dict[str, type] = {"lstm": LSTMConfig, "mlp": MLPOptimizerConfig}
+LEARNED_KINDS: dict[str, type] = {
+    "lstm": LSTMConfig,
+    "mlp": MLPOptimizerConfig,
+    "rnnprop": RNNpropConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -86,15 +92,17 @@ class GroupConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     task: TaskFamily
-    optimizer: LSTMConfig | MLPOptimizerConfig  # the learned optimizer of [optimizer] kind
+    # the learned optimizer of [optimizer] kind
+    optimizer: LSTMConfig | MLPOptimizerConfig | RNNpropConfig
     meta: MetaTrainConfig
     # Parameter groups by name; empty: one LSTM (``optimizer``) for all parameters.
     groups: Mapping[str, GroupConfig] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         optimizer: dict[str, Any] = asdict(self.optimizer)
-        if isinstance(self.optimizer, MLPOptimizerConfig):  # the LSTM's records have no kind
-            optimizer = {"kind": "mlp", **optimizer}
+        kind = next(k for k, cls in LEARNED_KINDS.items() if isinstance(self.optimizer, cls))
+        if kind != "lstm":  # the LSTM's records have no kind
+            optimizer = {"kind": kind, **optimizer}
         if self.groups:
             optimizer["groups"] = {name: g.to_dict() for name, g in self.groups.items()}
         return {"task": self.task.to_config(), "optimizer": optimizer, "meta": asdict(self.meta)}

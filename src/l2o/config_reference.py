@@ -2,7 +2,8 @@
 
 Every option of every section of a config file is a field of a dataclass: ``[task]`` of the
 task family named by ``task.name`` (``l2o.tasks.TASK_FAMILIES``), ``[optimizer]`` of
-``LSTMConfig`` (or, with ``kind = "mlp"``, of ``MLPOptimizerConfig``), ``[meta]`` of
+``LSTMConfig`` (or, with ``kind = "mlp"``, of ``MLPOptimizerConfig``; with
+``kind = "rnnprop"``, of ``RNNpropConfig``), ``[meta]`` of
 ``MetaTrainConfig``. Each option's meaning is the comment written
 beside or above its field in the source, so the reference cannot drift from the code
 (tests/test_config_reference.py compares the committed page with this output)::
@@ -20,7 +21,7 @@ import tokenize
 from dataclasses import MISSING, Field, fields
 
 from l2o.meta.train import MetaTrainConfig
-from l2o.optimizers import LSTMConfig, MLPOptimizerConfig
+from l2o.optimizers import LSTMConfig, MLPOptimizerConfig, RNNpropConfig
 from l2o.tasks import TASK_FAMILIES
 
 _FIELD = re.compile(r"^    (\w+)\s*:")
@@ -92,6 +93,7 @@ def missing_descriptions() -> list[str]:
     for section, cls in [
         ("optimizer", LSTMConfig),
         ("optimizer (mlp)", MLPOptimizerConfig),
+        ("optimizer (rnnprop)", RNNpropConfig),
         ("meta", MetaTrainConfig),
     ] + [(f"task ({name})", family) for name, family in TASK_FAMILIES.items()]:
         comments = {}
@@ -135,9 +137,10 @@ def reference() -> str:
         "",
         "## [optimizer]",
         "",
-        '`kind`: `"lstm"` (the default: the paper\'s coordinatewise LSTM, options below) or '
-        '`"mlp"` (a per-parameter MLP over normalised features, options in the next '
-        "section). Each kind has its own options.",
+        '`kind`: `"lstm"` (the default: the paper\'s coordinatewise LSTM, options below), '
+        '`"mlp"` (a per-parameter MLP over normalised features) or `"rnnprop"` (RNNprop, '
+        "Lv et al. 2017: an LSTM over Adam's normalised moments), options in the next "
+        "sections. Each kind has its own options.",
         "",
         '### optimizer.kind = `"lstm"`',
         "",
@@ -150,6 +153,12 @@ def reference() -> str:
         inspect.cleandoc(MLPOptimizerConfig.__doc__ or "").replace("\n", " "),
         "",
         *_table(MLPOptimizerConfig),
+        "",
+        '### optimizer.kind = `"rnnprop"`',
+        "",
+        inspect.cleandoc(RNNpropConfig.__doc__ or "").replace("\n", " "),
+        "",
+        *_table(RNNpropConfig),
         "",
         "### [optimizer.groups.NAME]",
         "",

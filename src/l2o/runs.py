@@ -33,6 +33,8 @@ from l2o.optimizers import (
     GroupedOptimizer,
     MLPOptimizerConfig,
     PerParameterMLP,
+    RNNprop,
+    RNNpropConfig,
     StepOptimizer,
     assign_groups,
 )
@@ -109,15 +111,17 @@ def build_learned_optimizer(
 ) -> StepOptimizer:
     """phi initialised from the run's seed alone, so a run is reproducible.
 
-    One optimizer for all parameters (the LSTM, or the MLP of ``[optimizer] kind = "mlp"``),
-    or, with ``config.groups``, a ``GroupedOptimizer`` whose groups are assigned by their glob
-    patterns to ``param_names`` (default: those of the config's task); each learned group gets
-    its own weights."""
+    One optimizer for all parameters (the LSTM, the MLP of ``[optimizer] kind = "mlp"`` or
+    RNNprop of ``kind = "rnnprop"``), or, with ``config.groups``, a ``GroupedOptimizer`` whose
+    groups are assigned by their glob patterns to ``param_names`` (default: those of the
+    config's task); each learned group gets its own weights."""
     if not config.groups:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.meta.seed)
             if isinstance(config.optimizer, MLPOptimizerConfig):
                 return PerParameterMLP(config.optimizer)
+            if isinstance(config.optimizer, RNNpropConfig):
+                return RNNprop(config.optimizer)
             return CoordinatewiseLSTM(config.optimizer)
     if param_names is None:
         param_names = config.task.sample(0).param_names

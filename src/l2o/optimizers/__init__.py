@@ -10,6 +10,7 @@ from l2o.optimizers.lstm import CoordinatewiseLSTM, LSTMConfig, log_sign_preproc
 from l2o.optimizers.mlp import MLPOptimizerConfig, PerParameterMLP
 from l2o.optimizers.registry import BASELINES, OPTIMIZERS, from_spec, make_baseline
 from l2o.optimizers.rmsprop import RMSprop
+from l2o.optimizers.rnnprop import RNNprop, RNNpropConfig
 from l2o.optimizers.sgd import NAG, SGD
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "OptState",
     "PerParameterMLP",
     "RMSprop",
+    "RNNprop",
+    "RNNpropConfig",
     "StepOptimizer",
     "assign_groups",
     "detach_state",

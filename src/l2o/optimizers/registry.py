@@ -17,6 +17,7 @@ from l2o.optimizers.grouped import GroupedOptimizer
 from l2o.optimizers.lstm import CoordinatewiseLSTM, LSTMConfig
 from l2o.optimizers.mlp import MLPOptimizerConfig, PerParameterMLP
 from l2o.optimizers.rmsprop import RMSprop
+from l2o.optimizers.rnnprop import RNNprop, RNNpropConfig
 from l2o.optimizers.sgd import NAG, SGD
 
 
@@ -30,6 +31,11 @@ def mlp(**options: Any) -> PerParameterMLP:
     return PerParameterMLP(MLPOptimizerConfig(**options))
 
 
+def rnnprop(**options: Any) -> RNNprop:
+    """RNNprop (Lv, Jiang & Li, 2017), from ``RNNpropConfig``'s fields."""
+    return RNNprop(RNNpropConfig(**options))
+
+
 def grouped(groups: Mapping[str, Mapping[str, Any]], assignment: Sequence[str]) -> GroupedOptimizer:
     """One optimizer per parameter group, each from its spec; ``assignment[i]`` is the group of
     parameter i."""
@@ -39,6 +45,7 @@ def grouped(groups: Mapping[str, Mapping[str, Any]], assignment: Sequence[str]) 
 OPTIMIZERS: dict[str, Callable[..., StepOptimizer]] = {
     "lstm": lstm,
     "mlp": mlp,
+    "rnnprop": rnnprop,
     "grouped": grouped,
     "sgd": SGD,
     "nag": NAG,  # SGD with Nesterov momentum 0.9 unless told
