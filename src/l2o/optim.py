@@ -22,8 +22,10 @@ rows of shape (p.numel(),), when it reads momenta or RMS-scaled inputs). It is w
 parameters of a group that have a gradient are split into *cohorts* that can share one ``step``
 call: same device, same maths dtype, and the same non-coordinate state (step count, entries set
 or None). A cohort's states are merged by concatenating their per-coordinate rows (the convention
-of ``l2o.optimizers.base``: a state tensor whose first dimension is the number of coordinates),
-stepped in one batched call, and split back into per-parameter views. In the usual loop every
+of ``l2o.optimizers.base``: a state tensor whose first dimension is the number of coordinates,
+or, under the state key ``"tensors"`` (``base.PER_TENSOR``: the MLP optimizer's per-tensor
+scheduler), one row per parameter tensor, so one row per parameter), stepped in one batched
+call, and split back into per-parameter views. In the usual loop every
 parameter has a gradient at every step, so a group is one cohort and one call: for the LSTM, one
 matmul per layer for all coordinates of all tensors of the group. The merged state of each cohort
 is kept and reused while the per-parameter states are still the views it was split into, so a
@@ -89,7 +91,7 @@ from torch.optim import Optimizer
 
 from l2o.checkpoint import load
 from l2o.errors import InvalidInput
-from l2o.optimizers.base import OptState, StepOptimizer, call_step, map_state
+from l2o.optimizers.base import PER_TENSOR, OptState, StepOptimizer, call_step, map_state
 from l2o.optimizers.grouped import GroupedOptimizer
 
 OptimizerLike = StepOptimizer | str | Path
@@ -435,13 +437,17 @@ def _is_rows(value: Any, n: int) -> bool:
 
 
 def _signature(value: Any, n: int) -> Any:
-    """What must be equal for states to merge: everything but the per-coordinate rows' values."""
+    """What must be equal for states to merge: everything but the per-coordinate rows' values
+    (``n``: one parameter's coordinates; its per-tensor entries have one row)."""
     if _is_rows(value, n):
         return ("rows", value.dtype, value.device, tuple(value.shape[1:]))
     if isinstance(value, Tensor):
         return ("tensor", id(value))  # shared only if it is the very same tensor
     if isinstance(value, dict):
-        return ("dict", tuple((k, _signature(v, n)) for k, v in value.items()))
+        return (
+            "dict",
+            tuple((k, _signature(v, 1 if k == PER_TENSOR else n)) for k, v in value.items()),
+        )
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(_signature(v, n) for v in value))
     try:
@@ -449,6 +455,11 @@ def _signature(value: Any, n: int) -> Any:
     except TypeError:
         return ("object", id(value))
     return ("value", type(value).__name__, value)
+
+
+def _per_tensor(key: Any, numels: list[int]) -> list[int]:
+    """The rows of each parameter in the state entry ``key``: one under ``PER_TENSOR``."""
+    return [1] * len(numels) if key == PER_TENSOR else numels
 
 
 def _merge(states: list[Any], numels: list[int]) -> Any:
@@ -459,7 +470,7 @@ def _merge(states: list[Any], numels: list[int]) -> Any:
     if _is_rows(first, numels[0]):
         return torch.cat(states)
     if isinstance(first, dict):
-        return {k: _merge([s[k] for s in states], numels) for k in first}
+        return {k: _merge([s[k] for s in states], _per_tensor(k, numels)) for k in first}
     if isinstance(first, (list, tuple)):
         return type(first)(_merge([s[i] for s in states], numels) for i in range(len(first)))
     return first
@@ -472,7 +483,10 @@ def _split(value: Any, numels: list[int], total: int) -> list[Any]:
     if _is_rows(value, total):
         return list(torch.split(value, numels))
     if isinstance(value, dict):
-        parts = {k: _split(v, numels, total) for k, v in value.items()}
+        parts = {}
+        for k, v in value.items():
+            rows = _per_tensor(k, numels)
+            parts[k] = _split(v, rows, total if rows is numels else len(numels))
         return [{k: parts[k][i] for k in value} for i in range(len(numels))]
     if isinstance(value, (list, tuple)):
         parts_list = [_split(v, numels, total) for v in value]

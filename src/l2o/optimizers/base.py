@@ -16,6 +16,14 @@ number of coordinates N (rows, in the order of ``flatten(params)``): the state o
 parameters is then the concatenation of their states, which ``l2o.optim`` relies on to step many
 parameters in one call and to keep each parameter's state apart.
 
+State kept per parameter *tensor* rather than per coordinate (the hidden state of the MLP
+optimizer's per-tensor scheduler, ``l2o.optimizers.tensor_scheduler``) goes under the key
+``PER_TENSOR`` (``"tensors"``) of the state dict: every tensor below it has one row per parameter
+tensor, in the order of ``params``, so that the state of several parameters is again the
+concatenation of theirs (a row per tensor, not per coordinate). ``l2o.optim`` merges and splits
+it accordingly (each torch parameter is one tensor). Such state is a few floats per tensor, a
+negligible addition to the per-coordinate state.
+
 An optimizer that uses the loss f(theta_t) sets ``reads_loss = True`` and takes it as a keyword,
 ``step(grads, state, loss=loss)`` (a tensor: a scalar, or one value per problem; None when the
 caller has none). Callers pass it only to such optimizers, so no other ``step`` changes.
@@ -85,6 +93,9 @@ def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     """Split ``vector`` back into tensors shaped (and typed) like ``like``."""
     pieces = torch.split(vector, [t.numel() for t in like])
     return [p.reshape(t.shape).to(t.dtype) for p, t in zip(pieces, like)]
+
+
+PER_TENSOR = "tensors"  # the state entry whose tensors have one row per parameter tensor
 
 
 def map_state(fn: Callable[[Tensor], Tensor], state: Any) -> Any:

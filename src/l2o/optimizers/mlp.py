@@ -42,9 +42,24 @@ coordinate: the state ``"factored"`` is an (N,) vector whose segment for an R x 
 len(momentum) + 2 floats (7 at the defaults), rows of N as ``l2o.optimizers.base`` asks, so the
 torch.optim front-end merges and splits it like the LSTM's.
 
-The per-tensor statistics (normaliser, factored moments) are taken over the whole tensor. Tasks
-that batch independent problems in one tensor (``l2o.tasks``: a leading problem dimension)
-therefore share them across their problems, as problems in one batch share batch norm's.
+Optionally (``scheduler_size`` > 0) a per-tensor recurrent scheduler sets each parameter
+tensor's step size over time (``l2o.optimizers.tensor_scheduler``: the tensor-level RNN of
+Wichrowska et al., 2017, as Celo's per-tensor LSTM scheduler, Moudgil et al., 2025). Once per
+step and tensor, an LSTM of ``scheduler_size`` units reads the log RMS of the tensor's gradient,
+momentum m_hat^(0.9), parameter and Adam direction m_hat^(0.9) / rms, the log ratio of the
+update's RMS to the parameter's, the step features and its own previous output, and outputs a
+log step-size multiplier s = scheduler_bound tanh(.); the tensor's whole update u (the MLP's and
+the nominal term) becomes u exp(s). Its read-out starts at zero (s = 0, a multiplier of exactly
+1), so the optimizer still starts as Adam exactly. Its state, an LSTM's h and c and the previous
+s, is per tensor (2 scheduler_size + 1 floats per tensor, under the state key ``"tensors"``; see
+``l2o.optimizers.base``), not per coordinate; the extra work per step is the LSTM over the T
+tensors and one more reduction and one multiplication per tensor (the other mean squares are the
+normaliser's).
+
+The per-tensor statistics (normaliser, factored moments, the scheduler's inputs) are taken over
+the whole tensor. Tasks that batch independent problems in one tensor (``l2o.tasks``: a leading
+problem dimension) therefore share them across their problems, as problems in one batch share
+batch norm's; the scheduler likewise gives all problems of a tensor one multiplier.
 """
 
 from __future__ import annotations
@@ -58,11 +73,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from l2o.checks import check_positive_int, set_real, set_reals
+from l2o.checks import check_positive_int, is_int, set_real, set_reals
 from l2o.errors import InvalidInput
-from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
+from l2o.optimizers.base import PER_TENSOR, OptState, StepOptimizer, flatten, unflatten
 from l2o.optimizers.features import Momentum, RunningRMS, step_features
 from l2o.optimizers.heads import NominalTerm
+from l2o.optimizers.tensor_scheduler import TensorScheduler
 
 ADAM_BETA1 = 0.9  # the nominal term is Adam's update, on the momentum of this decay
 
@@ -91,6 +107,15 @@ class MLPOptimizerConfig:
     # Initial learning rate of the nominal Adam term (betas 0.9 and rms_decay, eps 1e-8) that
     # the optimizer starts as; 0 = no nominal term (the MLP's update alone).
     nominal_lr: float = 0.001
+    # Hidden units of the per-tensor LSTM scheduler, which reads tensor-level statistics (log
+    # RMS of the gradient, momentum, parameter and Adam direction, update-to-parameter ratio,
+    # step features, its previous output) and multiplies each parameter tensor's whole update
+    # by exp(s), s its bounded output (Celo's per-tensor learning-rate multiplier; it starts at
+    # exactly 1); 0 = no scheduler.
+    scheduler_size: int = 0
+    # Bound on the scheduler's log multiplier: s = scheduler_bound tanh(.), so each tensor's
+    # update is scaled by a factor in [exp(-scheduler_bound), exp(scheduler_bound)].
+    scheduler_bound: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers"):
@@ -116,6 +141,12 @@ class MLPOptimizerConfig:
         set_real(
             self, "nominal_lr", lambda x: 0 <= x < math.inf, "a learning rate >= 0, e.g. 0.001"
         )
+        if not (is_int(self.scheduler_size) and self.scheduler_size >= 0):
+            raise InvalidInput(
+                f"Invalid scheduler_size: {self.scheduler_size!r} (must be an integer >= 0; "
+                f"0 = no per-tensor scheduler)"
+            )
+        set_real(self, "scheduler_bound", lambda x: 0 < x <= 20, "a number in (0, 20], e.g. 2.0")
 
     @property
     def input_size(self) -> int:
@@ -124,7 +155,8 @@ class MLPOptimizerConfig:
 
     @property
     def state_floats(self) -> int:
-        """Floats of state per coordinate: the momenta, v and the factored slot."""
+        """Floats of state per coordinate: the momenta, v and the factored slot (the
+        scheduler's, 2 scheduler_size + 1 per tensor, come on top)."""
         return len(self.momentum) + 2
 
 
@@ -175,11 +207,25 @@ class FactoredRMS:
         return fac, [torch.cat(slots)]
 
 
-def tensor_rms_normalise(x: Tensor, numels: Sequence[int], eps: float = 1e-5) -> Tensor:
-    """x / sqrt(eps + mean of x^2 over each tensor's coordinates), per feature column.
-    ``x``: (N, F), its rows the coordinates of tensors of ``numels`` in order. Returns (N, F)."""
+def tensor_mean_squares(x: Tensor, numels: Sequence[int]) -> list[Tensor]:
+    """The mean of x^2 over each tensor's coordinates, per feature column. ``x``: (N, F), its
+    rows the coordinates of tensors of ``numels`` in order. Returns one (F,) per tensor."""
     # One slice per tensor (far faster on CPU than a scatter of the sums into segments).
-    return torch.cat([t * torch.rsqrt(eps + t.square().mean(0)) for t in x.split(numels)])
+    return [t.square().mean(0) for t in x.split(numels)]
+
+
+def tensor_rms_normalise(
+    x: Tensor,
+    numels: Sequence[int],
+    eps: float = 1e-5,
+    mean_squares: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """x / sqrt(eps + mean of x^2 over each tensor's coordinates), per feature column.
+    ``x``: (N, F), its rows the coordinates of tensors of ``numels`` in order;
+    ``mean_squares``: ``tensor_mean_squares(x, numels)`` if already taken. Returns (N, F)."""
+    if mean_squares is None:
+        mean_squares = tensor_mean_squares(x, numels)
+    return torch.cat([t * torch.rsqrt(eps + ms) for t, ms in zip(x.split(numels), mean_squares)])
 
 
 class PerParameterMLP(StepOptimizer):
@@ -188,7 +234,8 @@ class PerParameterMLP(StepOptimizer):
     updates; it reads the parameters (``reads_params``).
 
     State: ``"step"``, ``"momentum"`` (len(momentum) tensors (N,)), ``"rms"`` ([(N,)]) and
-    ``"factored"`` ([(N,)]), N = total number of coordinates.
+    ``"factored"`` ([(N,)]), N = total number of coordinates; with the scheduler also
+    ``"tensors"``: {"h", "c": (T, scheduler_size), "log_lr": (T,)}, T = number of tensors.
     """
 
     reads_params = True
@@ -205,11 +252,17 @@ class PerParameterMLP(StepOptimizer):
         self.momentum = Momentum(c.momentum)
         self.rms = RunningRMS(c.rms_decay)
         self.factored = FactoredRMS(c.adafactor_decay)
+        self.scheduler: TensorScheduler | None = None
         self.reset_parameters()
+        if c.scheduler_size:  # drawn after the MLP: a seed gives it the same weights either way
+            self.scheduler = TensorScheduler(
+                c.scheduler_size, len(c.time_scales), c.scheduler_bound
+            )
 
     def reset_parameters(self) -> None:
         """Hidden layers: truncated normal, std 1 / sqrt(fan_in), zero biases (as
-        learned_optimization); the last layer at zero; the nominal term at Adam."""
+        learned_optimization); the last layer at zero; the nominal term at Adam; then the
+        scheduler's LSTM, its read-out at zero."""
         with torch.no_grad():
             for layer in self.hidden:
                 nn.init.trunc_normal_(layer.weight, std=layer.in_features**-0.5)
@@ -218,12 +271,16 @@ class PerParameterMLP(StepOptimizer):
             self.output.bias.zero_()
             if self.nominal is not None:
                 self.nominal.start()
+        if self.scheduler is not None:
+            self.scheduler.reset_parameters()
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         like = self.output.weight.new_zeros(sum(p.numel() for p in params))
         state: OptState = {"step": 0}
         for feature in (self.momentum, self.rms, self.factored):
             state[feature.name] = feature.init(like)
+        if self.scheduler is not None:
+            state[PER_TENSOR] = self.scheduler.init_state(len(params))
         return state
 
     def step(
@@ -249,9 +306,11 @@ class PerParameterMLP(StepOptimizer):
         fac = fac.unsqueeze(-1)
         theta = flatten(params, dtype).unsqueeze(-1)
         features = [g.unsqueeze(-1), theta, momenta, rms, momenta / rms, fac, momenta / fac]
-        x = tensor_rms_normalise(torch.cat(features, dim=-1), numels)  # (N, 4 + 3 M)
+        x = torch.cat(features, dim=-1)  # (N, 4 + 3 M)
+        mean_squares = tensor_mean_squares(x, numels)  # T of (4 + 3 M,)
+        x = tensor_rms_normalise(x, numels, mean_squares=mean_squares)
+        time = step_features(state["step"], self.scales).to(dtype)
         if len(self.config.time_scales):
-            time = step_features(state["step"], self.scales).to(dtype)
             x = torch.cat([x, time.expand(x.shape[0], -1)], dim=-1)
         for layer in self.hidden:
             x = torch.relu(layer(x))  # (N, hidden)
@@ -269,12 +328,35 @@ class PerParameterMLP(StepOptimizer):
             "rms": rms_state,
             "factored": factored_state,
         }
-        return unflatten(update, grads), new_state
+        if self.scheduler is None:
+            return unflatten(update, grads), new_state
+        # The per-tensor scheduler reads the mean squares of g, m_hat^(0.9), theta and
+        # m_hat^(0.9) / rms (the normaliser's: columns of ``features``) and of the update.
+        m = c.momentum.index(ADAM_BETA1)
+        columns = [0, 2 + m, 1, 3 + len(c.momentum) + m]
+        pieces = update.split(numels)
+        stats = torch.stack(
+            [
+                torch.cat([ms[columns], (u.dot(u) / max(u.numel(), 1)).unsqueeze(0)])
+                for ms, u in zip(mean_squares, pieces)
+            ]
+        )  # (T, 5), the columns of tensor_scheduler.STATISTICS
+        log_lr, new_state[PER_TENSOR] = self.scheduler(stats, time, state[PER_TENSOR])
+        multipliers = torch.exp(log_lr).unbind()  # one per tensor
+        updates = [
+            (u * k).reshape(grad.shape).to(grad.dtype)
+            for u, k, grad in zip(pieces, multipliers, grads)
+        ]
+        return updates, new_state
 
     def spec(self) -> dict[str, Any]:
-        """The config, JSON-ready (lists, not tuples)."""
+        """The config, JSON-ready (lists, not tuples). Without a scheduler its options are left
+        out, so that the spec is the one saved before the scheduler existed (checkpoints and
+        saved front-end states compare specs)."""
         spec: dict[str, Any] = {"kind": "mlp"}
         for name, value in asdict(self.config).items():
+            if name.startswith("scheduler_") and not self.config.scheduler_size:
+                continue
             spec[name] = list(value) if isinstance(value, tuple) else value
         return spec
 
