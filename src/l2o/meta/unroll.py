@@ -40,6 +40,7 @@ from torch import Tensor
 
 from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, call_step, detach_state
+from l2o.optimizers.problems import for_task
 from l2o.tasks.base import Task
 
 META_LOSSES = ("plain", "relative", "log")
@@ -92,7 +93,7 @@ class InnerStep:
 
 def init_unroll(task: Task, optimizer: StepOptimizer) -> UnrollState:
     params = task.init_params()
-    return UnrollState(params, optimizer.init_state(params), 0, init_buffers(task))
+    return UnrollState(params, for_task(optimizer, task).init_state(params), 0, init_buffers(task))
 
 
 def init_buffers(task: Task) -> list[Tensor]:
@@ -160,7 +161,9 @@ def inner_step(
     loss = f.loss if second_order else f.loss.detach()
     with torch.set_grad_enabled(meta_graph):
         # [g_t, h_{t+1}] = m(grad_t, h_t; phi)
-        updates, opt_state = call_step(optimizer, grads, state.opt_state, loss, state.params)
+        # (optimizers that read whole tensors step a task's batched problems apart)
+        stepper = for_task(optimizer, task)
+        updates, opt_state = call_step(stepper, grads, state.opt_state, loss, state.params)
         # theta_{t+1} = theta_t + g_t
         params = [p + u for p, u in zip(state.params, updates)]
     if not meta_graph:

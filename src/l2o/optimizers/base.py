@@ -48,6 +48,9 @@ class StepOptimizer(nn.Module):
 
     reads_loss: bool = False  # True: ``step`` takes the loss as a keyword (see the module doc)
     reads_params: bool = False  # True: ``step`` takes theta_t as a keyword (see the module doc)
+    # True: ``step`` reads statistics of whole tensors, so a task's batched problems are stepped
+    # apart (``l2o.optimizers.problems``)
+    per_tensor_statistics: bool = False
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         raise NotImplementedError

@@ -21,7 +21,9 @@ from l2o.errors import InvalidInput
 
 
 class Task:
-    """One problem instance (possibly a batch of ``num_problems`` independent ones).
+    """One problem instance (possibly a batch of ``num_problems`` independent ones). Every
+    parameter tensor has a leading problem dimension, (num_problems, *shape), even when there
+    is one problem.
 
     Subclasses set ``param_names`` and ``num_problems`` and implement ``init_params`` and
     ``loss``; data-driven tasks also implement ``batch``.
