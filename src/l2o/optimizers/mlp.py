@@ -239,6 +239,7 @@ class PerParameterMLP(StepOptimizer):
     """
 
     reads_params = True
+    per_tensor_statistics = True  # batched problems are stepped apart (optimizers.problems)
 
     def __init__(self, config: MLPOptimizerConfig | None = None) -> None:
         super().__init__()
