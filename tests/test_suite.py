@@ -127,10 +127,10 @@ def test_the_suite_pipeline_on_tiny_tasks(tmp_path):
         assert steps == {"quad": 6, "mlp": 4, "conv": 3}[name]
         assert entry["runs"] == {"quad": 8, "mlp": 2, "conv": 1}[name]
         opts = entry["optimizers"]
-        assert list(opts) == ["lstm", "adam", "nag"]
+        assert list(opts) == ["quadratic-lstm", "adam", "nag"]  # a pretrained one by its name
         adam = opts["adam"]["final_loss_mean"]
         assert adam == entry["adam_final_loss"] == opts["adam"]["curve_mean"][-1]
-        assert opts["adam"]["lr"] in (1e-2, 1e-1, 1.0) and opts["lstm"]["lr"] is None
+        assert opts["adam"]["lr"] in (1e-2, 1e-1, 1.0) and opts["quadratic-lstm"]["lr"] is None
         for s in opts.values():
             assert len(s["curve_mean"]) == steps + 1
             assert s["final_loss_over_adam"] == pytest.approx(s["final_loss_mean"] / adam)

@@ -218,6 +218,11 @@ def suite(
     chosen = [e.scaled(scale) for e in select(only, SUITE if entries is None else entries)]
     source = resolve(optimizer)
     learned, record = load_checkpoint(source)
+    # In the results: a pretrained optimizer by its name, any other by its kind (lstm, mlp, ...)
+    from l2o import pretrained
+
+    kind = record["optimizer"].get("kind", "lstm")
+    name = str(optimizer) if str(optimizer) in pretrained.names() else kind
     families, inputs = [], []
     for entry in chosen:  # every entry's task is valid, its data found, before any run
         family = entry.family(None if data_dir is None else str(data_dir))
@@ -233,7 +238,7 @@ def suite(
         quiet,
     )  # fmt: skip
     report: dict[str, Any] = {
-        "learned_optimizer": {"checkpoint": str(source), "spec": record["optimizer"]},
+        "learned_optimizer": {"name": name, "checkpoint": str(source), "spec": record["optimizer"]},
         "baselines": list(baselines),
         "grid": grid,
         "scale": scale,
@@ -245,7 +250,7 @@ def suite(
             bar.write(f"{entry.name}: {entry.task}, T = {entry.steps}")
         report["entries"][entry.name] = run_entry(
             learned, entry, family, baselines=baselines, grid=grid, device=device,
-            progress=None if quiet else bar.write, bar=bar,
+            progress=None if quiet else bar.write, bar=bar, name=name,
         )  # fmt: skip
         write_json(out / "results.json", report)
     bar.close()

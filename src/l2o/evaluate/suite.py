@@ -33,7 +33,7 @@ from l2o.tasks import TaskFamily, make_task_family
 
 REFERENCE = "adam"  # every ratio and every "steps to reach" is against tuned Adam
 SUITE_BASELINES = ("adam", "nag")
-LEARNED = "lstm"  # the learned optimizer's name in the results
+LEARNED = "learned"  # the learned optimizer's name in the results unless one is given
 
 
 @dataclass(frozen=True)
@@ -235,21 +235,24 @@ def run_entry(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
     bar: Any | None = None,
+    name: str = LEARNED,
 ) -> dict[str, Any]:
     """Tune the ``baselines`` (which must include Adam) on the entry's validation tasks, run
-    ``learned`` and them on its test tasks (after an untimed warm-up rollout of ``learned``),
-    and return the entry's results."""
+    ``learned`` (called ``name`` in the results) and them on its test tasks (after an untimed
+    warm-up rollout of ``learned``), and return the entry's results."""
+    if name in BASELINES:
+        raise InvalidInput(f"the learned optimizer cannot be called {name!r}: a baseline's name")
     if REFERENCE not in baselines:
         raise InvalidInput(f"the suite's baselines must include {REFERENCE!r}: {list(baselines)}")
-    for name in baselines:
-        if name not in BASELINES:
-            raise InvalidInput(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
+    for baseline in baselines:
+        if baseline not in BASELINES:
+            raise InvalidInput(f"unknown optimizer {baseline!r} (valid: {', '.join(BASELINES)})")
     # An untimed 2-step rollout first, so that the learned optimizer's measured seconds per step
     # (it runs first) do not include one-off costs that the tuned baselines have paid in tuning.
     learned = learned.to(device).eval()
     rollout(learned, family.sample(task_seed("validation", 0), device=device), 2)
     comparison = compare(
-        {LEARNED: learned}, family, steps=entry.steps, baselines=list(baselines),
+        {name: learned}, family, steps=entry.steps, baselines=list(baselines),
         num_validation_tasks=entry.validation_tasks, num_test_tasks=entry.test_tasks,
         grid=grid, device=device, progress=progress, bar=bar,
     )  # fmt: skip
