@@ -143,7 +143,7 @@ def test_the_suite_pipeline_on_tiny_tasks(tmp_path):
             assert s["diverged_runs"] == 0
         assert opts["adam"]["steps_to_adam_final"] <= steps
     table = (out / "report.md").read_text()
-    assert "| quad | 6 | 8 | lstm |" in table and "![suite](suite.png)" in table
+    assert "| quad | 6 | 8 | quadratic-lstm |" in table and "![suite](suite.png)" in table
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_cli(tmp_path, capsys):
     argv = ["suite", "quadratic-lstm", "--only", "quadratic-10d-T100", "--quick", "--out", str(out)]
     assert main([*argv, "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "| quadratic-10d-T100 | 2 | 128 | lstm |" in printed
+    assert "| quadratic-10d-T100 | 2 | 128 | quadratic-lstm |" in printed
     for name in ("results.json", "report.md", "suite.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
