@@ -184,3 +184,15 @@ def test_cli(tmp_path, capsys):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved["scale"] == 0.01 and len(saved["grid"]) == 6
+
+
+def test_each_optimizer_is_timed_on_one_problem_alone():
+    from l2o.evaluate.suite import time_one_problem
+    from l2o.optimizers import Adam
+    from l2o.tasks import MixtureFamily, QuadraticFamily
+
+    family = QuadraticFamily(dim=3, num_problems=64)
+    seconds = time_one_problem({"a": Adam(lr=0.1), "b": Adam(lr=0.01)}, family, 5)
+    assert set(seconds) == {"a", "b"} and all(0 < s < 1 for s in seconds.values())
+    mixture = MixtureFamily(members=({"name": "quadratic"},))
+    assert time_one_problem({"a": Adam()}, mixture, 5) is None  # no num_problems option

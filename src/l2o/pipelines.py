@@ -262,8 +262,9 @@ def suite(
         f"(log grid of {len(grid)} from {grid[0]:.3g} to {grid[-1]:.3g}), then every optimizer "
         'from a fresh state on the same test tasks. "/ Adam": mean final loss over tuned '
         "Adam's; \"steps to Adam's final\": the first step where the mean loss curve reaches "
-        "tuned Adam's mean final loss; seconds: that step times the measured seconds per step "
-        f"of one test task. Scale {scale:g}.",
+        "tuned Adam's mean final loss; seconds: that step times the optimizer's seconds per "
+        "step (gradient and step) on one problem alone, the fastest of three timed rollouts "
+        f"(`s / step`). Scale {scale:g}.",
         "",
         suite_table(report["entries"]),
         "",

@@ -8,7 +8,10 @@ protocol). Per optimizer the suite reports:
 * the mean final loss f(theta_T) over all test runs and its ratio to tuned Adam's;
 * the first step at which its mean loss curve reaches tuned Adam's final mean loss (None if it
   never does; Adam reaches it at step T or earlier), and the seconds to that step: that step
-  times the measured seconds per step of one test task's rollout;
+  times the optimizer's seconds per step (gradient and step) on one problem alone, as a user
+  trains one model (``time_one_problem``: tasks batch several problems in one tensor program,
+  which spreads a hand-designed step's cost over them but not that of an optimizer that steps
+  each problem's tensors apart; without a ``num_problems`` option, one test task's rollout);
 * how many runs diverged (a non-finite final loss; they make the mean infinite).
 
 The default ``SUITE`` runs the image tasks on Fashion-MNIST, which Debian ships: the conv
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -28,11 +31,12 @@ from l2o.errors import InvalidInput
 from l2o.evaluate.compare import Comparison, OptimizerResult, compare
 from l2o.evaluate.rollout import rollout
 from l2o.meta.seeds import task_seed
-from l2o.optimizers import BASELINES, StepOptimizer
+from l2o.optimizers import BASELINES, StepOptimizer, make_baseline
 from l2o.tasks import TaskFamily, make_task_family
 
 REFERENCE = "adam"  # every ratio and every "steps to reach" is against tuned Adam
 SUITE_BASELINES = ("adam", "nag")
+TIMING_STEPS = 200  # steps of the one-problem rollouts that time each optimizer's step
 LEARNED = "learned"  # the learned optimizer's name in the results unless one is given
 
 
@@ -82,8 +86,6 @@ class SuiteEntry:
 
 
 def _fields(task: str) -> set[str]:
-    from dataclasses import fields
-
     from l2o.tasks import TASK_FAMILIES
 
     cls = TASK_FAMILIES.get(task)
@@ -185,14 +187,17 @@ def steps_to_reach(curve: Sequence[float] | torch.Tensor, target: float) -> int 
     return None
 
 
-def _optimizer_summary(result: OptimizerResult, target: float, num_tasks: int) -> dict[str, Any]:
+def _optimizer_summary(
+    result: OptimizerResult, target: float, num_tasks: int, seconds_per_step: float | None = None
+) -> dict[str, Any]:
     losses = result.losses.double()
     steps = losses.shape[0] - 1
     curve = losses.mean(1)  # NaN or inf at steps where a run diverged
     final = losses[-1]
     diverged = int((~torch.isfinite(final)).sum())
     mean = float(curve[-1]) if diverged == 0 else math.inf  # the curve's end, exactly
-    seconds_per_step = result.seconds / (steps * num_tasks)  # one test task's rollout
+    if seconds_per_step is None:  # one test task's rollout
+        seconds_per_step = result.seconds / (steps * num_tasks)
     reach = steps_to_reach(curve, target)
     return {
         "lr": result.lr,
@@ -214,15 +219,40 @@ def adam_target(comparison: Comparison) -> float:
     return float(losses.mean(1)[-1]) if bool(torch.isfinite(losses[-1]).all()) else math.inf
 
 
-def summarize(comparison: Comparison) -> dict[str, dict[str, Any]]:
-    """Per optimizer of ``comparison`` (which has tuned Adam): the suite's numbers."""
+def summarize(
+    comparison: Comparison, seconds_per_step: dict[str, float] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per optimizer of ``comparison`` (which has tuned Adam): the suite's numbers;
+    ``seconds_per_step`` by optimizer (``time_one_problem``), else from the test runs."""
     target = adam_target(comparison)
     tasks = comparison.num_test_tasks
-    out = {n: _optimizer_summary(r, target, tasks) for n, r in comparison.results.items()}
+    timed = seconds_per_step or {}
+    out = {
+        n: _optimizer_summary(r, target, tasks, timed.get(n)) for n, r in comparison.results.items()
+    }
     for s in out.values():
         ratio = s["final_loss_mean"] / target if math.isfinite(target) and target > 0 else None
         s["final_loss_over_adam"] = ratio
     return out
+
+
+def time_one_problem(
+    optimizers: dict[str, StepOptimizer], family: TaskFamily, steps: int, device: str = "cpu"
+) -> dict[str, float] | None:
+    """Seconds per step (gradient and optimizer step) of each optimizer on one problem of
+    ``family`` alone, over ``steps`` steps after an untimed 2-step warm-up; the optimizers in
+    turn, three rounds, the fastest round of each (the least disturbed by other work). None if
+    the family has no ``num_problems`` option."""
+    if "num_problems" not in {f.name for f in fields(family)}:  # type: ignore[arg-type]
+        return None
+    task = replace(family, num_problems=1).sample(task_seed("test", 0), device=device)  # type: ignore[type-var]
+    best = {name: math.inf for name in optimizers}
+    for optimizer in optimizers.values():
+        rollout(optimizer, task, 2)
+    for _ in range(3):
+        for name, optimizer in optimizers.items():
+            best[name] = min(best[name], rollout(optimizer, task, steps).seconds / steps)
+    return best
 
 
 def run_entry(
@@ -256,13 +286,16 @@ def run_entry(
         num_validation_tasks=entry.validation_tasks, num_test_tasks=entry.test_tasks,
         grid=grid, device=device, progress=progress, bar=bar,
     )  # fmt: skip
+    timed = {name: learned}
+    timed.update({b: make_baseline(b, comparison.results[b].lr) for b in baselines})
+    seconds = time_one_problem(timed, family, min(entry.steps, TIMING_STEPS), device)
     return {
         "entry": entry.to_json(),
         "task": family.to_config(),
         "steps": entry.steps,
         "runs": comparison.runs,
         "adam_final_loss": adam_target(comparison),
-        "optimizers": summarize(comparison),
+        "optimizers": summarize(comparison, seconds),
     }
 
 
