@@ -184,3 +184,19 @@ def trainer_seed(i):
     from l2o.meta import task_seed
 
     return task_seed("validation", i)
+
+
+def test_data_dir_reaches_the_members_that_read_a_dataset(idx_dir):
+    mlp = {"name": "mnist", "dataset": "mnist", "hidden_sizes": [4], "batch_size": 4}
+    family = MixtureFamily(members=(mlp, QUADRATICS), data_dir=idx_dir)
+    family.locate_data()  # reads and verifies the members' datasets there
+    drawn = [family.sample(seed).describe()["member"] for seed in range(20)]
+    assert {d.get("data_dir") for d in drawn} == {idx_dir, None}  # quadratics read none
+    own = {**mlp, "data_dir": "/nowhere"}  # a member's own data_dir wins
+    assert (
+        MixtureFamily(members=(own,), data_dir=idx_dir)
+        .members[0]
+        .family({}, data_dir=idx_dir)
+        .data_dir
+        == "/nowhere"
+    )

@@ -114,11 +114,17 @@ class MixtureMember:
             for value in values[1:]:
                 self.family({**first, key: value}, where)
 
-    def family(self, chosen: Mapping[str, Any], where: str = "") -> TaskFamily:
-        from l2o.tasks import make_task_family
+    def family(self, chosen: Mapping[str, Any], where: str = "", data_dir: str = "") -> TaskFamily:
+        """The member's family with the ``chosen`` options; ``data_dir`` for a family that reads
+        a dataset, unless the member sets its own."""
+        from l2o.tasks import TASK_FAMILIES, make_task_family
 
+        options = {**self.options, **chosen}
+        reads_data = "data_dir" in {f.name for f in fields(TASK_FAMILIES[self.name])}
+        if data_dir and reads_data and not options.get("data_dir"):
+            options["data_dir"] = data_dir
         try:
-            return make_task_family(self.name, **self.options, **chosen)
+            return make_task_family(self.name, **options)
         except InvalidInput as e:
             raise InvalidInput(f"{where or 'mixture member ' + self.name}: {e}") from e
 
@@ -200,6 +206,9 @@ class MixtureFamily(TaskFamily):
     param_scale: float = 1.0
     # The loss multiplied by c ~ logU[1 / loss_scale, loss_scale]; 1 = off
     loss_scale: float = 1.0
+    # directory of the members' datasets, for members that read one and set none; "" = their
+    # default search ($L2O_DATA, ~/.cache/l2o/data, /usr/share/datasets)
+    data_dir: str = ""
 
     def __post_init__(self) -> None:
         members = self.members
@@ -225,6 +234,8 @@ class MixtureFamily(TaskFamily):
                 f"1 <= T_min <= T_max, e.g. [100, 2000]; [] = meta.horizon for every task)"
             )
         object.__setattr__(self, "horizons", tuple(horizons))
+        if not isinstance(self.data_dir, str):
+            raise InvalidInput(f"Invalid data_dir: {self.data_dir!r} (must be a path string)")
         for name in ("param_scale", "loss_scale"):
             check_real(name, getattr(self, name), lambda x: 1 <= x < math.inf, "a number >= 1")
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -239,7 +250,7 @@ class MixtureFamily(TaskFamily):
         """Read and verify the datasets of every member that reads one."""
         for member in self.members:
             first = {k: v[0] for k, v in member.choose.items()}
-            locate = getattr(member.family(first), "locate_data", None)
+            locate = getattr(member.family(first, data_dir=self.data_dir), "locate_data", None)
             if locate is not None:
                 locate(download=download)
 
@@ -256,7 +267,7 @@ class MixtureFamily(TaskFamily):
         horizon = round(_log_uniform(*self.horizons, g)) if self.horizons else None
         loss_scale = _log_uniform(1 / self.loss_scale, self.loss_scale, g)
         inner_seed = int(torch.randint(2**62, (), generator=g))
-        family = member.family(chosen)
+        family = member.family(chosen, data_dir=self.data_dir)
         inner = family.sample(inner_seed, device=device, dtype=dtype)
         scales = [
             _log_uniform(1 / self.param_scale, self.param_scale, g) for _ in inner.param_names
