@@ -104,7 +104,7 @@ def test_step_is_pure_and_differentiable():
         (lambda: SGD(lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
         (
             lambda: make_baseline("adamw", 0.1),
-            "unknown optimizer 'adamw' (valid: sgd, nag, rmsprop, adam)",
+            "unknown optimizer 'adamw' (valid: sgd, nag, rmsprop, adam, lbfgs)",
         ),
     ],
 )

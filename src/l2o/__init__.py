@@ -8,13 +8,18 @@ from l2o.config import ExperimentConfig, load_config
 from l2o.meta import MetaTrainConfig, MetaTrainer, TruncatedBPTT, unroll
 from l2o.meta.es import ES, PES
 from l2o.optimizers import (
+    LBFGS,
+    LSTMGAC,
     NAG,
+    NTMBFGS,
     SGD,
     Adam,
     CoordinatewiseLSTM,
     GroupedOptimizer,
     LSTMConfig,
+    LSTMGACConfig,
     MLPOptimizerConfig,
+    NTMBFGSConfig,
     PerParameterMLP,
     RMSprop,
     RNNprop,
@@ -25,7 +30,10 @@ from l2o.tasks import make_task_family
 
 __all__ = [
     "ES",
+    "LBFGS",
+    "LSTMGAC",
     "NAG",
+    "NTMBFGS",
     "PES",
     "SGD",
     "Adam",
@@ -33,9 +41,11 @@ __all__ = [
     "ExperimentConfig",
     "GroupedOptimizer",
     "LSTMConfig",
+    "LSTMGACConfig",
     "MLPOptimizerConfig",
     "MetaTrainConfig",
     "MetaTrainer",
+    "NTMBFGSConfig",
     "PerParameterMLP",
     "RMSprop",
     "RNNprop",

@@ -3,8 +3,10 @@
     [task]        name (default "quadratic") and the family's options (see l2o.tasks)
     [optimizer]   the learned optimizer's architecture: ``kind = "lstm"`` (the default, the
                   paper's LSTM, LSTMConfig), ``kind = "mlp"`` (the per-parameter MLP,
-                  MLPOptimizerConfig) or ``kind = "rnnprop"`` (RNNprop, RNNpropConfig), with
-                  that kind's options; one optimizer for all parameters
+                  MLPOptimizerConfig), ``kind = "rnnprop"`` (RNNprop, RNNpropConfig),
+                  ``kind = "lstm-gac"`` (the paper's LSTM with global averaging cells,
+                  LSTMGACConfig) or ``kind = "ntm-bfgs"`` (the paper's NTM-BFGS, NTMBFGSConfig),
+                  with that kind's options; one optimizer for all parameters
     [meta]        meta-training (MetaTrainConfig, l2o.meta.config)
 
 Parameter groups (paper section 3.3: separate LSTMs for conv and fully connected layers) are
@@ -46,7 +48,9 @@ from l2o.optimizers import (
     OPTIMIZERS,
     CoordinatewiseLSTM,
     LSTMConfig,
+    LSTMGACConfig,
     MLPOptimizerConfig,
+    NTMBFGSConfig,
     RNNpropConfig,
     StepOptimizer,
 )
@@ -65,6 +69,8 @@ LEARNED_KINDS: dict[str, type] = {
     "lstm": LSTMConfig,
     "mlp": MLPOptimizerConfig,
     "rnnprop": RNNpropConfig,
+    "lstm-gac": LSTMGACConfig,
+    "ntm-bfgs": NTMBFGSConfig,
 }
 
 
@@ -93,7 +99,7 @@ class GroupConfig:
 class ExperimentConfig:
     task: TaskFamily
     # the learned optimizer of [optimizer] kind
-    optimizer: LSTMConfig | MLPOptimizerConfig | RNNpropConfig
+    optimizer: LSTMConfig | MLPOptimizerConfig | RNNpropConfig | LSTMGACConfig | NTMBFGSConfig
     meta: MetaTrainConfig
     # Parameter groups by name; empty: one LSTM (``optimizer``) for all parameters.
     groups: Mapping[str, GroupConfig] = field(default_factory=dict)
@@ -177,7 +183,11 @@ def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
             f'with params = ["conv*"])'
         )
     groups = {}
-    kinds = ", ".join(["lstm", *BASELINES])
+    # L-BFGS couples every coordinate of a problem: a group's tensors are only part of one
+    group_baselines = [
+        b for b in BASELINES if not getattr(OPTIMIZERS[b], "couples_coordinates", False)
+    ]
+    kinds = ", ".join(["lstm", *group_baselines])
     for name, options in data.items():
         where = f"optimizer.groups.{name}"
         if not GROUP_NAME.fullmatch(name):
@@ -200,7 +210,7 @@ def _build_groups(data: Any, defaults: LSTMConfig) -> dict[str, GroupConfig]:
         if kind == "lstm":
             lstm = _build(LSTMConfig, where, {**asdict(defaults), **options})
             groups[name] = GroupConfig(tuple(params), "lstm", lstm=lstm)
-        elif kind in BASELINES:
+        elif kind in group_baselines:
             try:
                 OPTIMIZERS[kind](**options)
             except TypeError as e:

@@ -3,7 +3,8 @@
 Every option of every section of a config file is a field of a dataclass: ``[task]`` of the
 task family named by ``task.name`` (``l2o.tasks.TASK_FAMILIES``), ``[optimizer]`` of
 ``LSTMConfig`` (or, with ``kind = "mlp"``, of ``MLPOptimizerConfig``; with
-``kind = "rnnprop"``, of ``RNNpropConfig``), ``[meta]`` of
+``kind = "rnnprop"``, of ``RNNpropConfig``; with ``kind = "lstm-gac"``, of ``LSTMGACConfig``;
+with ``kind = "ntm-bfgs"``, of ``NTMBFGSConfig``), ``[meta]`` of
 ``MetaTrainConfig``. Each option's meaning is the comment written
 beside or above its field in the source, so the reference cannot drift from the code
 (tests/test_config_reference.py compares the committed page with this output)::
@@ -21,7 +22,13 @@ import tokenize
 from dataclasses import MISSING, Field, fields
 
 from l2o.meta.train import MetaTrainConfig
-from l2o.optimizers import LSTMConfig, MLPOptimizerConfig, RNNpropConfig
+from l2o.optimizers import (
+    LSTMConfig,
+    LSTMGACConfig,
+    MLPOptimizerConfig,
+    NTMBFGSConfig,
+    RNNpropConfig,
+)
 from l2o.tasks import TASK_FAMILIES
 
 _FIELD = re.compile(r"^    (\w+)\s*:")
@@ -94,6 +101,8 @@ def missing_descriptions() -> list[str]:
         ("optimizer", LSTMConfig),
         ("optimizer (mlp)", MLPOptimizerConfig),
         ("optimizer (rnnprop)", RNNpropConfig),
+        ("optimizer (lstm-gac)", LSTMGACConfig),
+        ("optimizer (ntm-bfgs)", NTMBFGSConfig),
         ("meta", MetaTrainConfig),
     ] + [(f"task ({name})", family) for name, family in TASK_FAMILIES.items()]:
         comments = {}
@@ -138,9 +147,11 @@ def reference() -> str:
         "## [optimizer]",
         "",
         '`kind`: `"lstm"` (the default: the paper\'s coordinatewise LSTM, options below), '
-        '`"mlp"` (a per-parameter MLP over normalised features) or `"rnnprop"` (RNNprop, '
-        "Lv et al. 2017: an LSTM over Adam's normalised moments), options in the next "
-        "sections. Each kind has its own options.",
+        '`"mlp"` (a per-parameter MLP over normalised features), `"rnnprop"` (RNNprop, '
+        "Lv et al. 2017: an LSTM over Adam's normalised moments), "
+        '`"lstm-gac"` (the paper\'s LSTM with global averaging cells) or `"ntm-bfgs"` (the '
+        "paper's NTM-BFGS: an LSTM+GAC controlling a memory shared by the coordinates), options "
+        "in the next sections. Each kind has its own options.",
         "",
         '### optimizer.kind = `"lstm"`',
         "",
@@ -159,6 +170,18 @@ def reference() -> str:
         inspect.cleandoc(RNNpropConfig.__doc__ or "").replace("\n", " "),
         "",
         *_table(RNNpropConfig),
+        "",
+        '### optimizer.kind = `"lstm-gac"`',
+        "",
+        inspect.cleandoc(LSTMGACConfig.__doc__ or "").replace("\n", " "),
+        "",
+        *_table(LSTMGACConfig),
+        "",
+        '### optimizer.kind = `"ntm-bfgs"`',
+        "",
+        inspect.cleandoc(NTMBFGSConfig.__doc__ or "").replace("\n", " "),
+        "",
+        *_table(NTMBFGSConfig),
         "",
         "### [optimizer.groups.NAME]",
         "",

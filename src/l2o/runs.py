@@ -29,9 +29,13 @@ from l2o.errors import InvalidInput, L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
 from l2o.monitor import Monitor
 from l2o.optimizers import (
+    LSTMGAC,
+    NTMBFGS,
     CoordinatewiseLSTM,
     GroupedOptimizer,
+    LSTMGACConfig,
     MLPOptimizerConfig,
+    NTMBFGSConfig,
     PerParameterMLP,
     RNNprop,
     RNNpropConfig,
@@ -111,8 +115,8 @@ def build_learned_optimizer(
 ) -> StepOptimizer:
     """phi initialised from the run's seed alone, so a run is reproducible.
 
-    One optimizer for all parameters (the LSTM, the MLP of ``[optimizer] kind = "mlp"`` or
-    RNNprop of ``kind = "rnnprop"``), or, with ``config.groups``, a ``GroupedOptimizer`` whose
+    One optimizer for all parameters (the LSTM, the MLP of ``[optimizer] kind = "mlp"``,
+    RNNprop of ``kind = "rnnprop"``, LSTM+GAC of ``"lstm-gac"`` or NTM-BFGS of ``"ntm-bfgs"``), or, with ``config.groups``, a ``GroupedOptimizer`` whose
     groups are assigned by their glob patterns to ``param_names`` (default: those of the
     config's task); each learned group gets its own weights."""
     if not config.groups:
@@ -122,6 +126,10 @@ def build_learned_optimizer(
                 return PerParameterMLP(config.optimizer)
             if isinstance(config.optimizer, RNNpropConfig):
                 return RNNprop(config.optimizer)
+            if isinstance(config.optimizer, LSTMGACConfig):
+                return LSTMGAC(config.optimizer)
+            if isinstance(config.optimizer, NTMBFGSConfig):
+                return NTMBFGS(config.optimizer)
             return CoordinatewiseLSTM(config.optimizer)
     if param_names is None:
         param_names = config.task.sample(0).param_names

@@ -10,7 +10,13 @@ mix the problems' statistics, and would see an (n, out, in) weight where a user'
 such an optimizer a view of it that steps the n problems as n separate lists of tensors shaped
 (*shape), exactly as the torch.optim front-end steps a model's parameters; its state is the
 optimizer's state of that longer list (problem-major: problem 0's tensors, then problem 1's,
-...). Everyone else gets the optimizer itself.
+...).
+
+An optimizer that couples coordinates across tensors (``couples_coordinates = True``: LSTM+GAC,
+NTM-BFGS, L-BFGS; ``l2o.optimizers.coupling``) steps the batched tensors as they are, in one
+call, and keeps the problems apart itself: ``for_task`` gives it ``LeadingProblems``, which
+builds its state with ``init_state(params, problems=n)``. Everyone else gets the optimizer
+itself.
 """
 
 from __future__ import annotations
@@ -64,9 +70,31 @@ class PerProblem:
         return self.join(updates, len(grads)), state
 
 
-def for_task(optimizer: StepOptimizer, task: Any) -> StepOptimizer | PerProblem:
+class LeadingProblems:
+    """``optimizer`` stepping ``num_problems`` batched problems in one call, told that every
+    tensor leads with them (module doc): the same ``init_state`` / ``step`` interface."""
+
+    def __init__(self, optimizer: StepOptimizer, num_problems: int) -> None:
+        self.optimizer, self.num_problems = optimizer, num_problems
+        self.reads_loss, self.reads_params = optimizer.reads_loss, optimizer.reads_params
+
+    def init_state(self, params: Sequence[Tensor]) -> OptState:
+        return self.optimizer.init_state(params, problems=self.num_problems)  # type: ignore[call-arg]
+
+    def step(
+        self, grads: Sequence[Tensor], state: OptState, **inputs: Any
+    ) -> tuple[list[Tensor], OptState]:
+        return call_step(
+            self.optimizer, grads, state, loss=inputs.get("loss"), params=inputs.get("params")
+        )
+
+
+def for_task(optimizer: StepOptimizer, task: Any) -> StepOptimizer | PerProblem | LeadingProblems:
     """What steps ``task``'s parameters: ``optimizer`` itself, or, if it reads per-tensor
-    statistics, ``PerProblem`` of it (every task's tensors lead with its problems)."""
+    statistics, ``PerProblem`` of it (every task's tensors lead with its problems), or, if it
+    couples coordinates, ``LeadingProblems`` of it."""
+    if getattr(optimizer, "couples_coordinates", False):
+        return LeadingProblems(optimizer, task.num_problems)
     if getattr(optimizer, "per_tensor_statistics", False):
         return PerProblem(optimizer, task.num_problems)
     return optimizer
