@@ -17,6 +17,18 @@ holding 70% and 30% of them, two small "biases"), it measures
 and writes benchmarks/speed/results/speed.{json,md}. Reproduce, from the repository root:
 
     python -m benchmarks.speed.run [--device cuda] [--threads 1] [--sizes 10000,100000,1000000]
+
+``--generalist`` measures instead the architecture shipped as the generalist (the
+``[optimizer]`` of ``--config``, configs/generalist.toml: the MLP optimizer, ``kind = "mlp"``),
+on the 1,001,000 parameters of ``nn.Linear(1000, 1000)``, each learned optimizer timed in turn
+with a ``torch.optim.Adam(foreach=True)`` of its own (one step of each per round, so that both
+meet the same load): through the front-end (its step without autograd, the fast path of
+``l2o.optimizers.mlp``), its reference step (the differentiable one meta-training runs, here
+with no graph recorded: what the front-end ran before the fast path) and the default
+``kind = "mlp"`` architecture through the front-end; the same time, state and peak-memory
+columns; and writes benchmarks/speed/results/speed-generalist.{json,md}:
+
+    python -m benchmarks.speed.run --generalist [--config configs/generalist.toml] [--repeats 25]
 """
 
 from __future__ import annotations
@@ -31,12 +43,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import l2o
 from benchmarks.common import ROOT, machine, machine_markdown, results_dir
 from l2o.checkpoint import atomic_write_text
+from l2o.config import load_config
 from l2o.optim import LearnedOptimizer
-from l2o.optimizers import Adam, CoordinatewiseLSTM, StepOptimizer
+from l2o.optimizers import (
+    Adam,
+    CoordinatewiseLSTM,
+    MLPOptimizerConfig,
+    PerParameterMLP,
+    StepOptimizer,
+)
+from l2o.optimizers.base import detach_state
 
 FRESH = "fresh-lstm"
 FRESH_LABEL = "fresh CoordinatewiseLSTM() 2x20"
@@ -85,6 +106,70 @@ class DirectStep:
             p.add_(u)
 
 
+GENERALIST_CONFIG = "configs/generalist.toml"
+GENERALIST_KINDS = {  # kind -> label
+    ADAM: "torch.optim.Adam(foreach=True)",
+    "generalist": "generalist, front-end (step without autograd)",
+    "generalist-reference": "generalist, reference step (no graph; the front-end's before)",
+    "mlp-defaults": 'default kind = "mlp" (2 x 32, 5 momenta, 11 step features), front-end',
+}
+
+
+def linear_params(device: str) -> list[torch.Tensor]:
+    """The weight and bias of ``nn.Linear(1000, 1000)`` (1,001,000 parameters), each with a
+    fixed random gradient."""
+    g = torch.Generator().manual_seed(0)
+    params = [p.detach().to(device).requires_grad_() for p in nn.Linear(1000, 1000).parameters()]
+    for p in params:
+        p.grad = 1e-3 * torch.randn(p.shape, generator=g).to(device)
+    return params
+
+
+def mlp_optimizer(config: MLPOptimizerConfig, device: str) -> PerParameterMLP:
+    """The MLP optimizer with its weights moved from their start by seeded noise (the
+    read-outs start at zero), so that every term is at work as in a meta-trained one."""
+    torch.manual_seed(1)
+    opt = PerParameterMLP(config).to(device)
+    with torch.no_grad():
+        for p in opt.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return opt
+
+
+def generalist_builders(config_path: str, device: str) -> dict[str, Callable]:
+    """kind -> (params -> object with a no-argument ``step``), for ``--generalist``."""
+    config = load_config(config_path).optimizer
+    if not isinstance(config, MLPOptimizerConfig):
+        raise SystemExit(f'{config_path}: [optimizer] is not kind = "mlp"')
+    return {
+        ADAM: lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
+        "generalist": lambda ps: LearnedOptimizer(ps, optimizer=mlp_optimizer(config, device)),
+        "generalist-reference": lambda ps: ReferenceStep(mlp_optimizer(config, device), ps),
+        "mlp-defaults": lambda ps: LearnedOptimizer(
+            ps, optimizer=mlp_optimizer(MLPOptimizerConfig(), device)
+        ),
+    }
+
+
+class ReferenceStep(DirectStep):
+    """The MLP optimizer's reference step (the differentiable one of meta-training), with its
+    weights frozen so that no graph is recorded: the maths the front-end ran before the step
+    without autograd existed."""
+
+    def __init__(self, optimizer: PerParameterMLP, params: list[torch.Tensor]) -> None:
+        super().__init__(optimizer.requires_grad_(False), params)
+
+    def step(self) -> None:
+        with torch.enable_grad():  # the reference path: autograd on, nothing to record
+            grads = [p.grad for p in self.params]
+            values = [p.detach() for p in self.params]
+            updates, state = self.optimizer.step(grads, self.state, params=values)
+        self.state = detach_state(state)
+        with torch.no_grad():
+            for p, u in zip(self.params, updates):
+                p.add_(u)
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -128,14 +213,18 @@ def time_steps(optimizers: dict[str, object], device: str, repeats: int) -> dict
     return seconds
 
 
-def peak_step_bytes(kind: str, n: int, device: str, names: list[str]) -> int:
-    """Memory one optimizer adds over parameters and gradients at its peak (state included)."""
+def peak_step_bytes(
+    kind: str, n: int, device: str, names: list[str], config: str | None = None
+) -> int:
+    """Memory one optimizer adds over parameters and gradients at its peak (state included);
+    ``config``: a ``--generalist`` kind, on nn.Linear(1000, 1000)."""
     if device.startswith("cuda"):
-        params = make_params(n, device)
+        params = linear_params(device) if config else make_params(n, device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        opt = builders(names, device)[kind](params)
+        build = generalist_builders(config, device) if config else builders(names, device)
+        opt = build[kind](params)
         for _ in range(3):
             opt.step()
         torch.cuda.synchronize()
@@ -143,6 +232,8 @@ def peak_step_bytes(kind: str, n: int, device: str, names: list[str]) -> int:
     # CPU: in a fresh process, so that the peak resident set size belongs to this case alone.
     command = [sys.executable, "-m", "benchmarks.speed.run", "--peak-of", kind, "--n", str(n)]
     command += ["--names", *names, "--threads", str(torch.get_num_threads())]
+    if config:
+        command += ["--generalist", "--config", config]
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     return int(done.stdout.strip().splitlines()[-1])
 
@@ -155,18 +246,26 @@ def _proc_status(key: str) -> int:
     raise KeyError(key)
 
 
-def _peak_in_this_process(kind: str, n: int, names: list[str]) -> int:
+def _peak_in_this_process(kind: str, n: int, names: list[str], config: str | None) -> int:
     # First the same optimizer on 1000 parameters, so that one-off allocations (thread pools,
     # library workspaces) happen before the measurement, not in it.
-    warm = builders(names, "cpu")[kind](make_params(1000, "cpu"))
+    if config:  # --generalist: nn.Linear(1000, 1000)
+        build = generalist_builders(config, "cpu")[kind]
+        small = [torch.randn(30, 30, requires_grad=True), torch.randn(30, requires_grad=True)]
+        for p in small:
+            p.grad = torch.randn_like(p)
+        warm = build(small)
+    else:
+        build = builders(names, "cpu")[kind]
+        warm = build(make_params(1000, "cpu"))
     for _ in range(3):
         warm.step()
     del warm
-    params = make_params(n, "cpu")
+    params = linear_params("cpu") if config else make_params(n, "cpu")
     base = _proc_status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set size (VmHWM) to the current one (Linux >= 4.0)
-    opt = builders(names, "cpu")[kind](params)
+    opt = build(params)
     for _ in range(3):
         opt.step()
     return _proc_status("VmHWM:") - base
@@ -185,14 +284,27 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--note", default="", help="a sentence on how it was run, for the report")
     parser.add_argument("--out", default=str(results_dir("speed")))
+    parser.add_argument(
+        "--generalist",
+        action="store_true",
+        help="measure the generalist architecture (--config's [optimizer]) on nn.Linear(1000, "
+        "1000) against torch.optim.Adam instead, into speed-generalist.{json,md}",
+    )
+    parser.add_argument("--config", default=GENERALIST_CONFIG, help="with --generalist")
+    parser.add_argument(
+        "--repeats", type=int, default=25, help="with --generalist: timed rounds per pair"
+    )
     parser.add_argument("--peak-of", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--names", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.peak_of:
-        print(_peak_in_this_process(args.peak_of, args.n, args.names or []))
+        config = args.config if args.generalist else None
+        print(_peak_in_this_process(args.peak_of, args.n, args.names or [], config))
         return 0
+    if args.generalist:
+        return generalist(args)
 
     sizes = [int(s) for s in args.sizes.split(",")]
     shipped = l2o.pretrained.names()
@@ -309,6 +421,120 @@ def markdown(result: dict, labels: dict[str, str]) -> str:
         f"torch CPU threads: {result['threads']} (`--threads`). {result['note']}".rstrip(),
         "",
         machine_markdown(m),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def generalist(args: argparse.Namespace) -> int:
+    """``--generalist``: each learned optimizer against a torch Adam of its own, in turn."""
+    build = generalist_builders(args.config, args.device)
+    n = sum(p.numel() for p in linear_params("cpu"))
+    rows = []
+    for kind in [k for k in GENERALIST_KINDS if k != ADAM]:
+        # The reference step takes ~10x the others' time: fewer rounds.
+        repeats = max(3, args.repeats // 4) if kind == "generalist-reference" else args.repeats
+        pair = {ADAM: build[ADAM](linear_params(args.device)), kind: None}
+        pair[kind] = build[kind](linear_params(args.device))
+        seconds = time_steps(pair, args.device, repeats)
+        adam, learned = (statistics.median(seconds[k]) for k in (ADAM, kind))
+        rows.append(
+            {
+                "optimizer": kind,
+                "label": GENERALIST_KINDS[kind],
+                "params": n,
+                "step_seconds_median": learned,
+                "step_seconds": seconds[kind],
+                "torch_adam_seconds_median": adam,
+                "torch_adam_seconds": seconds[ADAM],
+                "ratio_to_torch_adam": learned / adam,
+                "state_bytes_per_param": state_bytes(pair[kind]) / n,
+                "torch_adam_state_bytes_per_param": state_bytes(pair[ADAM]) / n,
+            }
+        )
+        del pair
+    for row in rows:
+        kind = row["optimizer"]
+        row["peak_step_bytes_per_param"] = (
+            peak_step_bytes(kind, n, args.device, [], args.config) / n
+        )
+        print(
+            f"{kind:<22} {1e3 * row['step_seconds_median']:8.2f} ms  torch Adam "
+            f"{1e3 * row['torch_adam_seconds_median']:6.2f} ms  x{row['ratio_to_torch_adam']:6.1f}"
+            f"  state {row['state_bytes_per_param']:5.1f}  peak "
+            f"{row['peak_step_bytes_per_param']:6.1f} B/param",
+            flush=True,
+        )
+    adam_peak = peak_step_bytes(ADAM, n, args.device, [], args.config) / n
+    config = load_config(args.config).optimizer
+    result = {
+        "benchmark": "speed-generalist",
+        "device": args.device,
+        "params": n,
+        "model": "nn.Linear(1000, 1000)",
+        "config": args.config,
+        "optimizer": PerParameterMLP(config).spec(),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "chunk_size": PerParameterMLP.chunk_size,
+        "torch_adam_peak_step_bytes_per_param": adam_peak,
+        "note": args.note,
+        "results": rows,
+        "machine": machine(),
+    }
+    out = Path(args.out)
+    atomic_write_text(out / "speed-generalist.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "speed-generalist.md", generalist_markdown(result))
+    print(f"wrote {out / 'speed-generalist.json'} and {out / 'speed-generalist.md'}")
+    return 0
+
+
+def generalist_markdown(result: dict) -> str:
+    spec = result["optimizer"]
+    architecture = (
+        f"hidden_size = {spec['hidden_size']}, num_layers = {spec['num_layers']}, momentum = "
+        f"{spec['momentum']}, time_scales = {spec['time_scales']}, scheduler_size = "
+        f"{spec.get('scheduler_size', 0)}"
+    )
+    lines = [
+        "# Cost of one step of the generalist architecture vs torch.optim.Adam",
+        "",
+        f"The MLP optimizer as `{result['config']}` configures it ({architecture}) on the",
+        f"{result['params']:,} parameters of `{result['model']}`, CPU, {result['threads']}"
+        " torch thread(s). Each learned optimizer is timed in turn with a",
+        "`torch.optim.Adam(foreach=True)` of its own (one step of each per round, "
+        f"{result['repeats']} rounds",
+        "after 3 warm-up steps; a quarter of them for the slow reference step), so that the two",
+        "meet the same load; the ratio is the learned step's median over that Adam's median.",
+        "'front-end' is `l2o.optim.LearnedOptimizer(params, optimizer=...)`, whose step runs",
+        "without autograd: the fast path of `l2o.optimizers.mlp` (chunks of "
+        f"{result['chunk_size']:,} coordinates, the",
+        "normaliser folded into the first layer's weights, the state stepped in place). The",
+        "reference step is the differentiable one that meta-training runs (here with no graph",
+        "recorded), which the front-end ran before the fast path. The weights are the",
+        "optimizers' initial ones moved by seeded noise; the cost does not depend on them.",
+        "State: every state tensor's storage, counted once. Peak: the rise of the peak resident",
+        "set size of a fresh process that builds the optimizer and takes 3 steps, over the",
+        "parameters and gradients (so allocator slack counts too), per parameter.",
+        "",
+        "| optimizer | step (ms) | its torch Adam (ms) | × torch Adam | state (B/param) "
+        "| peak (B/param) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["results"]:
+        lines.append(
+            f"| {r['label']} | {1e3 * r['step_seconds_median']:.2f} "
+            f"| {1e3 * r['torch_adam_seconds_median']:.2f} | {r['ratio_to_torch_adam']:.1f} "
+            f"| {r['state_bytes_per_param']:.1f} | {r['peak_step_bytes_per_param']:.1f} |"
+        )
+    adam_state = result["results"][0]["torch_adam_state_bytes_per_param"]
+    lines += [
+        "",
+        f"torch.optim.Adam(foreach=True): state {adam_state:.1f} B/param, peak "
+        f"{result['torch_adam_peak_step_bytes_per_param']:.1f} B/param.",
+        "",
+        f"torch CPU threads: {result['threads']} (`--threads`). {result['note']}".rstrip(),
+        "",
+        machine_markdown(result["machine"]),
     ]
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,10 @@ Design
 **One implementation of the maths.** The front-end never computes an update itself: it calls the
 wrapped ``StepOptimizer``'s ``init_state`` and ``step``, the very functions that the meta-training
 unroll (``l2o.meta.unroll``) and the evaluation loop (``l2o.evaluate.rollout``) call, and adds
-``lr * update`` to each parameter in place. Given the same gradients, the updates are identical.
+``lr * update`` to each parameter in place. Given the same gradients, the updates are identical
+to the evaluation loop's; the unroll's too, except for the MLP optimizer, whose step without
+autograd (the front-end's and the evaluation loop's) equals its differentiable one (the unroll's)
+to float rounding (``l2o.optimizers.mlp``).
 
 **State per parameter, steps in batches.** As in torch.optim, ``self.state[p]`` is the state of
 parameter ``p`` alone: the dict ``init_state([p])`` returns, e.g. ``{"step", "h", "c"}`` for the
@@ -29,8 +32,9 @@ call, and split back into per-parameter views. In the usual loop every
 parameter has a gradient at every step, so a group is one cohort and one call: for the LSTM, one
 matmul per layer for all coordinates of all tensors of the group. The merged state of each cohort
 is kept and reused while the per-parameter states are still the views it was split into, so a
-step copies no state. An optimizer whose state is not coordinatewise still works: its
-parameters step one call each.
+step copies no state; an optimizer that can (``steps_in_place``: the MLP optimizer) writes the
+new state into it (``l2o.optimizers.base``), as torch.optim's optimizers update theirs. An
+optimizer whose state is not coordinatewise still works: its parameters step one call each.
 
 **Skipped parameters.** A parameter without a gradient (``p.grad is None``) or frozen
 (``requires_grad=False``) is not stepped and keeps its state. Its step count then falls behind
@@ -72,7 +76,10 @@ receive the parameters' current values, detached, as ``params=``.
 JSON-ready description, so ``torch.load(weights_only=True)`` reads it): the weights of a learned
 optimizer are not optimizer *state*; build the new front-end with the same optimizer, and
 ``load_state_dict`` checks that the descriptions match. Loaded state keeps its dtype (float32 for
-half-precision parameters) and moves to each parameter's device.
+half-precision parameters) and moves to each parameter's device; it is a copy, so stepping does
+not change the dict it was loaded from. As in torch.optim, ``state_dict()`` holds the live state
+tensors (which an optimizer that steps in place then changes): save it (``torch.save``) or
+``copy.deepcopy`` it to keep a snapshot.
 """
 
 from __future__ import annotations
@@ -270,7 +277,8 @@ class LearnedOptimizer(Optimizer):
                 state = _merge([self.state[p] for p in params], numels)
             grads = [p.grad if p.grad.dtype == dtype else p.grad.to(dtype) for p in params]
             values = [p.detach().to(dtype) for p in params] if optimizer.reads_params else None
-            updates, state = call_step(optimizer, grads, state, loss, values)
+            # The state is the front-end's own: an optimizer may write the new one into it.
+            updates, state = call_step(optimizer, grads, state, loss, values, in_place=True)
             lr, decay = group["lr"], 1.0 - group["lr"] * group["weight_decay"]
             for p, update in zip(params, updates):
                 # In float32 for half-precision parameters, rounded once when stored.
@@ -345,8 +353,9 @@ class LearnedOptimizer(Optimizer):
         state: defaultdict[Any, Any] = defaultdict(dict)
         for key, value in state_dict["state"].items():
             if key in id_map:
+                # A copy: optimizers may step the state in place, and the caller's stays as is.
                 device = id_map[key].device
-                state[id_map[key]] = map_state(lambda t, d=device: t.to(d), value)
+                state[id_map[key]] = map_state(lambda t, d=device: t.to(d, copy=True), value)
             else:
                 state[key] = value
         new_groups = []

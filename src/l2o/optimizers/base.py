@@ -30,6 +30,13 @@ caller has none). Callers pass it only to such optimizers, so no other ``step`` 
 Likewise an optimizer that reads the parameters theta_t themselves (e.g. to learn a
 weight-decay-like term) sets ``reads_params = True`` and takes them as a keyword,
 ``step(grads, state, params=params)``: tensors shaped like ``grads``.
+
+``step`` leaves its inputs as they are. A caller that owns the state it passes (nothing else
+reads it once the step returns: the torch.optim front-end ``l2o.optim``, as torch.optim's own
+optimizers own theirs) may let an optimizer with ``steps_in_place = True`` write the new state
+into the old one's tensors, ``step(grads, state, in_place=True)``, instead of allocating new
+ones; the state returned is then the one to keep (its tensors may be the old ones). Optimizers
+take it where it saves time and memory, e.g. the MLP optimizer's step without autograd.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class StepOptimizer(nn.Module):
     # True: ``step`` reads statistics of whole tensors, so a task's batched problems are stepped
     # apart (``l2o.optimizers.problems``)
     per_tensor_statistics: bool = False
+    # True: ``step`` takes ``in_place=True`` from a caller that owns the state (see the module doc)
+    steps_in_place: bool = False
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         raise NotImplementedError
@@ -75,14 +84,17 @@ def call_step(
     state: OptState,
     loss: Tensor | None = None,
     params: Sequence[Tensor] | None = None,
+    in_place: bool = False,
 ) -> tuple[list[Tensor], OptState]:
     """``optimizer.step(grads, state)``, handing ``loss`` and ``params`` over to optimizers that
-    read them."""
+    read them, and ``in_place`` (the caller owns ``state``) to those that take it."""
     kwargs: dict[str, Any] = {}
     if optimizer.reads_loss:
         kwargs["loss"] = loss
     if optimizer.reads_params:
         kwargs["params"] = params
+    if in_place and getattr(optimizer, "steps_in_place", False):
+        kwargs["in_place"] = True
     return optimizer.step(grads, state, **kwargs)
 
 

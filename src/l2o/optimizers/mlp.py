@@ -60,6 +60,33 @@ The per-tensor statistics (normaliser, factored moments, the scheduler's inputs)
 the whole tensor. Tasks that batch independent problems in one tensor (``l2o.tasks``: a leading
 problem dimension) therefore share them across their problems, as problems in one batch share
 batch norm's; the scheduler likewise gives all problems of a tensor one multiplier.
+
+The step without autograd
+-------------------------
+``step`` as written above is the reference: meta-training differentiates through it, so it
+runs whenever autograd records (``torch.is_grad_enabled()``), unchanged. Without autograd (the
+torch.optim front-end, evaluation rollouts) ``step`` takes a fast path, ``_fast_step``, that
+computes the same numbers, the new state bit for bit (the same operations on it) and the
+updates to float rounding (tests/test_mlp_fast_step.py), in about a tenth of the time and
+memory at a million parameters (benchmarks/speed/results/speed-generalist.md):
+
+- The normaliser is folded into the first layer: for tensor j, x_norm W1^T = x (diag(s_j) W1^T)
+  with s_j = 1 / sqrt(1e-5 + mean_j x^2) per feature, so the normalised N x F copy is never
+  built. A first pass over the coordinates takes the step of the per-coordinate state and each
+  tensor's sums of the features' squares; a second builds the features again and runs the MLP
+  with the first layer's weights scaled per tensor. The bias corrections of the momenta and of
+  the roots (``_FastStep``), the step features (a bias), step_mult and exp_mult go into the
+  weights as well.
+- Both passes walk the coordinates in chunks (``chunk_size`` = 16384 on the CPU, a chunk's
+  features and hidden units staying in cache; ``ChunkPlan``): a tensor larger than a chunk in
+  chunks of its own (whole rows of a factored matrix), its state stepped whole beforehand,
+  smaller tensors packed several to a chunk. A chunk's features are rows of one scratch block
+  (no concatenation of strided columns), with a row of ones for the bias; the buffers are kept
+  between steps.
+- A new state is one (M + 2, N) matrix whose rows are the momenta, v and the factored slots,
+  so that a chunk's momenta are one matrix for the first layer. A caller that owns the state
+  (``in_place=True``: the torch.optim front-end, see ``l2o.optimizers.base``) has the new state
+  written into it once it is such a matrix (from its second step on), as torch.optim does.
 """
 
 from __future__ import annotations
@@ -68,6 +95,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -228,6 +256,306 @@ def tensor_rms_normalise(
     return torch.cat([t * torch.rsqrt(eps + ms) for t, ms in zip(x.split(numels), mean_squares)])
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Coordinates ``start:stop`` of tensor ``tensor``, at columns ``columns`` of a chunk."""
+
+    tensor: int
+    start: int
+    stop: int
+    columns: slice
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Flat coordinates ``start:stop`` (of all tensors, in order): one or more segments.
+    ``own``: a piece of a tensor larger than a chunk (its state steps whole, before the chunks)."""
+
+    start: int
+    stop: int
+    segments: tuple[Segment, ...]
+    own: bool
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How the step without autograd walks the coordinates: in chunks of at most
+    ``chunk_size`` (or one row of a factored matrix, if longer). A tensor larger than that
+    (``large``) is cut into chunks of its own (whole rows of a factored matrix); smaller ones
+    are packed whole, in order, several to a chunk."""
+
+    shapes: tuple[torch.Size, ...]
+    chunks: tuple[Chunk, ...]
+    offsets: tuple[int, ...]  # each tensor's first flat coordinate
+    large: tuple[int, ...]  # the tensors cut into chunks of their own
+    tensor_of_segment: tuple[int, ...]  # the tensor of every segment, chunk after chunk
+    width: int  # the widest chunk (at least 1)
+
+    @classmethod
+    def build(cls, shapes: Sequence[torch.Size], chunk_size: int) -> ChunkPlan:
+        numels = [math.prod(s) for s in shapes]
+        offsets = list(itertools.accumulate(numels, initial=0))
+        chunks: list[Chunk] = []
+        pack: list[tuple[int, int, int]] = []  # (tensor, start, stop) of whole small tensors
+        packed = 0  # coordinates in ``pack``
+
+        def add(pieces: list[tuple[int, int, int]], own: bool) -> None:
+            segments, column = [], 0
+            for j, start, stop in pieces:
+                segments.append(Segment(j, start, stop, slice(column, column + stop - start)))
+                column += stop - start
+            start = offsets[pieces[0][0]] + pieces[0][1]
+            chunks.append(Chunk(start, start + column, tuple(segments), own))
+
+        large = []
+        for j, (shape, n) in enumerate(zip(shapes, numels)):
+            if n <= chunk_size:
+                if pack and packed + n > chunk_size:
+                    add(pack, False)
+                    pack, packed = [], 0
+                pack.append((j, 0, n))
+                packed += n
+                continue
+            if pack:
+                add(pack, False)
+                pack, packed = [], 0
+            large.append(j)
+            matrix = _matrix_shape(shape)
+            size = chunk_size if matrix is None else max(1, chunk_size // matrix[1]) * matrix[1]
+            for start in range(0, n, size):
+                add([(j, start, min(start + size, n))], True)
+        if pack:
+            add(pack, False)
+        width = max((chunk.stop - chunk.start for chunk in chunks), default=1)
+        return cls(
+            shapes=tuple(shapes),
+            chunks=tuple(chunks),
+            offsets=tuple(offsets[:-1]),
+            large=tuple(large),
+            tensor_of_segment=tuple(s.tensor for chunk in chunks for s in chunk.segments),
+            width=max(width, 1),
+        )
+
+
+def fast_feature_order(moments: int) -> list[int]:
+    """The reference's feature column (``PerParameterMLP.step``: g, theta, the momenta, rms,
+    momenta / rms, fac, momenta / fac) of each feature of the step without autograd, in its
+    order: the rows of its scratch block, then the momenta (rows of the state),
+
+        g, theta, rms, fac, m^(b) / rms for each b, m^(b) / fac for each b, m^(b) for each b.
+    """
+    m = moments
+    ratios = [*range(3 + m, 3 + 2 * m), *range(4 + 2 * m, 4 + 3 * m)]
+    return [0, 1, 2 + m, 3 + 2 * m, *ratios, *range(2, 2 + m)]
+
+
+def _state_block(tensors: Sequence[Tensor]) -> Tensor | None:
+    """The (len(tensors), N) matrix whose rows are ``tensors``, in order, if they are the rows
+    of one (as the step without autograd makes its state), else None."""
+    first = tensors[0]
+    if any(t.dim() != 1 or t.stride(0) != 1 for t in tensors):
+        return None
+    n, size, start = first.shape[0], first.element_size(), first.data_ptr()
+    gap = (tensors[1].data_ptr() - start) // size if len(tensors) > 1 else n
+    for i, t in enumerate(tensors):
+        if (
+            t.shape[0] != n
+            or t.dtype != first.dtype
+            or t.device != first.device
+            or t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+            or t.data_ptr() != start + i * gap * size
+        ):
+            return None
+    return first.as_strided((len(tensors), n), (gap, 1)) if gap >= n else None
+
+
+class _Scratch:
+    """The buffers of the step without autograd, kept between steps, and their views for each
+    chunk width: ``x``, the feature rows but the momenta (``fast_feature_order``; see
+    ``_FastStep`` for their scales) and a row of ones (the first layer's bias); ``h`` and
+    ``h2``, a hidden layer's units and a row of ones (the next layer's bias); ``out``: the
+    direction, the magnitude and the nominal term's log rate; ``tmp``: two rows of
+    temporaries."""
+
+    def __init__(
+        self, moments: int, hidden: int, width: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        rows = 4 + 2 * moments
+        self.moments, self.hidden, self.width = moments, hidden, width
+        self.dtype, self.device = dtype, device
+
+        def empty(count: int) -> Tensor:
+            return torch.empty(count, width, dtype=dtype, device=device)
+
+        self.x, self.h, self.h2 = empty(rows + 1), empty(hidden + 1), empty(hidden + 1)
+        for ones in (self.x[rows], self.h[hidden], self.h2[hidden]):
+            ones.fill_(1.0)
+        self.out, self.tmp = empty(3), empty(2)
+        self._views: dict[int, SimpleNamespace] = {}
+
+    def fits(self, width: int, dtype: torch.dtype, device: torch.device) -> bool:
+        return width <= self.width and dtype == self.dtype and device == self.device
+
+    def at(self, width: int) -> SimpleNamespace:
+        """Views for a chunk of ``width`` coordinates (made once per width)."""
+        views = self._views.get(width)
+        if views is None:
+            m, hidden = self.moments, self.hidden
+            x, tmp, out = self.x[:, :width], self.tmp[:, :width], self.out[:, :width]
+            views = SimpleNamespace(
+                x=x,
+                features=x[:-1],
+                derived=x[2:-1],  # rms, fac and the ratios
+                g=x[0],
+                theta=x[1],
+                rms=x[2],
+                fac=x[3],
+                roots=x[2:4],  # rms and fac
+                ratios=x[4 : 4 + 2 * m].unflatten(0, (2, m)),  # (2, M, width)
+                tmp0=tmp[0],
+                inverses=tmp,  # 1 / rms, 1 / fac
+                inverses_3d=tmp.unsqueeze(1),  # (2, 1, width)
+                layers=[
+                    SimpleNamespace(units=h[:hidden, :width], with_ones=h[:, :width])
+                    for h in (self.h, self.h2)
+                ],
+                direction=out[0],
+                magnitude=out[1],
+                direction_magnitude=out[:2],
+                rate=out[2:],
+                rate_row=out[2],
+                exps=out[1:],
+            )
+            self._views[width] = views
+        return views
+
+
+class _FastStep:
+    """One step without autograd over a ``ChunkPlan`` (see ``PerParameterMLP._fast_step``).
+    ``old``: the per-coordinate state [momenta..., v, factored slot] before the step; ``new``:
+    the (M + 2, N) matrix whose rows are the state after it (``old``'s rows when the step is
+    taken in place): the momenta of a chunk are then one (M, width) matrix for the first layer.
+
+    Its features are the reference's feature columns up to a factor each (``factors``, in
+    ``fast_feature_order``), which the first layer's weights take instead: the momenta m^(b) are
+    not bias-corrected (m_hat = m / (1 - b^t)), and the roots leave their corrections out,
+
+        rms' = sqrt(v) + 1e-8 sqrt(1 - b2^t) = rms sqrt(1 - b2^t),
+
+    likewise fac' = fac sqrt(1 - b_fac^t) (for a factored matrix the outer product of
+    sqrt(r / mean(r)) and sqrt(c), plus that epsilon), so that a root is one ``sqrt``."""
+
+    def __init__(
+        self,
+        config: MLPOptimizerConfig,
+        plan: ChunkPlan,
+        grads: list[Tensor],
+        params: list[Tensor],
+        old: list[Tensor],
+        new: Tensor,
+        t: int,
+    ) -> None:
+        self.plan, self.grads, self.params, self.old = plan, grads, params, old
+        m = self.moments = len(config.momentum)
+        self.rows = list(new.unbind())  # views made once: the chunks slice them
+        self.momenta = new[:m]
+        self.momenta_3d = self.momenta.unsqueeze(0)
+        self.v, self.slot = self.rows[m], self.rows[m + 1]
+        self.decays, self.rms_decay = config.momentum, config.rms_decay
+        self.fac_decay = config.adafactor_decay
+        momenta = [1 / (1 - b**t) for b in config.momentum]
+        rms, fac = math.sqrt(1 - config.rms_decay**t), math.sqrt(1 - config.adafactor_decay**t)
+        self.roots_eps = new.new_tensor([[1e-8 * rms], [1e-8 * fac]])
+        self.factors = [
+            *(1.0, 1.0, 1 / rms, 1 / fac),
+            *(rms * k for k in momenta),
+            *(fac * k for k in momenta),
+            *momenta,
+        ]
+        self.matrices: dict[int, tuple[int, Tensor, Tensor]] = {}
+
+    def whole_tensors(self, sums: Tensor) -> None:
+        """Before the chunks: the state step of every tensor larger than a chunk, whole, with
+        the operations of ``Momentum``, ``RunningRMS`` and ``FactoredRMS``, and its sums of
+        g^2, theta^2 and m^2 (into ``sums``, (T, features)); the factored moments of every
+        matrix, kept as sqrt(r / mean(r)) and sqrt(c), whose outer product is the fac row's."""
+        plan, m, b = self.plan, self.moments, self.fac_decay
+        large = set(plan.large)
+        for j, (g, shape) in enumerate(zip(self.grads, plan.shapes)):
+            matrix = _matrix_shape(shape)
+            if j not in large and matrix is None:
+                continue  # steps in its chunk
+            o = plan.offsets[j]
+            span = slice(o, o + g.numel())
+            g2 = g * g
+            if j in large:
+                for i, decay in enumerate(self.decays):
+                    torch.lerp(g, self.old[i][span], decay, out=self.rows[i][span])
+                torch.lerp(g2, self.old[m][span], self.rms_decay, out=self.v[span])
+                if matrix is None:
+                    torch.lerp(g2, self.old[-1][span], b, out=self.slot[span])
+                theta = self.params[j]
+                sums[j, 0] = g2.sum()
+                sums[j, 1] = theta.dot(theta)
+            if matrix is not None:
+                rows, cols = matrix
+                g2 = g2.view(rows, cols)
+                r = torch.lerp(
+                    g2.mean(1), self.old[-1][o : o + rows], b, out=self.slot[o : o + rows]
+                )
+                end = o + rows + cols
+                c = torch.lerp(
+                    g2.mean(0), self.old[-1][o + rows : end], b, out=self.slot[o + rows : end]
+                )
+                self.matrices[j] = (cols, (r / (r.mean() + 1e-30)).sqrt(), c.sqrt())
+
+    def features(self, chunk: Chunk, v: SimpleNamespace, pass_: int) -> Tensor:
+        """Fill the chunk's feature rows; return its momenta, (M, width). In pass 1 a chunk of
+        small tensors first takes their state step (those of large ones stepped whole) and
+        the rows g and theta of large ones are left out (their sums are taken whole); pass 2
+        reads the new state."""
+        a, b = chunk.start, chunk.stop
+        segments, grads = chunk.segments, self.grads
+        g = v.g
+        if pass_ == 2 or not chunk.own:
+            if len(segments) == 1:
+                s = segments[0]
+                g.copy_(grads[s.tensor][s.start : s.stop])
+                v.theta.copy_(self.params[s.tensor][s.start : s.stop])
+            else:
+                for s in segments:
+                    g[s.columns].copy_(grads[s.tensor][s.start : s.stop])
+                    v.theta[s.columns].copy_(self.params[s.tensor][s.start : s.stop])
+        write = pass_ == 1 and not chunk.own
+        if write:
+            old, new = self.old, self.rows
+            for i, decay in enumerate(self.decays):
+                torch.lerp(g, old[i][a:b], decay, out=new[i][a:b])
+            m = self.moments
+            g2 = torch.mul(g, g, out=v.tmp0)
+            torch.lerp(g2, old[m][a:b], self.rms_decay, out=self.v[a:b])
+        torch.sqrt(self.v[a:b], out=v.rms)
+        for s in segments:
+            fac = v.fac if len(segments) == 1 else v.fac[s.columns]
+            matrix = self.matrices.get(s.tensor)
+            if matrix is not None:
+                cols, root_r, root_c = matrix
+                rows = root_r[s.start // cols : s.stop // cols]
+                torch.outer(rows, root_c, out=fac.view(-1, cols))
+                continue
+            o = self.plan.offsets[s.tensor]
+            slot = slice(o + s.start, o + s.stop)
+            if write:
+                gs = grads[s.tensor][s.start : s.stop]
+                g2 = torch.mul(gs, gs, out=fac)
+                torch.lerp(g2, self.old[-1][slot], self.fac_decay, out=self.slot[slot])
+            torch.sqrt(self.slot[slot], out=fac)
+        v.roots.add_(self.roots_eps)  # rms' and fac' (see the class docstring)
+        torch.reciprocal(v.roots, out=v.inverses)
+        torch.mul(self.momenta_3d[:, :, a:b], v.inverses_3d, out=v.ratios)  # m / rms', m / fac'
+        return self.momenta[:, a:b]
+
+
 class PerParameterMLP(StepOptimizer):
     """A small MLP applied to every coordinate's normalised features (see the module
     docstring). ``step(grads, state, params=theta_t)`` maps gradients of any shapes to
@@ -240,6 +568,12 @@ class PerParameterMLP(StepOptimizer):
 
     reads_params = True
     per_tensor_statistics = True  # batched problems are stepped apart (optimizers.problems)
+    steps_in_place = True  # without autograd, a caller that owns the state may ask for it
+    # Coordinates per chunk of a step taken without autograd (see the module docstring): on
+    # the CPU, so that a chunk's features and hidden units stay in cache; on an accelerator,
+    # to bound the scratch memory (about 50 floats per coordinate of a chunk at the defaults).
+    chunk_size = 16384
+    accelerator_chunk_size = 1 << 20
 
     def __init__(self, config: MLPOptimizerConfig | None = None) -> None:
         super().__init__()
@@ -289,13 +623,19 @@ class PerParameterMLP(StepOptimizer):
         grads: Sequence[Tensor],
         state: OptState,
         params: Sequence[Tensor] | None = None,
+        in_place: bool = False,
     ) -> tuple[list[Tensor], OptState]:
-        """One step; ``params``: theta_t, shaped like ``grads``."""
+        """One step; ``params``: theta_t, shaped like ``grads``. Without autograd the step
+        takes the fast path (see the module docstring), which with ``in_place`` (a caller that
+        owns ``state``, see ``l2o.optimizers.base``) writes the new state into ``state``'s
+        tensors."""
         if params is None or len(params) != len(grads):
             raise InvalidInput(
                 "the MLP optimizer reads the parameters: pass step(grads, state, "
                 "params=theta_t), one tensor per gradient"
             )
+        if not torch.is_grad_enabled():
+            return self._fast_step(grads, state, params, in_place)
         dtype = self.output.weight.dtype
         g = flatten(grads, dtype)
         t = state["step"] + 1
@@ -349,6 +689,182 @@ class PerParameterMLP(StepOptimizer):
             for u, k, grad in zip(pieces, multipliers, grads)
         ]
         return updates, new_state
+
+    def _fast_step(
+        self, grads: Sequence[Tensor], state: OptState, params: Sequence[Tensor], in_place: bool
+    ) -> tuple[list[Tensor], OptState]:
+        """``step`` without autograd (see the module docstring): the same maths, chunk by
+        chunk, the normaliser folded into the first layer's weights per tensor."""
+        c = self.config
+        weight = self.output.weight
+        dtype, device = weight.dtype, weight.device
+        m = len(c.momentum)
+        rows = 4 + 2 * m  # the scratch block's feature rows (the momenta are the state's)
+        step = state["step"]
+        t = step + 1
+        numels = [g.numel() for g in grads]
+        total = sum(numels)
+        plan = self._plan([g.shape for g in grads], device)
+        old = [*state["momentum"], *state["rms"], *state["factored"]]
+        new = _state_block(old) if in_place else None
+        if new is None:  # a new state, its rows one matrix (in place from the next step on)
+            new = torch.empty(m + 2, total, dtype=old[0].dtype, device=old[0].device)
+            new[-1].zero_()  # the factored slots' unused tail
+        run = _FastStep(
+            c,
+            plan,
+            [g.detach().reshape(-1).to(dtype) for g in grads],
+            [p.detach().reshape(-1).to(dtype) for p in params],
+            old,
+            new,
+            t,
+        )
+        sums = torch.zeros(len(grads), rows + m, dtype=dtype, device=device)
+        run.whole_tensors(sums)
+        scratch = self._scratch(plan.width, dtype, device)
+
+        # Pass 1: the new state, and the norm of every feature over each segment (of large
+        # tensors, but for g, theta and the momenta, whose sums are taken whole).
+        segments = len(plan.tensor_of_segment)
+        norms_x = torch.zeros(segments, rows, dtype=dtype, device=device)
+        norms_m = torch.zeros(segments, m, dtype=dtype, device=device)
+        norms_derived = norms_x[:, 2:]
+        norm = torch.linalg.vector_norm
+        k = 0
+        for chunk in plan.chunks:
+            v = scratch.at(chunk.stop - chunk.start)
+            momenta = run.features(chunk, v, 1)
+            if chunk.own:
+                norm(v.derived, dim=1, out=norms_derived[k])
+                norm(momenta, dim=1, out=norms_m[k])
+                k += 1
+                continue
+            for s in chunk.segments:
+                norm(v.features[:, s.columns], dim=1, out=norms_x[k])
+                norm(momenta[:, s.columns], dim=1, out=norms_m[k])
+                k += 1
+        segment_tensor = torch.tensor(plan.tensor_of_segment, device=device)
+        norms = torch.cat([norms_x, norms_m], dim=1)
+        sums.index_add_(0, segment_tensor, norms.square())
+        counts = torch.tensor(numels, dtype=dtype, device=device).unsqueeze(1)
+        # A feature times its factor is the reference's column: the normaliser and the factor
+        # go into the first layer's weights, one copy per tensor.
+        factors = torch.tensor(run.factors, dtype=dtype, device=device)
+        mean_squares = sums / counts * factors.square()  # (T, features): the reference's
+        first = self.hidden[0]
+        time = step_features(step, self.scales).to(dtype)
+        bias = first.bias
+        if len(c.time_scales):  # the step features, the same for every coordinate
+            bias = bias + first.weight[:, 4 + 3 * m :] @ time
+        order = torch.tensor(fast_feature_order(m), device=device)
+        scaled = first.weight.index_select(1, order).unsqueeze(0) * (
+            torch.rsqrt(1e-5 + mean_squares) * factors
+        ).unsqueeze(1)  # (T, hidden, features)
+        weights = torch.cat([scaled[:, :, :rows], bias.expand(len(grads), -1)[:, :, None]], 2)
+        weights_m = scaled[:, :, rows:].contiguous()  # of the momenta
+        weights, weights_m = weights.unbind(), weights_m.unbind()  # one per tensor
+        layers = [torch.cat([a.weight, a.bias.unsqueeze(1)], dim=1) for a in self.hidden[1:]]
+        # The read-outs of [h; 1]: d step_mult and a exp_mult; the nominal term's log rate
+        # w tanh(h) + c of [tanh h; 1].
+        multipliers = self.output.weight.new_tensor([c.step_mult, c.exp_mult]).unsqueeze(1)
+        out = torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1) * multipliers
+        nominal = None
+        if self.nominal is not None:
+            nominal = torch.cat([self.nominal.weight, self.nominal.bias.unsqueeze(1)], dim=1)
+        adam = 4 + c.momentum.index(ADAM_BETA1)  # the row of m^(0.9) / rms'
+        adam_factor = -run.factors[adam]
+
+        # Pass 2: the MLP on each chunk's features.
+        update = torch.empty(total, dtype=dtype, device=device)
+        squares = norms.new_empty(segments) if self.scheduler else None
+        k = 0
+        for chunk in plan.chunks:
+            v = scratch.at(chunk.stop - chunk.start)
+            momenta = run.features(chunk, v, 2)
+            h, spare = v.layers
+            if len(chunk.segments) == 1:
+                j = chunk.segments[0].tensor
+                torch.mm(weights[j], v.x, out=h.units).addmm_(weights_m[j], momenta)
+            else:
+                for s in chunk.segments:
+                    units = h.units[:, s.columns]
+                    torch.mm(weights[s.tensor], v.x[:, s.columns], out=units)
+                    units.addmm_(weights_m[s.tensor], momenta[:, s.columns])
+            h.units.relu_()
+            for layer in layers:
+                torch.mm(layer, h.with_ones, out=spare.units).relu_()
+                h, spare = spare, h
+            torch.mm(out, h.with_ones, out=v.direction_magnitude)
+            u = update[chunk.start : chunk.stop]
+            if nominal is None:
+                torch.mul(v.direction, v.magnitude.exp_(), out=u)
+            else:  # d exp(a) - exp(w tanh(h) + c) m_hat / rms
+                h.units.tanh_()
+                torch.mm(nominal, h.with_ones, out=v.rate)
+                v.exps.exp_()
+                torch.mul(v.direction, v.magnitude, out=u)
+                u.addcmul_(v.rate_row, v.x[adam], value=adam_factor)
+            if squares is None:
+                continue
+            if len(chunk.segments) == 1:
+                torch.dot(u, u, out=squares[k])
+                k += 1
+                continue
+            for s in chunk.segments:
+                piece = u[s.columns]
+                torch.dot(piece, piece, out=squares[k])
+                k += 1
+
+        momentum_state = list(new[:m].unbind())
+        new_state = {
+            "step": t,
+            "momentum": momentum_state,
+            "rms": [new[m]],
+            "factored": [new[m + 1]],
+        }
+        if squares is not None:
+            per_tensor = squares.new_zeros(len(grads)).index_add_(0, segment_tensor, squares)
+            # The mean squares of g, m_hat^(0.9), theta, m_hat^(0.9) / rms and the update.
+            columns = [0, rows + c.momentum.index(ADAM_BETA1), 1, adam]
+            stats = torch.cat(
+                [mean_squares[:, columns], (per_tensor / counts.squeeze(1).clamp(min=1))[:, None]],
+                dim=1,
+            )
+            log_lr, new_state[PER_TENSOR] = self.scheduler(stats, time, state[PER_TENSOR])
+            for piece, k_ in zip(update.split(numels), torch.exp(log_lr).unbind()):
+                piece.mul_(k_)
+        updates = [
+            u.view(g.shape) if g.dtype == dtype else u.view(g.shape).to(g.dtype)
+            for u, g in zip(update.split(numels), grads)
+        ]
+        return updates, new_state
+
+    def _plan(self, shapes: list[torch.Size], device: torch.device) -> ChunkPlan:
+        """The chunks of the step without autograd (made once per list of shapes)."""
+        chunk_size = self.chunk_size if device.type == "cpu" else self.accelerator_chunk_size
+        cache = self.__dict__.setdefault("_chunk_plans", {})
+        key = (tuple(shapes), chunk_size)
+        plan = cache.get(key)
+        if plan is None:
+            if len(cache) >= 16:
+                cache.clear()
+            plan = cache[key] = ChunkPlan.build(shapes, chunk_size)
+        return plan
+
+    def _scratch(self, width: int, dtype: torch.dtype, device: torch.device) -> _Scratch:
+        """The step without autograd's buffers, kept between steps."""
+        scratch = self.__dict__.get("_scratch_space")
+        if scratch is None or not scratch.fits(width, dtype, device):
+            c = self.config
+            scratch = _Scratch(len(c.momentum), c.hidden_size, width, dtype, device)
+            self.__dict__["_scratch_space"] = scratch
+        return scratch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_scratch_space", None)  # made again on use
+        state.pop("_chunk_plans", None)
+        return state
 
     def spec(self) -> dict[str, Any]:
         """The config, JSON-ready (lists, not tuples). Without a scheduler its options are left
