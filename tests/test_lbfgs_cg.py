@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from coupled_tasks import TwoTensorTask, run_per_problem
 from l2o.config import config_from_dict
 from l2o.errors import InvalidInput
 from l2o.evaluate import rollout
@@ -79,6 +80,13 @@ def test_batched_problems_each_follow_their_own_torch_lbfgs():
         for _ in range(12):
             reference.step(closure)
         torch.testing.assert_close(run.params[0][p], theta.detach(), rtol=1e-9, atol=1e-11)
+
+
+def test_problems_of_several_tensors_are_stepped_apart_as_if_alone():
+    task = TwoTensorTask(dtype=torch.float64)
+    opt = LBFGS(lr=0.2, history_size=3)
+    for ours, alone in zip(rollout(opt, task, 10).params, run_per_problem(opt, task, 10)):
+        torch.testing.assert_close(ours, alone, rtol=1e-9, atol=1e-11)
 
 
 def test_a_converged_problem_is_neither_stepped_nor_changed():

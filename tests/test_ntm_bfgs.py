@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 import l2o
+from coupled_tasks import TwoTensorTask, run_per_problem
 from l2o.checkpoint import load_checkpoint, save_checkpoint
 from l2o.config import config_from_dict, load_config
 from l2o.errors import InvalidInput
@@ -178,6 +179,15 @@ def test_a_tasks_batched_problems_are_stepped_apart_as_if_alone(history):
     torch.testing.assert_close(torch.stack(thetas).detach(), core.state.params[0].detach())
     assert torch.equal(rollout(opt, task, 6).params[0], core.state.params[0].detach())
     assert not torch.equal(core.state.params[0], task.init_params()[0])
+
+
+@pytest.mark.parametrize("share", ["all", "tensor"])
+def test_problems_of_several_tensors_are_stepped_apart_as_if_alone(share):
+    opt = _perturbed(NTMBFGSConfig(hidden_size=6, global_cells=2, share=share, history=2))
+    task = TwoTensorTask()
+    core = unroll(task, opt, init_unroll(task, opt), weights=[1.0] * 5)
+    for ours, alone in zip(core.state.params, run_per_problem(opt, task, 5)):
+        torch.testing.assert_close(ours.detach(), alone)
 
 
 def test_learned_optimizer_on_a_module_gives_the_updates_of_direct_step_calls():
