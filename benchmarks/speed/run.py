@@ -213,6 +213,28 @@ def time_steps(optimizers: dict[str, object], device: str, repeats: int) -> dict
     return seconds
 
 
+def time_steps_and_cpu(
+    optimizers: dict[str, object], device: str, repeats: int
+) -> tuple[dict[str, list], dict[str, list]]:
+    """``time_steps``, with the CPU time of this thread for each step as well: on a shared
+    machine the wall-clock also counts the time the thread waited for a core, which falls on
+    long steps more than on short ones; the CPU time does not."""
+    for opt in optimizers.values():
+        for _ in range(3):
+            opt.step()
+    sync(device)
+    wall: dict[str, list] = {kind: [] for kind in optimizers}
+    cpu: dict[str, list] = {kind: [] for kind in optimizers}
+    for _ in range(repeats):
+        for kind, opt in optimizers.items():
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            opt.step()
+            sync(device)
+            cpu[kind].append(time.thread_time() - start_cpu)
+            wall[kind].append(time.perf_counter() - start)
+    return wall, cpu
+
+
 def peak_step_bytes(
     kind: str, n: int, device: str, names: list[str], config: str | None = None
 ) -> int:
@@ -435,8 +457,9 @@ def generalist(args: argparse.Namespace) -> int:
         repeats = max(3, args.repeats // 4) if kind == "generalist-reference" else args.repeats
         pair = {ADAM: build[ADAM](linear_params(args.device)), kind: None}
         pair[kind] = build[kind](linear_params(args.device))
-        seconds = time_steps(pair, args.device, repeats)
+        seconds, cpu = time_steps_and_cpu(pair, args.device, repeats)
         adam, learned = (statistics.median(seconds[k]) for k in (ADAM, kind))
+        adam_cpu, learned_cpu = (statistics.median(cpu[k]) for k in (ADAM, kind))
         rows.append(
             {
                 "optimizer": kind,
@@ -447,6 +470,11 @@ def generalist(args: argparse.Namespace) -> int:
                 "torch_adam_seconds_median": adam,
                 "torch_adam_seconds": seconds[ADAM],
                 "ratio_to_torch_adam": learned / adam,
+                "step_cpu_seconds_median": learned_cpu,
+                "step_cpu_seconds": cpu[kind],
+                "torch_adam_cpu_seconds_median": adam_cpu,
+                "torch_adam_cpu_seconds": cpu[ADAM],
+                "cpu_ratio_to_torch_adam": learned_cpu / adam_cpu,
                 "state_bytes_per_param": state_bytes(pair[kind]) / n,
                 "torch_adam_state_bytes_per_param": state_bytes(pair[ADAM]) / n,
             }
@@ -460,6 +488,7 @@ def generalist(args: argparse.Namespace) -> int:
         print(
             f"{kind:<22} {1e3 * row['step_seconds_median']:8.2f} ms  torch Adam "
             f"{1e3 * row['torch_adam_seconds_median']:6.2f} ms  x{row['ratio_to_torch_adam']:6.1f}"
+            f"  (CPU time x{row['cpu_ratio_to_torch_adam']:6.1f})"
             f"  state {row['state_bytes_per_param']:5.1f}  peak "
             f"{row['peak_step_bytes_per_param']:6.1f} B/param",
             flush=True,
@@ -504,7 +533,11 @@ def generalist_markdown(result: dict) -> str:
         "`torch.optim.Adam(foreach=True)` of its own (one step of each per round, "
         f"{result['repeats']} rounds",
         "after 3 warm-up steps; a quarter of them for the slow reference step), so that the two",
-        "meet the same load; the ratio is the learned step's median over that Adam's median.",
+        "meet the same load; a ratio is the learned step's median over that Adam's median, of",
+        "the wall-clock and of the CPU time of the thread (`time.thread_time`; on a shared",
+        "machine the wall-clock also counts the time spent waiting for a core, which falls on",
+        "long steps more than on short ones). Adam's time also depends on what ran before it: a",
+        "step with a large working set (the reference step) evicts Adam's data from the caches.",
         "'front-end' is `l2o.optim.LearnedOptimizer(params, optimizer=...)`, whose step runs",
         "without autograd: the fast path of `l2o.optimizers.mlp` (chunks of "
         f"{result['chunk_size']:,} coordinates, the",
@@ -516,14 +549,17 @@ def generalist_markdown(result: dict) -> str:
         "set size of a fresh process that builds the optimizer and takes 3 steps, over the",
         "parameters and gradients (so allocator slack counts too), per parameter.",
         "",
-        "| optimizer | step (ms) | its torch Adam (ms) | × torch Adam | state (B/param) "
-        "| peak (B/param) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| optimizer | step (ms) | its torch Adam (ms) | × torch Adam | CPU (ms) "
+        "| Adam CPU (ms) | × torch Adam (CPU) | state (B/param) | peak (B/param) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["results"]:
         lines.append(
             f"| {r['label']} | {1e3 * r['step_seconds_median']:.2f} "
             f"| {1e3 * r['torch_adam_seconds_median']:.2f} | {r['ratio_to_torch_adam']:.1f} "
+            f"| {1e3 * r['step_cpu_seconds_median']:.2f} "
+            f"| {1e3 * r['torch_adam_cpu_seconds_median']:.2f} "
+            f"| {r['cpu_ratio_to_torch_adam']:.1f} "
             f"| {r['state_bytes_per_param']:.1f} | {r['peak_step_bytes_per_param']:.1f} |"
         )
     adam_state = result["results"][0]["torch_adam_state_bytes_per_param"]
