@@ -7,10 +7,10 @@ parameter groups and a state_dict save/load, where the state steps in place.
 
 Tolerance: the two paths compute the same formulas in other orders (the normaliser folded into
 the first layer's weights, bias corrections folded into weights), so their updates differ by
-float32 rounding, which the MLP's sums can amplify where they cancel: a coordinate's updates
-agree to ``RTOL`` = 1e-5 of it plus ``ATOL`` = 2e-6 of its tensor's largest update (on this
-machine the largest difference seen is about 3e-7 of the largest update), and the fast step is
-as close to the same step in float64 as the reference is.
+float32 rounding, which the MLP's sums amplify where they cancel (there the reference itself
+is off the same step in float64 by up to 4e-4 of the update): a coordinate's updates agree to
+``RTOL`` = 1e-5 of it plus ``ATOL`` = 2e-6 of the step's largest update, and the fast step is as
+close to the same step in float64 as the reference is.
 """
 
 import copy
@@ -66,11 +66,10 @@ def _fast(opt, grads, state, params, in_place=False):
 
 
 def _assert_updates_close(got: list[Tensor], want: list[Tensor]) -> None:
+    scale = max(w.abs().max().item() for w in want if w.numel())
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
-        if w.numel():
-            scale = w.abs().max().item()
-            torch.testing.assert_close(g, w, rtol=RTOL, atol=ATOL * scale + 1e-30)
+        torch.testing.assert_close(g, w, rtol=RTOL, atol=ATOL * scale)
 
 
 def _assert_state_equal(got, want) -> None:
@@ -108,9 +107,10 @@ def test_fast_step_is_the_reference_step(name):
         params = [p + u for p, u in zip(params, want)]
 
 
-def test_fast_step_is_as_close_to_float64_as_the_reference():
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_fast_step_is_as_close_to_float64_as_the_reference(name):
     """Scale-free: the fast step's error from the same step in float64 is the reference's."""
-    opt = _woken(GENERALIST)
+    opt = _woken(CONFIGS[name])
     wide = copy.deepcopy(opt).double()
     params = [torch.randn(s) for s in SHAPES]
     ref_state, fast_state = opt.init_state(params), opt.init_state(params)
@@ -127,7 +127,7 @@ def test_fast_step_is_as_close_to_float64_as_the_reference():
                 rms = e.pow(2).mean().sqrt()
                 reference_error = ((w.double() - e).abs().max() / rms).item()
                 fast_error = ((g.double() - e).abs().max() / rms).item()
-                assert fast_error <= 3 * reference_error + 1e-6, (step, g.shape)
+                assert fast_error <= 2 * reference_error + 1e-5, (step, g.shape)
         params = [p + u for p, u in zip(params, want)]
 
 

@@ -374,7 +374,7 @@ class _Scratch:
     chunk width: ``x``, the feature rows but the momenta (``fast_feature_order``; see
     ``_FastStep`` for their scales) and a row of ones (the first layer's bias); ``h`` and
     ``h2``, a hidden layer's units and a row of ones (the next layer's bias); ``out``: the
-    direction, the magnitude and the nominal term's log rate; ``tmp``: two rows of
+    direction, the magnitude and the nominal term's log rate; ``tmp``: a row of
     temporaries."""
 
     def __init__(
@@ -390,7 +390,7 @@ class _Scratch:
         self.x, self.h, self.h2 = empty(rows + 1), empty(hidden + 1), empty(hidden + 1)
         for ones in (self.x[rows], self.h[hidden], self.h2[hidden]):
             ones.fill_(1.0)
-        self.out, self.tmp = empty(3), empty(2)
+        self.out, self.tmp = empty(3), empty(1)
         self._views: dict[int, SimpleNamespace] = {}
 
     def fits(self, width: int, dtype: torch.dtype, device: torch.device) -> bool:
@@ -412,9 +412,8 @@ class _Scratch:
                 fac=x[3],
                 roots=x[2:4],  # rms and fac
                 ratios=x[4 : 4 + 2 * m].unflatten(0, (2, m)),  # (2, M, width)
+                roots_3d=x[2:4].unsqueeze(1),  # (2, 1, width)
                 tmp0=tmp[0],
-                inverses=tmp,  # 1 / rms, 1 / fac
-                inverses_3d=tmp.unsqueeze(1),  # (2, 1, width)
                 layers=[
                     SimpleNamespace(units=h[:hidden, :width], with_ones=h[:, :width])
                     for h in (self.h, self.h2)
@@ -551,8 +550,7 @@ class _FastStep:
                 torch.lerp(g2, self.old[-1][slot], self.fac_decay, out=self.slot[slot])
             torch.sqrt(self.slot[slot], out=fac)
         v.roots.add_(self.roots_eps)  # rms' and fac' (see the class docstring)
-        torch.reciprocal(v.roots, out=v.inverses)
-        torch.mul(self.momenta_3d[:, :, a:b], v.inverses_3d, out=v.ratios)  # m / rms', m / fac'
+        torch.div(self.momenta_3d[:, :, a:b], v.roots_3d, out=v.ratios)  # m / rms', m / fac'
         return self.momenta[:, a:b]
 
 
