@@ -167,6 +167,11 @@ def read(left: Tensor, right: Tensor, r: Tensor, shared: Segments) -> Tensor:
     averaged, then spread back and combined with ``left``. Returns (N, R)."""
     if left.shape[1] == 0:
         return torch.zeros_like(r)
+    if shared.block is not None:  # equal blocks in order: products within each segment
+        blocks = (shared.count, shared.block)
+        rl, rr, rv = (t.reshape(*blocks, t.shape[1]) for t in (left, right, r))
+        dots = torch.einsum("snk,snr->skr", rr, rv) / shared.block  # (S, K, R): b_s . r / n
+        return torch.einsum("snk,skr->snr", rl, dots).reshape(r.shape)
     dots = shared.mean(right.unsqueeze(-1) * r.unsqueeze(1), dim=0)  # (N, K, R): b_s . r / n
     return (left.unsqueeze(-1) * dots).sum(1)
 
