@@ -61,8 +61,10 @@ def validate(
     Tasks that bring their own horizon (a mixture's, ``l2o.tasks.mixture``) differ in size,
     loss scale and length, so their scores are relative: "final_loss" is the geometric mean
     over the tasks of mean f(theta_T) / mean f(theta_0) (1 = no progress; inf if one diverged),
-    "summed_loss" the mean over tasks of sum_t f(theta_t) / (T f(theta_0)), and "curve" the
-    geometric mean of f(theta_t) / f(theta_0) up to the shortest horizon."""
+    each ratio floored at ``RATIO_FLOOR`` (a quadratic's loss falls to float32's noise, 1e-13 of
+    where it started, and would otherwise outweigh every other task), "summed_loss" the mean
+    over tasks of sum_t f(theta_t) / (T f(theta_0)), and "curve" the geometric mean of the
+    floored f(theta_t) / f(theta_0) up to the shortest horizon."""
     tasks = [
         family.sample(task_seed("validation", i), device=config.device)
         for i in range(config.validation_tasks)
@@ -87,7 +89,7 @@ def _validate_relative(
     ratios = []  # per task: (T + 1,) mean f(theta_t) / mean f(theta_0)
     for task in tasks:
         losses = rollout(optimizer, task, task.horizon or horizon).losses.double().mean(1)
-        ratios.append(losses / losses[0])
+        ratios.append((losses / losses[0]).clamp_min(RATIO_FLOOR))
     finals = torch.stack([r[-1] for r in ratios])
     final = finals.log().mean().exp().item() if bool(torch.isfinite(finals).all()) else math.inf
     shortest = min(len(r) for r in ratios)
@@ -97,6 +99,11 @@ def _validate_relative(
         "summed_loss": float(torch.stack([r[1:].mean() for r in ratios]).mean()),
         "curve": curve.tolist(),
     }
+
+
+# Relative validation (tasks with their own horizons): a task's f(theta_T) / f(theta_0) counts as
+# at least this (four orders of magnitude of progress).
+RATIO_FLOOR = 1e-4
 
 
 @dataclass
