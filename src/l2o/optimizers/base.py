@@ -60,6 +60,11 @@ class StepOptimizer(nn.Module):
     per_tensor_statistics: bool = False
     # True: ``step`` takes ``in_place=True`` from a caller that owns the state (see the module doc)
     steps_in_place: bool = False
+    # True: ``step`` shares information between coordinates of several tensors (averages, dot
+    # products, a memory: ``l2o.optimizers.coupling``), so ``init_state`` takes ``problems=n``,
+    # the number of problems that lead a task's tensors, and keeps them apart
+    # (``l2o.optimizers.problems.for_task``)
+    couples_coordinates: bool = False
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         raise NotImplementedError
