@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -447,8 +448,39 @@ def markdown(result: dict, labels: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_load() -> dict:
+    """What else ran: the 1-minute load average and the busiest other processes (``ps``'s
+    CPU %, over each one's lifetime)."""
+    load: dict = {"time": time.strftime("%H:%M:%S UTC", time.gmtime())}
+    try:
+        with open("/proc/loadavg") as f:
+            load["load_average_1min"] = float(f.read().split()[0])
+        done = subprocess.run(
+            ["ps", "-eo", "pid=,pcpu=,args=", "--sort=-pcpu"], capture_output=True, text=True
+        )
+    except (OSError, ValueError):
+        return load
+    others = []
+    for line in done.stdout.splitlines():
+        pid, cpu, command = line.split(None, 2)
+        if int(pid) != os.getpid() and float(cpu) >= 5.0:
+            others.append({"cpu_percent": float(cpu), "command": command[:120]})
+    load["other_processes"] = others[:4]
+    return load
+
+
+def describe_load(load: dict) -> str:
+    others = "; ".join(
+        f"{p['cpu_percent']:.0f}% {p['command']}" for p in load.get("other_processes", [])
+    )
+    return f"{load['time']}: 1-minute load average {load.get('load_average_1min', '?')}" + (
+        f"; other processes: {others}" if others else ""
+    )
+
+
 def generalist(args: argparse.Namespace) -> int:
     """``--generalist``: each learned optimizer against a torch Adam of its own, in turn."""
+    load_before = machine_load()
     build = generalist_builders(args.config, args.device)
     n = sum(p.numel() for p in linear_params("cpu"))
     rows = []
@@ -493,6 +525,7 @@ def generalist(args: argparse.Namespace) -> int:
             f"{row['peak_step_bytes_per_param']:6.1f} B/param",
             flush=True,
         )
+    load_after = machine_load()  # before the peak-memory processes start
     adam_peak = peak_step_bytes(ADAM, n, args.device, [], args.config) / n
     config = load_config(args.config).optimizer
     result = {
@@ -506,6 +539,7 @@ def generalist(args: argparse.Namespace) -> int:
         "repeats": args.repeats,
         "chunk_size": PerParameterMLP.chunk_size,
         "torch_adam_peak_step_bytes_per_param": adam_peak,
+        "load": {"before": load_before, "after_timing": load_after},
         "note": args.note,
         "results": rows,
         "machine": machine(),
@@ -569,6 +603,10 @@ def generalist_markdown(result: dict) -> str:
         f"{result['torch_adam_peak_step_bytes_per_param']:.1f} B/param.",
         "",
         f"torch CPU threads: {result['threads']} (`--threads`). {result['note']}".rstrip(),
+        "",
+        "What else ran (processes above 5% CPU, as `ps` gives it: over each one's lifetime):",
+        "before the timing, " + describe_load(result["load"]["before"]) + "; after it, ",
+        describe_load(result["load"]["after_timing"]) + ".",
         "",
         machine_markdown(result["machine"]),
     ]
