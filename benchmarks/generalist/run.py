@@ -49,12 +49,23 @@ MAX_HOURS = 3.0  # meta-training of the shipped preset on the 2 cores
 
 
 def step_cost() -> dict[str, Any] | None:
-    """The generalist's step cost from the speed benchmark's committed results, if measured."""
-    path = results_dir("speed") / "speed.json"
+    """The generalist's step cost from the speed benchmark's committed results
+    (``python -m benchmarks.speed.run --generalist``), if measured: its front-end row."""
+    path = results_dir("speed") / "speed-generalist.json"
     if not path.is_file():
         return None
-    found = json.loads(path.read_text()).get("generalist")
-    return found if isinstance(found, dict) else None
+    rows = json.loads(path.read_text())["results"]
+    row = next((r for r in rows if r["optimizer"] == "generalist"), None)
+    if row is None:
+        return None
+    return {
+        "over_adam": row["ratio_to_torch_adam"],
+        "over_adam_cpu_time": row["cpu_ratio_to_torch_adam"],
+        "step_ms": 1000 * row["step_seconds_median"],
+        "adam_ms": 1000 * row["torch_adam_seconds_median"],
+        "params": row["params"],
+        "results": "benchmarks/speed/results/speed-generalist.md",
+    }
 
 
 def targets(report: dict[str, Any], name: str, record: dict[str, Any], state_floats: int):
