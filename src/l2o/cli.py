@@ -10,18 +10,27 @@
 The command parses and dispatches; what each one runs is a library function (l2o.runs.train,
 l2o.pipelines.evaluate_checkpoint / evaluate_figure / suite / demo). Errors in the user's input
 print one line naming the bad value and exit with status 2.
+
+``l2o train`` and ``l2o evaluate`` also run under torchrun (``l2o.distributed``,
+docs/distributed.md): ``torchrun --nproc_per_node=2 -m l2o train ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from l2o import distributed
 from l2o.errors import InvalidInput, L2OError
 from l2o.pipelines import DEFAULT_BASELINES
+
+# The commands that run under torchrun, shared among its processes.
+DISTRIBUTED_COMMANDS = ("train", "evaluate")
 
 DEFAULT_TEST_TASKS = 8
 DEFAULT_VALIDATION_TASKS = 2
@@ -32,20 +41,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     from l2o.pipelines import prepare_data
     from l2o.runs import train
 
-    config = load_config(args.config, [*args.set, *_data_overrides(args)])
-    prepare_data(config.task, args.download)
-    if not args.quiet:
+    world = distributed.World.current()
+
+    def load() -> Any:
+        config = load_config(args.config, [*args.set, *_data_overrides(args)])
+        prepare_data(config.task, args.download)
+        return config
+
+    config = world.agree(load)
+    quiet = args.quiet or not world.is_main
+    if not quiet:
+        processes = f" in {world.size} processes" if world.distributed else ""
         print(
-            f"meta-training on {config.task.name} for {config.meta.epochs} epochs -> {args.run_dir}"
+            f"meta-training on {config.task.name} for {config.meta.epochs} epochs{processes} -> "
+            f"{args.run_dir}",
+            flush=True,
         )
     state = train(
         config,
         args.run_dir,
         force=args.force,
         resume=args.resume,
-        quiet=args.quiet,
+        quiet=quiet,
         inputs=[args.config] if args.config else [],
+        restarted=distributed.restart_count() > 0,
+        world=world,
     )
+    if not world.is_main:
+        return 0
     checkpoints = Path(args.run_dir) / "checkpoints"
     if state.best_epoch < 0:
         print(
@@ -101,7 +124,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         download=args.download,
         quiet=args.quiet,
     )
+    world = distributed.World.current()
     if args.figure is not None:
+        if world.distributed:
+            raise InvalidInput(
+                "l2o evaluate --figure runs in one process: run it without torchrun (l2o "
+                "evaluate without --figure is shared among torchrun's processes)"
+            )
         given = [flag for flag, value in _preset_flags(args).items() if value is not None]
         if given:
             raise InvalidInput(
@@ -126,8 +155,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ),
         baselines=_parse_baselines(args.baselines or ",".join(DEFAULT_BASELINES)),
         grid=_parse_grid(args.lr_grid),
+        world=world,
         **common,
     )
+    if not world.is_main:
+        return 0
     out = Path(args.out)
     print(format_table(result))
     print(f"wrote {out / 'results.json'}, {out / 'report.md'}, loss.png and final_loss.png")
@@ -359,21 +391,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """torchrun's SIGTERM: say so on one line and stop at once, as a kill would (whatever is
+    being written stays a temporary file, which ``--resume`` removes; metrics.jsonl's last
+    line, if cut short, is dropped)."""
+    rank, size = os.environ.get("RANK", "?"), os.environ.get("WORLD_SIZE", "?")
+    print(
+        f"l2o: process {rank} of {size} stopped by torchrun (SIGTERM: another process of the "
+        f"job stopped, or the job was stopped); the files written so far are complete "
+        f"(continue with --resume; torchrun --max-restarts does it by itself)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(143)
+
+
+def _join_job(args: argparse.Namespace) -> distributed.World:
+    """Under torchrun: refuse the commands that run in one process; join the job's process
+    group for the others, and turn torchrun's SIGTERM into one line."""
+    if not distributed.under_torchrun():
+        return distributed.World()
+    if args.command not in DISTRIBUTED_COMMANDS:
+        message = (
+            f"l2o {args.command} runs in one process: run it without torchrun (under torchrun: "
+            f"{' and '.join('l2o ' + c for c in DISTRIBUTED_COMMANDS)})"
+        )
+        raise distributed.SharedError(message, show=os.environ.get("RANK", "0") == "0")
+    signal.signal(signal.SIGTERM, _terminate)
+    return distributed.init_from_environment()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; problems with the user's input or files (``L2OError``, and ``OSError``
     such as a full disk) print one line and exit 2; anything else is a bug in l2o: one line
-    saying so and exit 1 (with ``--debug``: the traceback)."""
+    saying so and exit 1 (with ``--debug``: the traceback).
+
+    Under torchrun every process runs the command (``l2o.distributed``); an error that every
+    process meets alike is printed once, by rank 0, others by the process that met them,
+    named ("process 1 of 2: ...")."""
     args = build_parser().parse_args(argv)
+    world = distributed.World()
+    where = ""
     try:
+        world = _join_job(args)
+        where = f"{world.describe()}: " if world.distributed else ""
         return args.func(args)
+    except distributed.SharedError as e:
+        if args.debug:
+            raise
+        if e.show:
+            print(f"l2o: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     except (L2OError, OSError) as e:
         if args.debug:
             raise
-        print(f"l2o: error: {_one_line(e)}", file=sys.stderr)
+        message = _one_line(e)
+        if isinstance(e, distributed.ProcessLost):
+            where = ""  # it names the process itself
+        print(f"l2o: error: {where}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
-            "l2o: interrupted; every file written so far is complete "
+            f"l2o: {where}interrupted; every file written so far is complete "
             "(continue a meta-training run with --resume)",
             file=sys.stderr,
         )
@@ -382,11 +461,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"l2o: internal error: {type(e).__name__}: {_one_line(e)} (a bug in l2o: rerun with "
-            f"--debug for the traceback and please report it)",
+            f"l2o: internal error: {where}{type(e).__name__}: {_one_line(e)} (a bug in l2o: "
+            f"rerun with --debug for the traceback and please report it)",
             file=sys.stderr,
         )
         return 1
+    finally:
+        if world.distributed:
+            distributed.finish()
 
 
 def _one_line(error: BaseException) -> str:

@@ -518,4 +518,14 @@ def _compact(t: Tensor) -> Tensor:
     return t
 
 
+def __getattr__(name: str) -> Any:
+    """``l2o.optim.ShardedLearnedOptimizer``: the step sharded over a DDP job's processes
+    (defined in ``l2o.sharded``, which builds on this module)."""
+    if name == "ShardedLearnedOptimizer":
+        from l2o.sharded import ShardedLearnedOptimizer
+
+        return ShardedLearnedOptimizer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["LearnedOptimizer", "maths_dtype"]

@@ -22,6 +22,7 @@ from l2o.checkpoint import atomic_write_text, load_checkpoint, resolve
 from l2o.checks import check_positive_int
 from l2o.config import ExperimentConfig, apply_overrides, config_from_dict, parse_override
 from l2o.devices import check_device
+from l2o.distributed import World
 from l2o.errors import InvalidInput
 from l2o.evaluate import compare, lr_grid, write_json, write_report
 from l2o.evaluate.compare import count_rollouts
@@ -81,13 +82,19 @@ def evaluate_checkpoint(
     force: bool = False,
     download: bool = False,
     quiet: bool = False,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Compare a trained optimizer (a pretrained name, checkpoint or run directory) with the
     ``baselines``, each with its learning rate tuned on ``validation_tasks`` held-out tasks over
     ``grid`` (default ``lr_grid()``), on ``test_tasks`` test tasks of ``steps`` steps (default:
     its training horizon), on the task it was trained on (or ``task``, with ``task.*``
     ``overrides``). Writes ``out``/results.json, report.md, loss.png and final_loss.png into
-    the new directory ``out``; returns the results (``format_table`` prints them)."""
+    the new directory ``out``; returns the results (``format_table`` prints them).
+
+    ``world``: the processes of a torchrun job (``l2o.distributed``; default: this process
+    alone), which all call it alike: each checks the inputs, the rollouts are shared among them
+    (``compare``), rank 0 alone writes ``out``; every one returns the results."""
+    world = world or World()
     check_positive_int("test_tasks", test_tasks)
     check_positive_int("validation_tasks", validation_tasks)
     if steps is not None:
@@ -97,19 +104,26 @@ def evaluate_checkpoint(
         raise InvalidInput(
             f"unknown optimizer {unknown[0]!r} in baselines (valid: {', '.join(BASELINES)})"
         )
-    check_device(device)
-    source = resolve(optimizer)
-    learned, record = load_checkpoint(source)
-    task_cfg = task_config(record, task, overrides)
-    family = make_task_family(task_cfg.pop("name"), **task_cfg)
-    prepare_data(family, download)
-    out = prepare_directory(out, force, "evaluation", _inputs(source, family))
+
+    def check_inputs() -> tuple[Any, ...]:
+        check_device(device)
+        world.check_device(device, "--device")
+        source = resolve(optimizer)
+        learned, record = load_checkpoint(source)
+        task_cfg = task_config(record, task, overrides)
+        family = make_task_family(task_cfg.pop("name"), **task_cfg)
+        prepare_data(family, download)
+        return source, learned, record, family
+
+    source, learned, record, family = world.agree(check_inputs)
+    out = Path(out)
+    world.from_main(lambda: prepare_directory(out, force, "evaluation", _inputs(source, family)))
     steps = steps or record.get("training", {}).get("horizon", 100)
     grid = list(grid or lr_grid())
     bar = Progress(
         count_rollouts(1, len(baselines), len(grid), validation_tasks, test_tasks),
         "evaluating",
-        quiet,
+        quiet or not world.is_main,
     )
     comparison = compare(
         {"lstm": learned},
@@ -119,17 +133,22 @@ def evaluate_checkpoint(
         num_validation_tasks=validation_tasks,
         num_test_tasks=test_tasks,
         grid=grid,
-        device=device,
+        device=world.device(device),
         progress=bar.write,
         bar=bar,
+        world=world,
     )
     bar.close()
     result = comparison.to_json()
     result["learned_optimizer"] = {"checkpoint": str(source), "spec": record["optimizer"]}
     result["lstm_over_adam"] = comparison.ratio("lstm") if "adam" in baselines else None
-    write_json(out / "results.json", result)
-    figures = [p.name for p in draw_results(result, out, "png")]
-    write_report(result, out, figures)
+
+    def write() -> None:
+        write_json(out / "results.json", result)
+        figures = [p.name for p in draw_results(result, out, "png")]
+        write_report(result, out, figures)
+
+    world.from_main(write)
     return result
 
 

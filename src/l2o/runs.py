@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from l2o.checkpoint import (
 )
 from l2o.config import ExperimentConfig, config_from_dict, load_config_dict, to_toml
 from l2o.devices import check_device
+from l2o.distributed import World
 from l2o.errors import InvalidInput, L2OError, RunDirectoryExists
 from l2o.meta.train import MetaTrainer, TrainingState
 from l2o.monitor import Monitor
@@ -216,6 +218,8 @@ def train(
     quiet: bool = False,
     tensorboard: bool = True,
     inputs: Sequence[str | Path] = (),
+    restarted: bool = False,
+    world: World | None = None,
 ) -> TrainingState:
     """Meta-train as ``config`` says into ``run_dir`` (a new directory, or one to resume).
 
@@ -226,41 +230,81 @@ def train(
     ``metrics.jsonl`` and TensorBoard are cut back to that epoch, so every epoch appears once.
 
     Progress goes to stdout (a bar on a terminal, log lines otherwise; nothing if ``quiet``),
-    TensorBoard event files to ``run_dir/tensorboard``."""
+    TensorBoard event files to ``run_dir/tensorboard``.
+
+    ``world``: the processes of a torchrun job (``l2o.distributed``; default: this process
+    alone), which all call it alike: each checks its own inputs (device, dataset, ``init_from``) and a failure on any of
+    them stops all with one line; rank 0 alone reads and writes ``run_dir``; the processes
+    share the epochs (see ``l2o.meta.train``). ``restarted``: torchrun restarted the job
+    (``--max-restarts``): continue the run in ``run_dir`` if the first attempt got as far as
+    writing its config (as ``resume``), else start it (never ``force``: that would delete what
+    the first attempt did)."""
     run_dir = Path(run_dir)
+    world = world or World()
     if force and resume:
         raise InvalidInput("--force and --resume cannot be combined (resume keeps the run)")
-    check_device(config.meta.device)
-    locate_data = getattr(config.task, "locate_data", None)
-    if locate_data is not None:
-        locate_data()  # reads and verifies the dataset files
-    done = _check_resumable(config, run_dir) if resume else 0
-    optimizer = build_learned_optimizer(config)  # before any file is written: groups may not fit
+    if restarted:
+        resume = resume or world.from_main(lambda: (run_dir / "config.toml").is_file())
+        force = False
+
+    def check_inputs() -> StepOptimizer:
+        from l2o.meta.train import check_split
+
+        check_device(config.meta.device)
+        world.check_device(config.meta.device)
+        check_split(config.meta, world.size)
+        locate_data = getattr(config.task, "locate_data", None)
+        if locate_data is not None:
+            locate_data()  # reads and verifies the dataset files
+        # before any file is written: groups may not fit
+        return build_learned_optimizer(config)
+
+    optimizer = world.agree(check_inputs)
+    done = world.from_main(lambda: _check_resumable(config, run_dir) if resume else 0)
     protected = [*inputs]
     if config.meta.init_from and done == 0:  # resuming loads phi from checkpoints/last
         protected.append(resolve(config.meta.init_from))
-        initialise_from(optimizer, config.meta.init_from)
+        world.agree(lambda: initialise_from(optimizer, config.meta.init_from))
     if getattr(config.task, "data_dir", ""):
         protected.append(config.task.data_dir)
-    if not resume:
-        prepare_directory(run_dir, force, "run", protected)
-    for directory in (run_dir, run_dir / "checkpoints"):
-        remove_interrupted_writes(directory)
-    atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
+
+    def prepare() -> None:
+        if not resume:
+            prepare_directory(run_dir, force, "run", protected)
+        for directory in (run_dir, run_dir / "checkpoints"):
+            remove_interrupted_writes(directory)
+        atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
+
+    world.from_main(prepare)
     from l2o.evaluate.behaviour import state_histograms
 
     trainer = MetaTrainer(
         optimizer,
         config.task,
-        config.meta,
+        # each process on its own GPU when several share a node (meta.device = "cuda")
+        replace(config.meta, device=world.device(config.meta.device)),
         run_dir,
         # Group patterns, so that the optimizer can be assigned to another net's parameters.
         record={"groups": config.group_patterns()} if config.groups else None,
-        monitor=Monitor(run_dir, config.meta.epochs, quiet=quiet, tensorboard=tensorboard),
+        monitor=(
+            Monitor(run_dir, config.meta.epochs, quiet=quiet, tensorboard=tensorboard)
+            if world.is_main
+            else None
+        ),
         histograms=state_histograms,  # of the validated optimizer, for TensorBoard
+        world=world,
     )
     if done:
         trainer.resume()
+        before = trainer.resumed_from_processes
+        if before != world.size and world.is_main and not quiet:
+            print(
+                f"resuming a run of {before} process{'es' if before > 1 else ''} with "
+                f"{world.size}: the same meta-batch (meta.tasks_per_epoch = "
+                f"{config.meta.tasks_per_epoch}), its meta-gradients summed in another order "
+                f"(equal to float rounding, not bit for bit)",
+                flush=True,
+            )
     elif resume:  # stopped before its first checkpoint: start again from epoch 0
         trainer.restart()
     return trainer.run()

@@ -7,6 +7,12 @@ The protocol, the same for every optimizer:
   * every optimizer is scored at the same step (f(theta_T)) and by its summed loss, and, when
     asked, its final parameters on the task's held-out test set (loss, accuracy);
   * wall-clock seconds are measured on the same rollout code for all.
+
+Under torchrun (``compare(..., world=)``, ``l2o.distributed``) the rollouts are shared among
+the processes, round robin, in two rounds: the learned optimizers' test runs with every
+baseline's learning-rate grid on the validation tasks, then the tuned baselines' test runs.
+Each rollout is the one a single process runs (same task, same fresh state), so the results
+are the single process's; "seconds" still sums the wall-clock of every rollout, wherever it ran.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from l2o.distributed import World
 from l2o.errors import InvalidInput
 from l2o.evaluate.rollout import Rollout, rollout
 from l2o.meta.seeds import task_seed
@@ -96,12 +103,19 @@ def tune_learning_rate(
             name, make_baseline(name, lr), family, steps, "validation", num_tasks, device
         )
         scores[lr] = final_score(runs.losses)
+    return _best(name, family, grid, scores), scores
+
+
+def _best(
+    name: str, family: TaskFamily, grid: Sequence[float], scores: dict[float, float]
+) -> float:
+    """The learning rate of the lowest score; refused if every one diverged."""
     best = min(scores, key=lambda lr: scores[lr])
     if not math.isfinite(scores[best]):
         raise InvalidInput(
             f"every learning rate of {name} diverged on {family.name}: grid {list(grid)}"
         )
-    return best, scores
+    return best
 
 
 @dataclass
@@ -206,6 +220,7 @@ def compare(
     progress: Progress | None = None,
     bar: Any | None = None,
     test_metrics: bool = False,
+    world: World | None = None,
 ) -> Comparison:
     """Tune each baseline's learning rate on validation tasks, then run learned optimizers and
     tuned baselines on the same test tasks.
@@ -213,13 +228,22 @@ def compare(
     ``progress`` receives one-line messages; ``bar`` (an ``l2o.monitor.Progress`` sized by
     ``count_rollouts``) advances by one per task rolled out, for a progress bar with ETA.
     ``test_metrics``: also score each test run's final parameters on the task's held-out test
-    set, for tasks that have one (``OptimizerResult.test_metrics``)."""
+    set, for tasks that have one (``OptimizerResult.test_metrics``). ``world``: the processes
+    of a torchrun job that share the rollouts (every one of them calls ``compare`` alike and
+    gets the whole comparison; see the module doc)."""
     grid = list(grid or lr_grid())
     for name in baselines:
         if name not in BASELINES:
             raise InvalidInput(f"unknown optimizer {name!r} (valid: {', '.join(BASELINES)})")
     say = progress or (lambda _: None)
     advance = bar.update if bar is not None else (lambda n: None)
+    if world is not None and world.distributed:
+        learned = {name: optimizer.to(device).eval() for name, optimizer in learned.items()}
+        results = _compare_shared(
+            learned, family, steps, baselines, num_validation_tasks, num_test_tasks, grid,
+            device, say, advance, test_metrics, world,
+        )  # fmt: skip
+        return Comparison(family.to_config(), steps, num_test_tasks, num_validation_tasks, results)
     results: dict[str, OptimizerResult] = {}
     for name, optimizer in learned.items():
         say(f"evaluating {name} on {num_test_tasks} test tasks")
@@ -243,3 +267,105 @@ def compare(
         results[name] = replace(result, lr=lr, tuning=tuning)
         advance(num_test_tasks)
     return Comparison(family.to_config(), steps, num_test_tasks, num_validation_tasks, results)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One rollout of a shared comparison: an optimizer (a learned one's name, or a baseline
+    at ``lr``) on task ``index`` of ``stream``."""
+
+    name: str
+    lr: float | None
+    stream: str
+    index: int
+
+
+def _compare_shared(
+    learned: Mapping[str, StepOptimizer],
+    family: TaskFamily,
+    steps: int,
+    baselines: Sequence[str],
+    num_validation_tasks: int,
+    num_test_tasks: int,
+    grid: list[float],
+    device: str,
+    say: Progress,
+    advance: Callable[[int], None],
+    test_metrics: bool,
+    world: World,
+) -> dict[str, OptimizerResult]:
+    """``compare``'s results with the rollouts shared among ``world``'s processes (module doc)."""
+    tests = range(num_test_tasks)
+    say(
+        f"{world.size} processes: {', '.join(learned)} on {num_test_tasks} test tasks and "
+        f"{', '.join(baselines)} over {len(grid)} learning rates on {num_validation_tasks} "
+        f"validation tasks"
+    )
+    first = [_Run(name, None, "test", i) for name in learned for i in tests]
+    first += [
+        _Run(name, lr, "validation", i)
+        for name in baselines
+        for lr in grid
+        for i in range(num_validation_tasks)
+    ]
+    done = _shared_rollouts(first, learned, family, steps, device, test_metrics, world)
+    advance(len(first))
+    results = {
+        name: _result(name, [done[_Run(name, None, "test", i)] for i in tests]) for name in learned
+    }
+    tuned: dict[str, tuple[float, dict[float, float]]] = {}
+    for name in baselines:
+        scores = {}
+        for lr in grid:
+            runs = [done[_Run(name, lr, "validation", i)] for i in range(num_validation_tasks)]
+            scores[lr] = final_score(torch.cat([losses for losses, _, _ in runs], dim=1))
+        lr = _best(name, family, grid, scores)
+        edge = " (at the edge of the grid: widen it)" if lr in (grid[0], grid[-1]) else ""
+        say(f"  {name}: best lr {lr:.4g}{edge}")
+        tuned[name] = (lr, scores)
+    second = [_Run(name, tuned[name][0], "test", i) for name in baselines for i in tests]
+    done = _shared_rollouts(second, learned, family, steps, device, test_metrics, world)
+    advance(len(second))
+    for name in baselines:
+        lr, scores = tuned[name]
+        result = _result(name, [done[_Run(name, lr, "test", i)] for i in tests])
+        results[name] = replace(result, lr=lr, tuning=scores)
+    return results
+
+
+_Rolled = tuple[Tensor, float, dict[str, Tensor] | None]  # losses, seconds, test-set metrics
+
+
+def _shared_rollouts(
+    runs: list[_Run],
+    learned: Mapping[str, StepOptimizer],
+    family: TaskFamily,
+    steps: int,
+    device: str,
+    test_metrics: bool,
+    world: World,
+) -> dict[_Run, _Rolled]:
+    """Every run of ``runs``, each process rolling out every ``size``-th one (round robin:
+    neighbours in the list cost alike), gathered on every process."""
+    mine = {}
+    for run in runs[world.rank :: world.size]:
+        optimizer = learned[run.name] if run.lr is None else make_baseline(run.name, run.lr)
+        task = family.sample(task_seed(run.stream, run.index), device=device)
+        result = rollout(optimizer, task, steps)
+        metrics = None
+        if test_metrics and run.stream == "test" and hasattr(task, "evaluate"):
+            metrics = {k: v.cpu() for k, v in _evaluate(task, result).items()}
+        mine[run] = (result.losses, result.seconds, metrics)
+    return {run: rolled for part in world.gather(mine) for run, rolled in part.items()}
+
+
+def _result(name: str, rolled: list[_Rolled]) -> OptimizerResult:
+    """``run_on_tasks``'s result from its rollouts, in task order."""
+    metrics = [m for _, _, m in rolled if m is not None]
+    scores = {k: torch.cat([m[k] for m in metrics]) for k in metrics[0]} if metrics else {}
+    return OptimizerResult(
+        name,
+        torch.cat([losses for losses, _, _ in rolled], dim=1),
+        sum(seconds for _, seconds, _ in rolled),
+        test_metrics=scores,
+    )

@@ -57,6 +57,7 @@ class RunConfig:
     """The [meta] options of the run itself (documented in MetaTrainConfig)."""
 
     epochs: int
+    tasks_per_epoch: int
     validate_every: int
     validation_tasks: int
     keep_checkpoints: bool
@@ -67,7 +68,13 @@ class RunConfig:
     device: str
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "validate_every", "validation_tasks", "max_nonfinite_in_a_row"):
+        for name in (
+            "epochs",
+            "tasks_per_epoch",
+            "validate_every",
+            "validation_tasks",
+            "max_nonfinite_in_a_row",
+        ):
             check_positive_int(name, getattr(self, name))
         if not isinstance(self.keep_checkpoints, bool):
             raise InvalidInput(
@@ -101,7 +108,11 @@ class MetaTrainConfig:
     meta-optimizer (meta_optimizer, meta_lr, meta_lr_schedule, meta_lr_decay_from,
     clip_grad_norm); and the run (the others)."""
 
-    epochs: int = 2000  # meta-training epochs: one fresh task each, unrolled over the horizon
+    epochs: int = 2000  # meta-training epochs: fresh tasks each, unrolled over the horizon
+    # The meta-batch: tasks drawn per epoch; after each truncation phi steps along the mean of
+    # their meta-gradients. Under torchrun the processes share them out (ES / PES: tasks x
+    # pairs), at least one each; the result is the single process's (docs/distributed.md).
+    tasks_per_epoch: int = 1
     horizon: int = 100  # T: inner steps per task
     truncation: int = 20  # K: steps per truncated-BPTT segment
     # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), "last"
@@ -184,6 +195,7 @@ class MetaTrainConfig:
     def run(self) -> RunConfig:
         return RunConfig(
             epochs=self.epochs,
+            tasks_per_epoch=self.tasks_per_epoch,
             validate_every=self.validate_every,
             validation_tasks=self.validation_tasks,
             keep_checkpoints=self.keep_checkpoints,

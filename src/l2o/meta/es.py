@@ -42,8 +42,13 @@ Particles run one after the other, each a whole task's unroll with ``torch.no_gr
 truncation costs 2N + 1 forward unrolls and no backward pass.
 
 Random numbers come from the ``generator`` argument (CPU, then moved to phi's device, as tasks
-are drawn), so a seed gives the same perturbations on every device; use a different seed on
-each process when averaging across processes.
+are drawn), so a seed gives the same perturbations on every device.
+
+**Across processes** (``l2o.distributed``): ``share`` runs only some of the pairs (their
+indices): every process draws all N perturbations from the same generator and runs its share,
+and the gradient it returns is its pairs' part of the sum above, still divided by 2 N sigma^2,
+so the sum over processes whose shares partition the pairs is the single process's estimate.
+A PES state then holds the particles of its share alone (``PES.init(..., share=)``).
 """
 
 from __future__ import annotations
@@ -97,13 +102,15 @@ class ES:
         state: UnrollState,
         weights: Sequence[float],
         generator: torch.Generator | None = None,
+        share: Sequence[int] | None = None,
     ) -> MetaGradient:
         """Unroll ``len(weights)`` steps from ``state`` with phi and with each phi +- eps_i;
         return g = 1 / (2 N sigma^2) sum_i eps_i (L(phi + eps_i) - L(phi - eps_i)), shaped
-        like ``optimizer.parameters()``, and phi's meta-loss, losses and (detached) state."""
+        like ``optimizer.parameters()``, and phi's meta-loss, losses and (detached) state.
+        ``share``: the indices i of the pairs to run (default all; see the module doc)."""
         with torch.no_grad():
             phi = flatten(list(optimizer.parameters()))
-            eps = _perturbations(phi, self.pairs, self.sigma, generator)
+            eps = _share(_perturbations(phi, self.pairs, self.sigma, generator), share)
             center = _truncation(task, optimizer, state, weights, self.meta_loss)
             perturbed = _FrozenCopy(optimizer)
 
@@ -111,8 +118,8 @@ class ES:
                 at = perturbed.at(perturbed_phi)
                 return _truncation(task, at, state, weights, self.meta_loss).meta_loss
 
-            delta = torch.stack([loss(phi + e) - loss(phi - e) for e in eps])
-            grads = _es_gradient(eps, delta, self.sigma, optimizer)
+            delta = [loss(phi + e) - loss(phi - e) for e in eps]
+            grads = _es_gradient(eps, delta, self.sigma, optimizer, self.pairs)
         return MetaGradient(grads, float(center.meta_loss), center.losses, center.state)
 
 
@@ -137,14 +144,18 @@ class PES:
     def __post_init__(self) -> None:
         _check_options(self.sigma, self.pairs, self.meta_loss)
 
-    def init(self, optimizer: StepOptimizer, task: Task) -> PESState:
+    def init(
+        self, optimizer: StepOptimizer, task: Task, share: Sequence[int] | None = None
+    ) -> PESState:
         """The start of an unroll of ``task``: every particle at theta_0 with a fresh optimizer
-        state, xi = 0. Call it for every new task (the end of a horizon)."""
+        state, xi = 0. Call it for every new task (the end of a horizon). ``share``: the pairs
+        this state holds (default all; see the module doc)."""
         start = init_unroll(task, optimizer).detached()
         size = sum(p.numel() for p in optimizer.parameters())
         ref = next(optimizer.parameters())
-        xi = torch.zeros(self.pairs, size, dtype=ref.dtype, device=ref.device)
-        return PESState(start, [start] * self.pairs, [start] * self.pairs, xi)
+        n = self.pairs if share is None else len(share)
+        xi = torch.zeros(n, size, dtype=ref.dtype, device=ref.device)
+        return PESState(start, [start] * n, [start] * n, xi)
 
     def meta_gradient(
         self,
@@ -153,18 +164,21 @@ class PES:
         state: PESState,
         weights: Sequence[float],
         generator: torch.Generator | None = None,
+        share: Sequence[int] | None = None,
     ) -> tuple[MetaGradient, PESState]:
         """The next truncation, ``len(weights)`` steps: fresh eps_i, xi_i += eps_i, each
         particle continues from its own state; returns g = 1 / (2 N sigma^2) sum_i xi_i
-        (L(i+) - L(i-)) with phi's meta-loss, losses and state, and the particles' new state."""
+        (L(i+) - L(i-)) with phi's meta-loss, losses and state, and the particles' new state.
+        ``share``: the pairs to run, those ``state`` holds (default all; see the module doc)."""
         with torch.no_grad():
             phi = flatten(list(optimizer.parameters()))
-            if state.xi.shape != (self.pairs, phi.numel()):
+            n = self.pairs if share is None else len(share)
+            if state.xi.shape != (n, phi.numel()):
                 raise InvalidInput(
                     f"PESState for {state.xi.shape[0]} pairs and {state.xi.shape[1]} optimizer "
-                    f"parameters, given {self.pairs} pairs and {phi.numel()}: call PES.init"
+                    f"parameters, given {n} pairs and {phi.numel()}: call PES.init"
                 )
-            eps = _perturbations(phi, self.pairs, self.sigma, generator)
+            eps = _share(_perturbations(phi, self.pairs, self.sigma, generator), share)
             xi = state.xi + eps
             center = _truncation(task, optimizer, state.center, weights, self.meta_loss)
             perturbed = _FrozenCopy(optimizer)
@@ -176,8 +190,8 @@ class PES:
                 _truncation(task, perturbed.at(phi - e), s, weights, self.meta_loss)
                 for e, s in zip(eps, state.negative)
             ]
-            delta = torch.stack([p.meta_loss - n.meta_loss for p, n in zip(positive, negative)])
-            grads = _es_gradient(xi, delta, self.sigma, optimizer)
+            delta = [p.meta_loss - n.meta_loss for p, n in zip(positive, negative)]
+            grads = _es_gradient(xi, delta, self.sigma, optimizer, self.pairs)
         result = MetaGradient(grads, float(center.meta_loss), center.losses, center.state)
         return result, PESState(
             center.state, [p.state for p in positive], [n.state for n in negative], xi
@@ -204,12 +218,29 @@ def _perturbations(
     return sigma * z.to(phi.device)
 
 
+def _share(eps: Tensor, share: Sequence[int] | None) -> Tensor:
+    """The rows of ``eps`` (all N pairs' perturbations) of the pairs in ``share``."""
+    if share is None:
+        return eps
+    if any(not 0 <= i < len(eps) for i in share):
+        raise InvalidInput(f"Invalid share: {list(share)} (pair indices 0..{len(eps) - 1})")
+    return eps[list(share)]
+
+
 def _es_gradient(
-    directions: Tensor, delta: Tensor, sigma: float, optimizer: StepOptimizer
+    directions: Tensor,
+    delta: Sequence[Tensor],
+    sigma: float,
+    optimizer: StepOptimizer,
+    pairs: int,
 ) -> list[Tensor]:
-    """1 / (2 N sigma^2) sum_i directions_i delta_i: directions (N, P), delta (N,) the
-    antithetic differences L(+) - L(-); split like ``optimizer.parameters()``."""
-    flat = (directions * delta.unsqueeze(1)).sum(0) / (2 * len(delta) * sigma**2)
+    """1 / (2 N sigma^2) sum_i directions_i delta_i over the pairs run (N = ``pairs``, all of
+    them): directions (n, P), delta the n antithetic differences L(+) - L(-); split like
+    ``optimizer.parameters()``. No pairs: zeros."""
+    if not delta:
+        return [torch.zeros_like(p) for p in optimizer.parameters()]
+    delta = torch.stack(list(delta))
+    flat = (directions * delta.unsqueeze(1)).sum(0) / (2 * pairs * sigma**2)
     return unflatten(flat, list(optimizer.parameters()))
 
 
