@@ -313,7 +313,9 @@ EXPERIMENTS = sorted(p.parent.name for p in BENCHMARKS.glob("*/run.py"))
 
 def test_benchmarks_is_a_package_of_modules_without_path_hacks(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
-    assert EXPERIMENTS == ["conv", "estimators", "generalist", "mnist", "quadratic", "speed"]
+    assert EXPERIMENTS == [
+        "conv", "distributed", "estimators", "generalist", "mnist", "quadratic", "speed"
+    ]  # fmt: skip
     for path in SCRIPTS:
         assert (path.parent / "__init__.py").is_file(), path
         assert "sys.path" not in path.read_text(), path
