@@ -1,4 +1,4 @@
-"""The ``l2o`` command: train, evaluate, suite, demo, pretrained.
+"""The ``l2o`` command: train, evaluate, suite, demo, pretrained, art.
 
     l2o train configs/quadratic.toml --run-dir runs/q --set meta.epochs=500
     l2o evaluate runs/q --out runs/q/evaluation
@@ -6,6 +6,7 @@
     l2o plot runs/q
     l2o demo
     l2o pretrained
+    l2o art --content photo.jpg --style painting.png --optimizer adam --out out.png
 
 The command parses and dispatches; what each one runs is a library function (l2o.runs.train,
 l2o.pipelines.evaluate_checkpoint / evaluate_figure / suite / demo). Errors in the user's input
@@ -256,6 +257,64 @@ def cmd_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_art(args: argparse.Namespace) -> int:
+    from l2o.art import save_image, stylise
+    from l2o.config import apply_overrides, parse_override
+    from l2o.data.pictures import check_suffix, image_path
+    from l2o.errors import RunDirectoryExists
+
+    out = Path(args.out)
+    check_suffix(out.suffix)  # every input is checked before the optimization runs
+    for text in args.set:
+        if parse_override(text)[0] != "task":
+            raise InvalidInput(f"Invalid override {text!r} for art (only task.* may be set)")
+    options = apply_overrides({}, args.set).get("task", {})
+    if args.network is not None:
+        options["network"] = args.network
+    if args.weights is not None:
+        options["weights"] = args.weights
+        options.setdefault("network", "vgg19")
+    if args.init is not None:
+        options["init"] = args.init
+    for given in (args.content, args.style):
+        if out.resolve() == image_path(given).resolve():
+            raise RunDirectoryExists(f"refusing to write {out}: it is an input ({given})")
+    if out.exists() and not args.force:
+        raise RunDirectoryExists(f"{out} exists; use --force to overwrite it")
+    if out.exists() and not out.is_file():
+        raise RunDirectoryExists(f"{out} exists and is not a file")
+    result = stylise(
+        args.content, args.style, args.optimizer, args.steps, lr=args.lr,
+        size=_parse_size(args.size), seed=args.seed, device=args.device, **options,
+    )  # fmt: skip
+    save_image(out, result.image)
+    if not args.quiet:
+        t = result.terms
+        print(
+            f"{result.optimizer}, {args.steps} steps in {result.seconds:.1f}s: f {float(result.losses[0]):.4g} "
+            f"-> {float(result.losses[-1]):.4g} (content {t['content']:.3g}, style {t['style']:.3g}, "
+            f"tv {t['tv']:.3g}); network: {result.network}"
+        )
+        height, width = result.image.shape[1:]
+        print(f"wrote {out} ({height} x {width} pixels)")
+    return 0
+
+
+def _parse_size(text: str | None) -> int | tuple[int, int] | None:
+    """--size N (the longer side) or HxW."""
+    if text is None:
+        return None
+    try:
+        if "x" in text:
+            height, width = text.split("x")
+            return int(height), int(width)
+        return int(text)
+    except ValueError as e:
+        raise InvalidInput(
+            f"Invalid --size {text!r} (a side like 128, or HEIGHTxWIDTH like 64x96)"
+        ) from e
+
+
 def _data_overrides(args: argparse.Namespace) -> list[str]:
     """--data-dir DIR as the override task.data_dir="DIR" (for tasks that read a dataset)."""
     if args.data_dir is None:
@@ -388,6 +447,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrained", help="list the shipped pretrained optimizers")
     p.set_defaults(func=cmd_pretrained)
+
+    p = sub.add_parser("art", help="stylise a picture with any optimizer (neural art, §3.4)")
+    p.add_argument("--content", required=True, help="the photograph (PNG/JPEG, or a sample name)")
+    p.add_argument(
+        "--style", default="skimage/ihc", help="the style picture (PNG/JPEG, or a sample name)"
+    )
+    p.add_argument(
+        "--optimizer",
+        default="adam",
+        help="a hand-designed optimizer (sgd, nag, rmsprop, adam, lbfgs) or a learned one "
+        "(pretrained name, checkpoint or run directory); default adam",
+    )
+    p.add_argument("--lr", type=float, help="learning rate of a hand-designed optimizer")
+    p.add_argument("--steps", type=int, default=128, help="optimizer steps (default 128)")
+    p.add_argument(
+        "--size",
+        help="N: the longer side N pixels, aspect kept; HxW: exactly (default: the photo's "
+        "own size, at most 256 on the longer side)",
+    )
+    p.add_argument(
+        "--network", choices=["random", "vgg19"], help="feature network (default random)"
+    )
+    p.add_argument("--weights", help="VGG-19 weights file (.pth state dict or .safetensors)")
+    p.add_argument("--init", choices=["noise", "content"], help="theta_0 (default noise)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="task.KEY=VALUE",
+        help="any other art task option, e.g. task.content_weight=4 (repeatable)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of theta_0's noise (default 0)")
+    p.add_argument("--out", required=True, help="the picture to write (.png, .jpg)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_art)
     return parser
 
 

@@ -6,6 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from l2o.errors import InvalidInput
+from l2o.tasks.art import ArtFamily, ArtTask
 from l2o.tasks.base import Task, TaskFamily
 from l2o.tasks.conv import ConvFamily, ConvTask
 from l2o.tasks.mixture import MixtureFamily, MixtureMember, MixtureTask
@@ -22,6 +23,7 @@ TASK_FAMILIES: dict[str, type[TaskFamily]] = {
     "mnist": MLPFamily,
     "conv": ConvFamily,
     "mixture": MixtureFamily,
+    "art": ArtFamily,
 }
 
 
@@ -41,6 +43,8 @@ def make_task_family(name: str, **options: Any) -> TaskFamily:
 
 __all__ = [
     "TASK_FAMILIES",
+    "ArtFamily",
+    "ArtTask",
     "ConvFamily",
     "ConvTask",
     "MLPFamily",
