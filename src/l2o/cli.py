@@ -502,6 +502,13 @@ def _terminate(signum: int, frame: Any) -> None:
     os._exit(143)
 
 
+def _leaving(world: distributed.World) -> None:
+    """This process is about to say why it stops: a SIGTERM from torchrun now (the others stop
+    too) only ends it, without a second line."""
+    if world.distributed:
+        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(143))
+
+
 def _join_job(args: argparse.Namespace) -> distributed.World:
     """Under torchrun: refuse the commands that run in one process; join the job's process
     group for the others, and turn torchrun's SIGTERM into one line."""
@@ -528,17 +535,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     world = distributed.World()
     where = ""
+    done = False
     try:
         world = _join_job(args)
         where = f"{world.describe()}: " if world.distributed else ""
-        return args.func(args)
+        status = args.func(args)
+        done = True
+        return status
     except distributed.SharedError as e:
+        _leaving(world)
         if args.debug:
             raise
         if e.show:
             print(f"l2o: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except (L2OError, OSError) as e:
+        _leaving(world)
         if args.debug:
             raise
         message = _one_line(e)
@@ -547,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"l2o: error: {where}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _leaving(world)
         print(
             f"l2o: {where}interrupted; every file written so far is complete "
             "(continue a meta-training run with --resume)",
@@ -554,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except Exception as e:
+        _leaving(world)
         if args.debug:
             raise
         print(
@@ -563,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if world.distributed:
+        if world.distributed and done:  # after a failure the group may not come apart
             distributed.finish()
 
 
