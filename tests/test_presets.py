@@ -12,7 +12,7 @@ from l2o.meta.seeds import task_seed
 from l2o.runs import build_learned_optimizer, train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-FIGURE_PRESETS = {"mnist-fig4.toml", "mnist-fig5.toml", "conv-fig6.toml"}
+FIGURE_PRESETS = {"mnist-fig4.toml", "mnist-fig5.toml", "conv-fig6.toml", "art-fig7.toml"}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
