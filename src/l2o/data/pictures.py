@@ -91,9 +91,11 @@ def sample_path(name: str) -> Path:
 
 def image_path(name_or_path: str | Path) -> Path:
     """A sample image's file (``skimage/ihc``), or the path itself."""
-    if isinstance(name_or_path, str) and name_or_path in SAMPLE_IMAGES:
-        return sample_path(name_or_path)
-    return Path(name_or_path).expanduser()
+    path = Path(name_or_path).expanduser()
+    sample = isinstance(name_or_path, str) and name_or_path.split("/")[0] in PACKAGES
+    if sample and not path.exists():
+        return sample_path(str(name_or_path))  # a sample, or one line listing them
+    return path
 
 
 def list_images(directory: str | Path) -> list[Path]:
@@ -149,7 +151,9 @@ def _decode(path: Path) -> Tensor:
         # Pillow's guard against a small file that decodes to a huge picture
         raise DatasetError(f"cannot read {path}: {_first_line(e)}") from e
     except Image.UnidentifiedImageError as e:
-        raise DatasetError(f"cannot read {path}: not a PNG or JPEG image") from e
+        raise DatasetError(
+            f"cannot read {path}: not a PNG or JPEG image (another format, or a corrupt one)"
+        ) from e
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for broken data
         raise DatasetError(f"{path} is a truncated or corrupt image ({_first_line(e)})") from e
     if min(rgb.shape[:2]) < 1:

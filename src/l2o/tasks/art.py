@@ -315,8 +315,9 @@ class ArtFamily(TaskFamily):
             factor = net.downsampling(layer)
             if min(height, width) < factor:
                 raise InvalidInput(
-                    f"Invalid size: {height}x{width} is smaller than layer {layer} of "
-                    f"{net.kind} shrinks by ({factor}x); use a larger size or other layers"
+                    f"Invalid size: {height}x{width} (layer {layer} of the {net.kind} net sees "
+                    f"the image shrunk {factor} times: at least {factor} pixels a side, or "
+                    f"other layers)"
                 )
 
     def content_files(self) -> list[Path]:

@@ -39,6 +39,7 @@ import hashlib
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,11 +219,17 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     dropped."""
     try:
         if path.suffix == ".safetensors":
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
+            try:
+                state = load_file(str(path), device="cpu")
+            except SafetensorError as e:
+                raise ValueError(str(e)) from e
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # the refusal below says it all
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise DatasetError(f"cannot read {path}: {e.strerror or e}") from e
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError,
