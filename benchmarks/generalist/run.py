@@ -35,7 +35,8 @@ import torch
 
 from benchmarks.common import ROOT, machine, results_dir, write_result
 from l2o.checkpoint import load_checkpoint, resolve, save_checkpoint
-from l2o.evaluate.suite import suite_table
+from l2o.evaluate import write_json
+from l2o.evaluate.suite import plot_suite, suite_table
 from l2o.pipelines import suite
 
 RUN = results_dir("generalist") / "run"
@@ -136,13 +137,21 @@ def main() -> int:
     parser.add_argument("--ship", action="store_true", help="copy into l2o/pretrained")
     parser.add_argument("--note", default="", help="a sentence for the .md (e.g. machine load)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--from-suites", nargs="+", metavar="DIR",
+        help="instead of running the suite, merge the results.json of these `l2o suite` "
+        "output directories (runs of --checkpoint on disjoint entries, e.g. made in parallel)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source = resolve(args.checkpoint)
     optimizer, record = load_checkpoint(source)
     out = results_dir("generalist")
     start = time.perf_counter()
-    report = suite(source, out / f"{args.name}-suite", only=args.only, force=True)
+    if args.from_suites:
+        report = merge_suites(args.from_suites, out / f"{args.name}-suite")
+    else:
+        report = suite(source, out / f"{args.name}-suite", only=args.only, force=True)
     name = report["learned_optimizer"]["name"]
     state_floats = optimizer.config.state_floats
     rows = targets(report, name, record, state_floats)
@@ -154,7 +163,8 @@ def main() -> int:
         "state_floats_per_parameter": state_floats,
         "step_cost": step_cost(),
         "suite": report,
-        "suite_seconds": time.perf_counter() - start,
+        "suite_seconds": None if args.from_suites else time.perf_counter() - start,
+        "merged_from": args.from_suites,
         "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in rows],
         "note": args.note,
         "machine": machine(),
@@ -175,12 +185,32 @@ def main() -> int:
         "",
         f"![suite]({args.name}-suite/suite.png)",
         "",
-        f"Suite: {result['suite_seconds'] / 60:.1f} min.",
     ]
+    if result["suite_seconds"] is not None:
+        lines += [f"Suite: {result['suite_seconds'] / 60:.1f} min."]
     write_result(out, args.name, result, lines)
     if args.ship:
         ship(optimizer, record, result)
     return 0
+
+
+def merge_suites(directories: list[str], out: Path) -> dict[str, Any]:
+    """One suite report from the results.json of several ``l2o suite`` runs of one checkpoint
+    (entries in the order given), written with its figure into ``out``."""
+    reports = [json.loads((Path(d) / "results.json").read_text()) for d in directories]
+    first = reports[0]
+    for other in reports[1:]:
+        same = ("baselines", "grid", "scale")
+        spec = other["learned_optimizer"]["spec"] != first["learned_optimizer"]["spec"]
+        if spec or any(other[k] != first[k] for k in same):
+            raise SystemExit(f"cannot merge suites of other optimizers or settings {same}")
+    merged = {**first, "entries": {}}
+    for report in reports:
+        merged["entries"].update(report["entries"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", merged)
+    plot_suite(merged["entries"], out / "suite.png")
+    return merged
 
 
 def ship(optimizer, record, result) -> None:
