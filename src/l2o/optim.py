@@ -233,16 +233,7 @@ class LearnedOptimizer(Optimizer):
         for those, one of them is required. Returns the closure's loss (or ``loss``), as
         torch.optim does.
         """
-        if closure is not None:
-            if loss is not None:
-                raise InvalidInput("give step() a closure or a loss, not both")
-            with torch.enable_grad():
-                loss = closure()
-        handed = None
-        if loss is not None:
-            handed = loss.detach() if isinstance(loss, Tensor) else torch.as_tensor(loss)
-        else:
-            self._check_loss_not_needed(closure is not None)
+        loss, handed = self._step_loss(closure, loss)
         cohorts: dict[tuple[int, ...], _Cohort] = {}
         for group in self.param_groups:
             self._step_group(group, handed, cohorts)
@@ -292,6 +283,22 @@ class LearnedOptimizer(Optimizer):
             for p, view in zip(params, views):
                 self.state[p] = view
             cohorts[key] = _Cohort(params, state, views, [_leaves(v) for v in views])
+
+    def _step_loss(
+        self, closure: Callable[[], Tensor] | None, loss: Tensor | float | None
+    ) -> tuple[Tensor | float | None, Tensor | None]:
+        """``step``'s loss: the closure's (run with grad enabled) or the one given, and the
+        detached tensor handed to optimizers that read it (None without one, which is checked
+        to be fine)."""
+        if closure is not None:
+            if loss is not None:
+                raise InvalidInput("give step() a closure or a loss, not both")
+            with torch.enable_grad():
+                loss = closure()
+        if loss is None:
+            self._check_loss_not_needed(closure is not None)
+            return None, None
+        return loss, loss.detach() if isinstance(loss, Tensor) else torch.as_tensor(loss)
 
     def _check_loss_not_needed(self, had_closure: bool) -> None:
         """Raise if a group whose optimizer reads the loss has a parameter to step."""

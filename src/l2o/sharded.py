@@ -99,16 +99,7 @@ class ShardedLearnedOptimizer(LearnedOptimizer):
     ) -> Tensor | float | None:
         """Step this process's shard of every parameter that has a gradient, then all-gather
         the new values (see ``LearnedOptimizer.step`` for ``closure`` and ``loss``)."""
-        if closure is not None:
-            if loss is not None:
-                raise InvalidInput("give step() a closure or a loss, not both")
-            with torch.enable_grad():
-                loss = closure()
-        handed = None
-        if loss is not None:
-            handed = loss.detach() if isinstance(loss, Tensor) else torch.as_tensor(loss)
-        else:
-            self._check_loss_not_needed(closure is not None)
+        loss, handed = self._step_loss(closure, loss)
         for index, group in enumerate(self.param_groups):
             for shard in self._group_shards(index, group):
                 self._step_shard(shard, group, handed)

@@ -49,7 +49,7 @@ from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 from l2o.optimizers.coupling import SHARING, Segments, segments
 from l2o.optimizers.lstm import PREPROCESSING, log_sign_preprocess
-from l2o.optimizers.lstm_kernel import LSTMLayer
+from l2o.optimizers.lstm_kernel import LSTMLayer, lstm_cells, reset_lstm_cells, zero_hidden
 
 
 @dataclass(frozen=True)
@@ -138,23 +138,6 @@ def gac_layers(
     return new_hs, new_cs
 
 
-def reset_lstm_cells(cells: nn.ModuleList, hidden_size: int, forget_bias: float) -> None:
-    """The coordinatewise LSTM's initialisation: U(-1/sqrt(H), 1/sqrt(H)) weights, zero biases
-    but the forget gate's, ``forget_bias``."""
-    bound = 1.0 / math.sqrt(hidden_size)
-    with torch.no_grad():
-        for cell in cells:
-            cell.weight.uniform_(-bound, bound)
-            cell.bias.zero_()
-            cell.bias[hidden_size : 2 * hidden_size].fill_(forget_bias)
-
-
-def zero_hidden(hidden_size: int, n: int, ref: Tensor) -> Tensor:
-    """(N, hidden) zeros stored unit-major (the transpose of a contiguous (hidden, N) tensor),
-    as the coordinatewise LSTM's: the kernel works on (hidden, N)."""
-    return torch.zeros(hidden_size, n, dtype=ref.dtype, device=ref.device).t()
-
-
 class LSTMGAC(StepOptimizer):
     """LSTM+GAC (see the module docstring). ``step`` maps gradients of any shapes to updates.
 
@@ -169,11 +152,7 @@ class LSTMGAC(StepOptimizer):
         super().__init__()
         self.config = config or LSTMGACConfig()
         c = self.config
-        sizes = [c.input_size] + [c.hidden_size] * c.num_layers
-        # gates = W [x_t, h_{t-1}] + b, split as (input i, forget f, cell g, output o)
-        self.cells = nn.ModuleList(
-            nn.Linear(sizes[k] + c.hidden_size, 4 * c.hidden_size) for k in range(c.num_layers)
-        )
+        self.cells = lstm_cells(c.input_size, c.hidden_size, c.num_layers)
         self.output = nn.Linear(c.hidden_size, 1)
         self.reset_parameters()
 

@@ -37,7 +37,13 @@ from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 from l2o.optimizers.features import Momentum, RunningRMS, step_features
 from l2o.optimizers.heads import NominalTerm
-from l2o.optimizers.lstm_kernel import LSTMLayer, in_column_chunks
+from l2o.optimizers.lstm_kernel import (
+    LSTMLayer,
+    in_column_chunks,
+    lstm_cells,
+    reset_lstm_cells,
+    zero_hidden,
+)
 
 PREPROCESSING = ("none", "log_sign")
 
@@ -195,12 +201,7 @@ class CoordinatewiseLSTM(StepOptimizer):
         super().__init__()
         self.config = config or LSTMConfig()
         c = self.config
-        sizes = [c.input_size] + [c.hidden_size] * c.num_layers
-        # One fused linear map per layer computes the four gates from [input, h]:
-        # gates = W [x_t, h_{t-1}] + b, split as (input i, forget f, cell g, output o).
-        self.cells = nn.ModuleList(
-            nn.Linear(sizes[k] + c.hidden_size, 4 * c.hidden_size) for k in range(c.num_layers)
-        )
+        self.cells = lstm_cells(c.input_size, c.hidden_size, c.num_layers)
         self.output = nn.Linear(c.hidden_size, 1)
         # Step features: their contribution W_t [tanh(t / s)]_s to the first layer's gates. The
         # timescales live on the module's device (not saved: the config has them).
@@ -223,11 +224,8 @@ class CoordinatewiseLSTM(StepOptimizer):
     def reset_parameters(self) -> None:
         h = self.config.hidden_size
         bound = 1.0 / math.sqrt(h)  # the usual LSTM initialisation, U(-1/sqrt(H), 1/sqrt(H))
+        reset_lstm_cells(self.cells, h, self.config.forget_bias)
         with torch.no_grad():
-            for cell in self.cells:
-                cell.weight.uniform_(-bound, bound)
-                cell.bias.zero_()
-                cell.bias[h : 2 * h].fill_(self.config.forget_bias)
             # Drawn even when zeroed next: the random stream, and so every weight drawn after it
             # (e.g. the next group's LSTM), stays that of the paper's initialisation.
             self.output.weight.uniform_(-bound, bound)
@@ -248,7 +246,7 @@ class CoordinatewiseLSTM(StepOptimizer):
         ref = self.output.weight
         # Shape (N, hidden), stored unit-major (the transpose of a contiguous (hidden, N) tensor):
         # see ``step``.
-        zeros = torch.zeros(self.config.hidden_size, n, dtype=ref.dtype, device=ref.device).t()
+        zeros = zero_hidden(self.config.hidden_size, n, ref)
         state: OptState = {
             "step": 0,
             "h": [zeros] * self.config.num_layers,

@@ -9,10 +9,11 @@ that each gate is a contiguous block of memory: elementwise ops on the column sl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
@@ -120,3 +121,29 @@ def _columns(value: Columns, cols: slice) -> Columns:
     if isinstance(value, list):
         return [t[..., cols] for t in value]
     return value[..., cols]
+
+
+def lstm_cells(input_size: int, hidden_size: int, num_layers: int) -> nn.ModuleList:
+    """One fused linear map per layer computing the four gates from [input, h]:
+    gates = W [x_t, h_{t-1}] + b, split as (input i, forget f, cell g, output o)."""
+    sizes = [input_size] + [hidden_size] * num_layers
+    return nn.ModuleList(
+        nn.Linear(sizes[k] + hidden_size, 4 * hidden_size) for k in range(num_layers)
+    )
+
+
+def reset_lstm_cells(cells: nn.ModuleList, hidden_size: int, forget_bias: float) -> None:
+    """The usual LSTM initialisation: U(-1/sqrt(H), 1/sqrt(H)) weights, zero biases but the
+    forget gate's, ``forget_bias``."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    with torch.no_grad():
+        for cell in cells:
+            cell.weight.uniform_(-bound, bound)
+            cell.bias.zero_()
+            cell.bias[hidden_size : 2 * hidden_size].fill_(forget_bias)
+
+
+def zero_hidden(hidden_size: int, n: int, ref: Tensor) -> Tensor:
+    """(N, hidden) zeros like ``ref``, stored unit-major (the transpose of a contiguous
+    (hidden, N) tensor): the kernel works on (hidden, N)."""
+    return torch.zeros(hidden_size, n, dtype=ref.dtype, device=ref.device).t()

@@ -83,9 +83,8 @@ from l2o.optimizers.gac import (
     check_gac_options,
     gac_layers,
     preprocess,
-    reset_lstm_cells,
-    zero_hidden,
 )
+from l2o.optimizers.lstm_kernel import lstm_cells, reset_lstm_cells, zero_hidden
 
 
 @dataclass(frozen=True)
@@ -192,10 +191,7 @@ class NTMBFGS(StepOptimizer):
         super().__init__()
         self.config = config or NTMBFGSConfig()
         c = self.config
-        sizes = [c.input_size] + [c.hidden_size] * c.num_layers
-        self.cells = nn.ModuleList(
-            nn.Linear(sizes[k] + c.hidden_size, 4 * c.hidden_size) for k in range(c.num_layers)
-        )
+        self.cells = lstm_cells(c.input_size, c.hidden_size, c.num_layers)
         # [r; a; b] = V [h; grad / sigma] + v
         self.heads = nn.Linear(c.hidden_size + 1, c.read_heads + 2 * c.write_heads)
         # g = output_scale (w [h; i] + b)

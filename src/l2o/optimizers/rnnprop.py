@@ -53,7 +53,13 @@ from torch import Tensor, nn
 from l2o.checks import check_positive_int, set_real
 from l2o.optimizers.base import OptState, StepOptimizer, flatten, unflatten
 from l2o.optimizers.features import Momentum, RunningRMS
-from l2o.optimizers.lstm_kernel import LSTMLayer, in_column_chunks
+from l2o.optimizers.lstm_kernel import (
+    LSTMLayer,
+    in_column_chunks,
+    lstm_cells,
+    reset_lstm_cells,
+    zero_hidden,
+)
 
 INPUTS = 2  # g~ and m~
 
@@ -112,11 +118,7 @@ class RNNprop(StepOptimizer):
         self.config = config or RNNpropConfig()
         c = self.config
         self.input = nn.Linear(INPUTS, c.preprocess_size)
-        sizes = [c.preprocess_size] + [c.hidden_size] * c.num_layers
-        # gates = W [x_t, h_{t-1}] + b, split as (input i, forget f, cell g, output o)
-        self.cells = nn.ModuleList(
-            nn.Linear(sizes[k] + c.hidden_size, 4 * c.hidden_size) for k in range(c.num_layers)
-        )
+        self.cells = lstm_cells(c.preprocess_size, c.hidden_size, c.num_layers)
         self.output = nn.Linear(c.hidden_size, 1)
         self.momentum = Momentum((c.beta1,))
         self.rms = RunningRMS(c.beta2)
@@ -126,24 +128,17 @@ class RNNprop(StepOptimizer):
         """Our choice (the paper is silent): the LSTM layers as ``CoordinatewiseLSTM``'s,
         U(-1/sqrt(H), 1/sqrt(H)) with zero biases but the forget gate's at ``forget_bias``; the
         input and output layers U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with zero biases."""
-        h = self.config.hidden_size
-        bound = 1.0 / math.sqrt(h)
         with torch.no_grad():
             for layer in (self.input, self.output):
                 fan_in = layer.weight.shape[1]
                 layer.weight.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
                 layer.bias.zero_()
-            for cell in self.cells:
-                cell.weight.uniform_(-bound, bound)
-                cell.bias.zero_()
-                cell.bias[h : 2 * h].fill_(self.config.forget_bias)
+        reset_lstm_cells(self.cells, self.config.hidden_size, self.config.forget_bias)
 
     def init_state(self, params: Sequence[Tensor]) -> OptState:
         n = sum(p.numel() for p in params)
         ref = self.output.weight
-        # (N, hidden), stored unit-major (the transpose of a contiguous (hidden, N) tensor), as
-        # the LSTM's: the kernel works on (hidden, N).
-        zeros = torch.zeros(self.config.hidden_size, n, dtype=ref.dtype, device=ref.device).t()
+        zeros = zero_hidden(self.config.hidden_size, n, ref)
         like = ref.new_zeros(n)
         return {
             "step": 0,
