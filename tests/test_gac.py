@@ -3,7 +3,6 @@ equivariance, coordinates that talk only through the averaged cells, segments (p
 tensors kept apart), the second-order meta-gradient against finite differences, the torch.optim
 front-end against the unroll, specs, configs and the preset."""
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import l2o
 from coupled_tasks import TwoTensorTask, run_per_problem
@@ -23,7 +21,12 @@ from l2o.meta import TruncatedBPTT, init_unroll, unroll
 from l2o.optim import LearnedOptimizer
 from l2o.optimizers import LSTMGAC, CoordinatewiseLSTM, LSTMConfig, LSTMGACConfig, from_spec
 from l2o.runs import build_learned_optimizer, train
-from l2o.tasks import QuadraticFamily, QuadraticTask
+from l2o.tasks import QuadraticFamily
+from learned_checks import (
+    finite_difference_meta_gradient,
+    front_end_matches_direct_steps,
+    tiny_quadratic_task,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -197,24 +200,7 @@ def test_learned_optimizer_on_a_module_gives_the_updates_of_direct_step_calls():
     opt = _perturbed()
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
-    reference = copy.deepcopy(model)
-    front = LearnedOptimizer(model.parameters(), optimizer=opt)
-    g = torch.Generator().manual_seed(4)
-    x, y = torch.randn(16, 5, generator=g), torch.randn(16, 3, generator=g)
-    params = {n: p.detach().clone() for n, p in reference.named_parameters()}
-    state = opt.init_state(list(params.values()))
-    for _ in range(4):
-        (model(x) - y).pow(2).mean().backward()
-        front.step()
-        front.zero_grad()
-        leaves = {n: p.requires_grad_() for n, p in params.items()}
-        loss = (functional_call(reference, leaves, (x,)) - y).pow(2).mean()
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        with torch.no_grad():
-            updates, state = opt.step(grads, state)
-            params = {n: p.detach() + u for (n, p), u in zip(leaves.items(), updates)}
-        for a, b in zip(model.parameters(), params.values()):
-            assert torch.equal(a.detach(), b)
+    front, _, _ = front_end_matches_direct_steps(opt, model, 4)
     saved = front.state_dict()
     assert saved["param_groups"][0]["optimizer"]["kind"] == "lstm-gac"
     again = LearnedOptimizer(model.parameters(), optimizer=opt)
@@ -222,16 +208,8 @@ def test_learned_optimizer_on_a_module_gives_the_updates_of_direct_step_calls():
     assert again.state[model[0].weight]["step"] == 4
 
 
-def _tiny_task():
-    g = torch.Generator().manual_seed(5)
-    W = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
-    y = torch.randn(2, 3, generator=g, dtype=torch.float64)
-    theta0 = torch.randn(2, 3, generator=g, dtype=torch.float64)
-    return QuadraticTask(W, y, theta0)
-
-
 def test_second_order_meta_gradient_matches_central_finite_differences():
-    task = _tiny_task()
+    task = tiny_quadratic_task()
     config = LSTMGACConfig(num_layers=1, hidden_size=3, global_cells=1, preprocess="none")
     opt = _perturbed(config, scale=0.5).double()
     weights = [1.0, 0.5, 1.0, 2.0]
@@ -242,23 +220,7 @@ def test_second_order_meta_gradient_matches_central_finite_differences():
         opt, task, init_unroll(task, opt), weights
     )
 
-    def meta_loss():
-        with torch.enable_grad():
-            return unroll(task, opt, init_unroll(task, opt), weights).meta_loss.item()
-
-    eps, numeric = 1e-6, []
-    with torch.no_grad():
-        for p in opt.parameters():
-            grad = torch.zeros_like(p)
-            for i in range(p.numel()):
-                flat, old = p.view(-1), p.view(-1)[i].item()
-                flat[i] = old + eps
-                up = meta_loss()
-                flat[i] = old - eps
-                down = meta_loss()
-                flat[i] = old
-                grad.view(-1)[i] = (up - down) / (2 * eps)
-            numeric.append(grad)
+    numeric = finite_difference_meta_gradient(opt, task, weights)
     for analytic, fd in zip(estimate.grads, numeric):
         torch.testing.assert_close(analytic, fd, rtol=1e-5, atol=1e-7)
     assert sum((a - b).abs().sum() for a, b in zip(first_order.grads, numeric)) > 1e-3

@@ -4,14 +4,12 @@ an LSTM+GAC, permutation equivariance, problems kept apart, the second-order met
 against finite differences, the torch.optim front-end against the unroll, specs, configs and
 the preset."""
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call
 
 import l2o
 from coupled_tasks import TwoTensorTask, run_per_problem
@@ -25,7 +23,12 @@ from l2o.optimizers import LSTMGAC, NTMBFGS, LSTMGACConfig, NTMBFGSConfig, from_
 from l2o.optimizers.coupling import segments
 from l2o.optimizers.ntm_bfgs import read, write
 from l2o.runs import build_learned_optimizer, train
-from l2o.tasks import QuadraticFamily, QuadraticTask
+from l2o.tasks import QuadraticFamily
+from learned_checks import (
+    finite_difference_meta_gradient,
+    front_end_matches_direct_steps,
+    tiny_quadratic_task,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -194,24 +197,7 @@ def test_learned_optimizer_on_a_module_gives_the_updates_of_direct_step_calls():
     opt = _perturbed(NTMBFGSConfig(hidden_size=6, global_cells=2, history=2))
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
-    reference = copy.deepcopy(model)
-    front = LearnedOptimizer(model.parameters(), optimizer=opt)
-    g = torch.Generator().manual_seed(4)
-    x, y = torch.randn(16, 5, generator=g), torch.randn(16, 3, generator=g)
-    params = {n: p.detach().clone() for n, p in reference.named_parameters()}
-    state = opt.init_state(list(params.values()))
-    for _ in range(4):
-        (model(x) - y).pow(2).mean().backward()
-        front.step()
-        front.zero_grad()
-        leaves = {n: p.requires_grad_() for n, p in params.items()}
-        loss = (functional_call(reference, leaves, (x,)) - y).pow(2).mean()
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        with torch.no_grad():
-            updates, state = opt.step(grads, state)
-            params = {n: p.detach() + u for (n, p), u in zip(leaves.items(), updates)}
-        for a, b in zip(model.parameters(), params.values()):
-            assert torch.equal(a.detach(), b)
+    front, _, _ = front_end_matches_direct_steps(opt, model, 4)
     saved = front.state_dict()
     assert saved["param_groups"][0]["optimizer"]["kind"] == "ntm-bfgs"
     again = LearnedOptimizer(model.parameters(), optimizer=opt)
@@ -219,17 +205,9 @@ def test_learned_optimizer_on_a_module_gives_the_updates_of_direct_step_calls():
     assert again.state[model[0].weight]["left"].shape == (40, 6)
 
 
-def _tiny_task():
-    g = torch.Generator().manual_seed(5)
-    W = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
-    y = torch.randn(2, 3, generator=g, dtype=torch.float64)
-    theta0 = torch.randn(2, 3, generator=g, dtype=torch.float64)
-    return QuadraticTask(W, y, theta0)
-
-
 @pytest.mark.parametrize("history", [0, 2])
 def test_second_order_meta_gradient_matches_central_finite_differences(history):
-    task = _tiny_task()
+    task = tiny_quadratic_task()
     config = NTMBFGSConfig(
         num_layers=1, hidden_size=3, global_cells=1, write_heads=1, history=history
     )
@@ -242,23 +220,7 @@ def test_second_order_meta_gradient_matches_central_finite_differences(history):
         opt, task, init_unroll(task, opt), weights
     )
 
-    def meta_loss():
-        with torch.enable_grad():
-            return unroll(task, opt, init_unroll(task, opt), weights).meta_loss.item()
-
-    eps, numeric = 1e-6, []
-    with torch.no_grad():
-        for p in opt.parameters():
-            grad = torch.zeros_like(p)
-            for i in range(p.numel()):
-                flat, old = p.view(-1), p.view(-1)[i].item()
-                flat[i] = old + eps
-                up = meta_loss()
-                flat[i] = old - eps
-                down = meta_loss()
-                flat[i] = old
-                grad.view(-1)[i] = (up - down) / (2 * eps)
-            numeric.append(grad)
+    numeric = finite_difference_meta_gradient(opt, task, weights)
     for analytic, fd in zip(estimate.grads, numeric):
         torch.testing.assert_close(analytic, fd, rtol=1e-5, atol=1e-7)
     assert sum((a - b).abs().sum() for a, b in zip(first_order.grads, numeric)) > 1e-3

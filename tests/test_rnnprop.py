@@ -2,7 +2,6 @@
 equations written out, scale-free inputs, meta-gradients through the unroll, the torch.optim
 front-end, specs and checkpoints, configs, and a meta-training run from a config."""
 
-import copy
 import json
 import math
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 import l2o
 from l2o.checkpoint import load_checkpoint, save_checkpoint
@@ -24,6 +22,7 @@ from l2o.optim import LearnedOptimizer
 from l2o.optimizers import RNNprop, RNNpropConfig, from_spec
 from l2o.runs import build_learned_optimizer
 from l2o.tasks import QuadraticFamily
+from learned_checks import front_end_matches_direct_steps
 
 
 def _perturbed(config: RNNpropConfig | None = None, scale: float = 0.3) -> RNNprop:
@@ -139,23 +138,7 @@ def _model() -> nn.Module:
 
 def test_learned_optimizer_on_a_module_gives_the_updates_of_direct_step_calls():
     opt, model = _perturbed(), _model()
-    reference = copy.deepcopy(model)
-    front = LearnedOptimizer(model.parameters(), optimizer=opt)
-    g = torch.Generator().manual_seed(4)
-    x, y = torch.randn(16, 5, generator=g), torch.randn(16, 3, generator=g)
-    params = {n: p.detach().clone() for n, p in reference.named_parameters()}
-    state = opt.init_state(list(params.values()))
-    for _ in range(5):
-        (model(x) - y).pow(2).mean().backward()
-        front.step()
-        front.zero_grad()
-        leaves = {n: p.requires_grad_() for n, p in params.items()}
-        loss = (functional_call(reference, leaves, (x,)) - y).pow(2).mean()
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        with torch.no_grad():
-            updates, state = opt.step(grads, state)
-            params = {n: p.detach() + u for (n, p), u in zip(leaves.items(), updates)}
-        _assert_equal([p.detach() for p in model.parameters()], list(params.values()))
+    front, params, reference = front_end_matches_direct_steps(opt, model, 5)
     assert not torch.equal(params["0.weight"], reference[0].weight)  # the parameters moved
     # Its state is saved per parameter, with the optimizer's spec, and resumes.
     saved = front.state_dict()
