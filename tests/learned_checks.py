@@ -68,3 +68,19 @@ def finite_difference_meta_gradient(opt, task, weights, eps=1e-6):
                 grad.view(-1)[i] = (up - down) / (2 * eps)
             numeric.append(grad)
     return numeric
+
+
+def checkpoint_round_trip(opt, spec, cls, path):
+    """Saved to ``path`` and loaded back (by ``load_checkpoint`` and ``l2o.load``), ``opt`` is
+    a ``cls`` of the same ``spec`` that steps as it does."""
+    import l2o
+    from l2o.checkpoint import load_checkpoint, save_checkpoint
+
+    saved = save_checkpoint(path, opt, {"note": "test"})
+    for loaded in (load_checkpoint(saved)[0], l2o.load(saved)):
+        assert isinstance(loaded, cls) and loaded.spec() == spec
+        params, grads = [torch.randn(4, 3)], [torch.randn(4, 3)]
+        with torch.no_grad():
+            expected, _ = opt.step(grads, opt.init_state(params))
+            got, _ = loaded.step(grads, loaded.init_state(params))
+        torch.testing.assert_close(got[0], expected[0])

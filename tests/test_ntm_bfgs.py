@@ -13,7 +13,6 @@ from torch import nn
 
 import l2o
 from coupled_tasks import TwoTensorTask, run_per_problem
-from l2o.checkpoint import load_checkpoint, save_checkpoint
 from l2o.config import config_from_dict, load_config
 from l2o.errors import InvalidInput
 from l2o.evaluate import rollout
@@ -25,6 +24,7 @@ from l2o.optimizers.ntm_bfgs import read, write
 from l2o.runs import build_learned_optimizer, train
 from l2o.tasks import QuadraticFamily
 from learned_checks import (
+    checkpoint_round_trip,
     finite_difference_meta_gradient,
     front_end_matches_direct_steps,
     tiny_quadratic_task,
@@ -235,14 +235,7 @@ def test_spec_and_checkpoint_round_trip(tmp_path):
     assert spec == {"kind": "ntm-bfgs", **{k: getattr(config, k) for k in spec if k != "kind"}}
     rebuilt = from_spec(spec)
     assert isinstance(rebuilt, NTMBFGS) and rebuilt.config == config
-    path = save_checkpoint(tmp_path / "ntm", opt, {"note": "test"})
-    for loaded in (load_checkpoint(path)[0], l2o.load(path)):
-        assert isinstance(loaded, NTMBFGS) and loaded.spec() == spec
-        params, grads = [torch.randn(4, 3)], [torch.randn(4, 3)]
-        with torch.no_grad():
-            expected, _ = opt.step(grads, opt.init_state(params))
-            got, _ = loaded.step(grads, loaded.init_state(params))
-        torch.testing.assert_close(got[0], expected[0])
+    checkpoint_round_trip(opt, spec, NTMBFGS, tmp_path / "ntm")
 
 
 @pytest.mark.parametrize(

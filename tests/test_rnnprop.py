@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import l2o
-from l2o.checkpoint import load_checkpoint, save_checkpoint
 from l2o.cli import main
 from l2o.config import config_from_dict, load_config
 from l2o.errors import InvalidInput
@@ -22,7 +21,7 @@ from l2o.optim import LearnedOptimizer
 from l2o.optimizers import RNNprop, RNNpropConfig, from_spec
 from l2o.runs import build_learned_optimizer
 from l2o.tasks import QuadraticFamily
-from learned_checks import front_end_matches_direct_steps
+from learned_checks import checkpoint_round_trip, front_end_matches_direct_steps
 
 
 def _perturbed(config: RNNpropConfig | None = None, scale: float = 0.3) -> RNNprop:
@@ -190,14 +189,7 @@ def test_spec_and_checkpoint_round_trip(tmp_path):
     assert spec == {"kind": "rnnprop", **{k: getattr(config, k) for k in spec if k != "kind"}}
     rebuilt = from_spec(spec)
     assert isinstance(rebuilt, RNNprop) and rebuilt.config == config and rebuilt.spec() == spec
-    path = save_checkpoint(tmp_path / "rnnprop", opt, {"note": "test"})
-    for loaded in (load_checkpoint(path)[0], l2o.load(path)):
-        assert isinstance(loaded, RNNprop) and loaded.spec() == spec
-        params, grads = [torch.randn(4, 3)], [torch.randn(4, 3)]
-        with torch.no_grad():
-            expected, _ = opt.step(grads, opt.init_state(params))
-            got, _ = loaded.step(grads, loaded.init_state(params))
-        torch.testing.assert_close(got[0], expected[0])
+    checkpoint_round_trip(opt, spec, RNNprop, tmp_path / "rnnprop")
 
 
 @pytest.mark.parametrize(

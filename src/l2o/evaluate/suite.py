@@ -243,7 +243,7 @@ def time_one_problem(
     ``family`` alone, over ``steps`` steps after an untimed 2-step warm-up; the optimizers in
     turn, three rounds, the fastest round of each (the least disturbed by other work). None if
     the family has no ``num_problems`` option."""
-    if "num_problems" not in {f.name for f in fields(family)}:  # type: ignore[arg-type]
+    if "num_problems" not in _fields(family.name):
         return None
     task = replace(family, num_problems=1).sample(task_seed("test", 0), device=device)  # type: ignore[type-var]
     best = {name: math.inf for name in optimizers}
