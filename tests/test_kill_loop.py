@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 KILLS = 20
-EPOCHS = 60
+EPOCHS = 90
 ARGS = [
     "--set", "task.num_problems=8",
     "--set", f"meta.epochs={EPOCHS}",

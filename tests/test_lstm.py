@@ -1,6 +1,7 @@
 """The coordinatewise LSTM optimizer: Appendix A preprocessing, coordinatewise structure, config;
 its kernel (the LSTM layer, the chunked step), input features and nominal term."""
 
+import copy
 import dataclasses
 import json
 import math
@@ -12,7 +13,7 @@ from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig, from_spec, log_
 from l2o.optimizers.features import Momentum, RunningRMS, step_features
 from l2o.optimizers.heads import NominalTerm
 from l2o.optimizers.lstm import BEYOND_THE_PAPER
-from l2o.optimizers.lstm_kernel import LSTMLayer, in_column_chunks, tanh_
+from l2o.optimizers.lstm_kernel import LSTMLayer, in_column_chunks
 
 
 def _appendix_a(g: float, p: float) -> tuple[float, float]:
@@ -205,11 +206,6 @@ def test_step_equals_torch_lstm_with_the_same_weights(num_layers, preprocess, mo
     assert mine[0][:, : config.input_size].abs().sum() > 0
 
 
-def test_lstm_tanh_is_tanh():
-    x = torch.linspace(-30, 30, 20001)
-    torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), rtol=0, atol=2e-7)
-
-
 @pytest.mark.parametrize("needs", [(True, True, True, True, True), (False, True, True, True, True)])
 def test_lstm_layer_backward_passes_gradcheck(needs):
     """The hand-written backward against finite differences, with respect to every input: the
@@ -246,6 +242,31 @@ def test_a_step_without_autograd_goes_in_chunks_with_the_same_result():
         for a, b in zip(s2[key], s1[key]):
             assert a.shape == b.shape == (133, 5)
             torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_step_in_place_writes_the_same_new_state_over_the_old_one():
+    torch.manual_seed(2)
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=6, momentum=[0.9], gain=0.01))
+    opt.chunk_size = 32  # 101 coordinates: 4 chunks, the last one of 5
+    grads = [torch.randn(20, 4), torch.randn(21)]
+    with torch.no_grad():
+        fresh = opt.init_state(grads)
+        # a fresh state's h and c are one zeros tensor: not written over
+        _, state = opt.step(grads, fresh, in_place=True)
+        assert all(t.abs().sum() == 0 for t in fresh["h"] + fresh["c"])
+        # nor a state in the front-end's (N, hidden) rows (its merged layout)
+        rows = {k: [t.contiguous() for t in v] if k in ("h", "c") else v for k, v in state.items()}
+        kept = copy.deepcopy(rows)
+        _, from_rows = opt.step(grads, rows, in_place=True)
+        assert all(torch.equal(a, b) for a, b in zip(rows["h"] + rows["c"], kept["h"] + kept["c"]))
+        expected_updates, expected = opt.step(grads, state)
+        old = [t.untyped_storage().data_ptr() for t in state["h"] + state["c"]]
+        updates, new = opt.step(grads, state, in_place=True)
+    assert [t.untyped_storage().data_ptr() for t in new["h"] + new["c"]] == old
+    assert all(torch.equal(a, b) for a, b in zip(updates, expected_updates))
+    for key in ("h", "c"):
+        assert all(torch.equal(a, b) for a, b in zip(new[key], expected[key]))
+        assert all(torch.equal(a, b) for a, b in zip(from_rows[key], expected[key]))
 
 
 def test_momentum_inputs_from_toml_lists_and_specs_are_tuples_and_widen_the_input():

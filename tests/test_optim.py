@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 import l2o
-from l2o.errors import CheckpointError
+from l2o.errors import CheckpointError, InvalidInput
 from l2o.evaluate import rollout
 from l2o.meta.unroll import init_unroll, unroll
 from l2o.optim import LearnedOptimizer
@@ -197,9 +197,9 @@ class _CountingLSTM(CoordinatewiseLSTM):
         super().__init__()
         self.calls = []
 
-    def step(self, grads, state):
+    def step(self, grads, state, in_place=False):
         self.calls.append([g.numel() for g in grads])
-        return super().step(grads, state)
+        return super().step(grads, state, in_place=in_place)
 
 
 def test_all_parameters_of_a_group_step_in_one_batched_call_without_copying_state(monkeypatch):
@@ -851,3 +851,59 @@ def test_a_loss_reading_optimizer_without_a_loss_is_one_clear_error_before_any_s
     p.grad = None
     opt.step()
     assert torch.equal(q.detach(), torch.full((3,), 0.9))
+
+
+def test_hidden_dtype_stores_the_lstm_state_in_bfloat16_and_keeps_its_maths_in_float32():
+    lstm = _lstm(momentum=[0.9])
+    models = {name: _mlp() for name in ("float32", "bfloat16", "none")}
+    opts = {
+        name: LearnedOptimizer(
+            m.parameters(), optimizer=lstm, hidden_dtype=None if name == "none" else name
+        )
+        for name, m in models.items()
+    }
+    x, y = _data()
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in models.items()}
+    for step in range(3):
+        for name, m in models.items():
+            _loss(m, x, y).backward()
+            opts[name].step()
+            opts[name].zero_grad()
+        if step == 0:  # the first step reads zeros: no rounded state yet, the same update
+            _assert_equal(
+                [p.detach() for p in models["bfloat16"].parameters()],
+                [p.detach() for p in models["float32"].parameters()],
+            )
+    # "float32" is the default for float32 parameters, update for update
+    _assert_equal(
+        [p.detach() for p in models["float32"].parameters()],
+        [p.detach() for p in models["none"].parameters()],
+    )
+    for name in ("float32", "bfloat16"):
+        state = opts[name].state[models[name][0].weight]
+        assert {t.dtype for t in state["h"] + state["c"]} == {getattr(torch, name)}
+        assert state["momentum"][0].dtype == torch.float32  # only the recurrent state
+    # later steps read rounded states: updates within bfloat16's rounding of the float32 ones
+    for a, b, a0, b0 in zip(
+        models["bfloat16"].parameters(),
+        models["float32"].parameters(),
+        before["bfloat16"],
+        before["float32"],
+    ):
+        torch.testing.assert_close(a.detach() - a0, b.detach() - b0, rtol=0.05, atol=1e-4)
+    # saved and loaded as it is
+    saved = opts["bfloat16"].state_dict()
+    assert saved["param_groups"][0]["hidden_dtype"] == "bfloat16"
+    again = LearnedOptimizer(
+        models["bfloat16"].parameters(), optimizer=lstm, hidden_dtype="bfloat16"
+    )
+    again.load_state_dict(saved)
+    assert again.state[models["bfloat16"][0].weight]["h"][0].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bad", ["int8", torch.float16, 16])
+def test_hidden_dtype_refuses_other_dtypes_and_optimizers_without_a_recurrent_state(bad):
+    with pytest.raises(InvalidInput, match="Invalid hidden_dtype"):
+        LearnedOptimizer(_mlp().parameters(), optimizer=_lstm(), hidden_dtype=bad)
+    with pytest.raises(InvalidInput, match="Invalid hidden_dtype for Adam"):
+        LearnedOptimizer(_mlp().parameters(), optimizer=Adam(lr=1e-3), hidden_dtype="bfloat16")

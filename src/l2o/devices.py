@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from l2o.errors import InvalidInput
@@ -29,3 +32,21 @@ def check_device(name: str | torch.device) -> torch.device:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidInput(f"Invalid device: {name!r}: MPS is not available on this machine")
     return device
+
+
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Within the block, CPU float maths flushes denormal numbers (|x| < 1.2e-38 in float32) to
+    zero on this thread, as TensorFlow does by default, then goes back to what it was.
+
+    A meta-trained LSTM saturates its gates: sigmoid(-90) = 8e-40 is denormal, and matmuls
+    that read such numbers run several times slower on x86 CPUs (the paper's quadratic preset:
+    benchmarks/speed/results/meta-training.md). Nothing a learned optimizer computes depends on
+    numbers that small. Threads that torch starts for intra-op work keep their own setting.
+    """
+    was = bool(torch.tensor([1e-39]).mul(1.0).item() == 0.0)
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was)

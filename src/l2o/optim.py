@@ -108,7 +108,9 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 # Keys a parameter group may have when it is added. Ours, torch.optim's own, and the ones that
 # torch's LR schedulers write into the groups (so a group rebuilt from a scheduled optimizer's
 # param_groups, or added after the scheduler, may carry them).
-GROUP_KEYS = ("params", "optimizer", "lr", "weight_decay")
+GROUP_KEYS = ("params", "optimizer", "lr", "weight_decay", "hidden_dtype")
+# What a learned optimizer's recurrent state (the LSTM's h and c) may be stored in.
+HIDDEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TOLERATED_GROUP_KEYS = ("param_names", "initial_lr", "max_lr", "min_lr", "swa_lr")
 
 
@@ -161,6 +163,12 @@ class LearnedOptimizer(Optimizer):
         weight_decay: default decoupled weight decay, as torch.optim.AdamW's:
             theta <- theta * (1 - lr * weight_decay) + lr * update, with the group's ``lr``
             (default 0.0: none). With lr 1.0 it is the fraction of theta removed per step.
+        hidden_dtype: default dtype of the recurrent state of the optimizers that keep one
+            (``"bfloat16"`` or ``"float32"``; None, the default: the optimizer's own, float32
+            for float32 parameters). ``"bfloat16"`` halves the coordinatewise LSTM's state (160
+            instead of 320 bytes per parameter); its maths stays in float32 and each new h and
+            c is rounded when stored (what that does to the losses:
+            benchmarks/speed/results/hidden-dtype.md).
     """
 
     def __init__(
@@ -169,14 +177,21 @@ class LearnedOptimizer(Optimizer):
         optimizer: OptimizerLike | None = None,
         lr: float = 1.0,
         weight_decay: float = 0.0,
+        hidden_dtype: str | torch.dtype | None = None,
     ) -> None:
         _check_lr(lr)
         _check_weight_decay(weight_decay)
+        hidden_dtype = _hidden_dtype_name(hidden_dtype)
         self._loaded: dict[str, StepOptimizer] = {}
         self._replicas: dict[tuple[int, torch.device], tuple[StepOptimizer, StepOptimizer]] = {}
         self._cohorts: dict[tuple[int, ...], _Cohort] = {}
         default = None if optimizer is None else self._resolve(optimizer)
-        defaults = {"optimizer": default, "lr": lr, "weight_decay": weight_decay}
+        defaults = {
+            "optimizer": default,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "hidden_dtype": hidden_dtype,
+        }
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -185,8 +200,10 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("_replicas", {})
         self._cohorts = {}
         self.defaults.setdefault("weight_decay", 0.0)
-        for group in self.param_groups:  # saved before weight decay existed
+        self.defaults.setdefault("hidden_dtype", None)
+        for group in self.param_groups:  # saved before weight decay or hidden_dtype existed
             group.setdefault("weight_decay", 0.0)
+            group.setdefault("hidden_dtype", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group (see torch.optim); its ``optimizer``, ``lr`` and ``weight_decay`` default
@@ -204,6 +221,8 @@ class LearnedOptimizer(Optimizer):
         param_group["optimizer"] = self._resolve(optimizer)
         _check_lr(param_group.get("lr", self.defaults["lr"]))
         _check_weight_decay(param_group.get("weight_decay", self.defaults["weight_decay"]))
+        if "hidden_dtype" in param_group:
+            param_group["hidden_dtype"] = _hidden_dtype_name(param_group["hidden_dtype"])
         params = param_group["params"]
         if isinstance(params, Tensor):
             params = [params]
@@ -218,6 +237,8 @@ class LearnedOptimizer(Optimizer):
                     f"floating-point tensors)"
                 )
         for group in _expand_grouped(param_group):
+            if group.get("hidden_dtype", self.defaults["hidden_dtype"]) is not None:
+                _check_keeps_hidden(group["optimizer"])
             super().add_param_group(group)
 
     @torch.no_grad()
@@ -255,6 +276,10 @@ class LearnedOptimizer(Optimizer):
             if not self.state.get(p):
                 optimizer = self._on_device(group["optimizer"], p.device)
                 self.state[p] = optimizer.init_state([p.detach().to(dtype, copy=True)])
+                if group["hidden_dtype"] is not None:
+                    hidden = HIDDEN_DTYPES[group["hidden_dtype"]]
+                    for key in optimizer.hidden_keys:
+                        self.state[p][key] = [t.to(hidden) for t in self.state[p][key]]
             batches[(p.device, dtype, _signature(self.state[p], p.numel()))].append(p)
 
         for (device, dtype, _), params in batches.items():
@@ -410,6 +435,29 @@ def _check_weight_decay(weight_decay: Any) -> None:
         raise InvalidInput(f"Invalid weight_decay: {weight_decay!r} (must be a number >= 0)")
     if not weight_decay >= 0.0:
         raise InvalidInput(f"Invalid weight_decay: {weight_decay} (must be a number >= 0)")
+
+
+def _hidden_dtype_name(value: Any) -> str | None:
+    """``hidden_dtype`` as its name ("bfloat16", "float32") or None."""
+    if value is None:
+        return None
+    names = {dtype: name for name, dtype in HIDDEN_DTYPES.items()}
+    if isinstance(value, torch.dtype) and value in names:
+        return names[value]
+    if isinstance(value, str) and value.removeprefix("torch.") in HIDDEN_DTYPES:
+        return value.removeprefix("torch.")
+    raise InvalidInput(
+        f"Invalid hidden_dtype: {value!r} (valid: {', '.join(HIDDEN_DTYPES)}, or None for the "
+        "optimizer's own)"
+    )
+
+
+def _check_keeps_hidden(optimizer: StepOptimizer) -> None:
+    if not getattr(optimizer, "hidden_keys", ()):
+        raise InvalidInput(
+            f"Invalid hidden_dtype for {type(optimizer).__name__}: it keeps no recurrent state "
+            'that can be stored in another dtype (the coordinatewise LSTM, kind = "lstm", does)'
+        )
 
 
 def _check_group_keys(group: dict[Any, Any]) -> None:

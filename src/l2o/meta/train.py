@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from l2o.checkpoint import RESUME_PREFIX, load_weights, read_checkpoint, save_checkpoint
+from l2o.devices import flush_denormals
 from l2o.distributed import World
 from l2o.errors import CheckpointError, InvalidInput, MetaTrainingDiverged
 from l2o.meta.averaging import PolyakAverage
@@ -500,26 +501,27 @@ class MetaTrainer:
         started = time.perf_counter() - self.state.seconds
         self._monitor("start", self.state.epoch, self.graph_spec(), self.resumed)
         try:
-            for epoch in range(self.state.epoch, cfg.epochs):
-                entry = self.train_epoch(epoch)
-                self.state.epoch = epoch + 1
-                self.state.seconds = time.perf_counter() - started
-                entry["seconds"] = self.state.seconds
-                validating = self.state.epoch % cfg.validate_every == 0
-                if validating or self.state.epoch == cfg.epochs:
-                    improved = self.validate(entry)
-                    # The epoch's metrics and TensorBoard events are on disk before the
-                    # checkpoint that covers them: a kill in between leaves an extra line and
-                    # extra events, which resume drops (and then writes again).
-                    if self.world.is_main:
-                        self.metrics.append(entry, sync=True)
-                    self._monitor("epoch", epoch, entry)
-                    self._monitor("flush")
-                    self.save_checkpoints(improved)
-                else:
-                    if self.world.is_main:
-                        self.metrics.append(entry)
-                    self._monitor("epoch", epoch, entry)
+            with flush_denormals():  # saturated gates: see l2o.devices
+                for epoch in range(self.state.epoch, cfg.epochs):
+                    entry = self.train_epoch(epoch)
+                    self.state.epoch = epoch + 1
+                    self.state.seconds = time.perf_counter() - started
+                    entry["seconds"] = self.state.seconds
+                    validating = self.state.epoch % cfg.validate_every == 0
+                    if validating or self.state.epoch == cfg.epochs:
+                        improved = self.validate(entry)
+                        # The epoch's metrics and TensorBoard events are on disk before the
+                        # checkpoint that covers them: a kill in between leaves an extra line and
+                        # extra events, which resume drops (and then writes again).
+                        if self.world.is_main:
+                            self.metrics.append(entry, sync=True)
+                        self._monitor("epoch", epoch, entry)
+                        self._monitor("flush")
+                        self.save_checkpoints(improved)
+                    else:
+                        if self.world.is_main:
+                            self.metrics.append(entry)
+                        self._monitor("epoch", epoch, entry)
         finally:
             self._monitor("close")
         return self.state

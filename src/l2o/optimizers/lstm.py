@@ -39,8 +39,8 @@ from l2o.optimizers.features import Momentum, RunningRMS, step_features
 from l2o.optimizers.heads import NominalTerm
 from l2o.optimizers.lstm_kernel import (
     LSTMLayer,
-    in_column_chunks,
     lstm_cells,
+    lstm_no_grad,
     reset_lstm_cells,
     zero_hidden,
 )
@@ -196,6 +196,10 @@ class CoordinatewiseLSTM(StepOptimizer):
 
     # Coordinates per chunk of a step taken without autograd (see ``step``).
     chunk_size = 8192
+    steps_in_place = True  # without autograd, a caller that owns the state may ask for it
+    # The recurrent state, which the torch.optim front-end may store in bfloat16 (its
+    # ``hidden_dtype``): a step without autograd reads it into float32 and rounds the new one.
+    hidden_keys = ("h", "c")
 
     def __init__(self, config: LSTMConfig | None = None) -> None:
         super().__init__()
@@ -302,9 +306,13 @@ class CoordinatewiseLSTM(StepOptimizer):
         grads: Sequence[Tensor],
         state: OptState,
         params: Sequence[Tensor] | None = None,
+        in_place: bool = False,
     ) -> tuple[list[Tensor], OptState]:
         """One step; ``params`` (theta_t, shaped like ``grads``) only when it reads them
-        (``config.param_input``)."""
+        (``config.param_input``). Without autograd (``torch.no_grad()``: rollouts, the torch.optim
+        front-end) the step takes the fast path, ``lstm_kernel.lstm_no_grad``, the same numbers
+        bit for bit; there ``in_place`` (a caller that owns ``state`` and drops it) writes the
+        new h and c over the old ones."""
         if self.config.param_input and (params is None or len(params) != len(grads)):
             raise InvalidInput(
                 "this LSTM reads the parameters (param_input = true): pass "
@@ -314,12 +322,21 @@ class CoordinatewiseLSTM(StepOptimizer):
         # The maths runs on transposes, one coordinate per column (see l2o.optimizers.
         # lstm_kernel); the states handed out are the (N, hidden) transposes of the contiguous
         # (hidden, N) tensors it makes (no copy).
-        args = (x.t(), [h.t() for h in state["h"]], [c.t() for c in state["c"]], signals.t())
-        m = partial(self._m, biases=self._gate_biases(state["step"]))
-        if torch.is_grad_enabled() or x.shape[0] <= self.chunk_size:
-            update, hs, cs = m(*args)
-        else:  # no graph to keep: the coordinates go through in chunks
-            update, hs, cs = in_column_chunks(m, args, self.chunk_size)
+        hs, cs = [h.t() for h in state["h"]], [c.t() for c in state["c"]]
+        biases = self._gate_biases(state["step"])
+        if torch.is_grad_enabled():
+            update, hs, cs = self._m(x.t(), hs, cs, signals.t(), biases)
+        else:
+            update, hs, cs = lstm_no_grad(
+                x.t(),
+                hs,
+                cs,
+                [cell.weight for cell in self.cells],
+                biases,
+                partial(self._head, signals=signals.t()),
+                self.chunk_size,
+                in_place=in_place and _writable(hs + cs),
+            )
         new_state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
         new_state.update(features)
         return unflatten(update, grads), new_state
@@ -351,14 +368,18 @@ class CoordinatewiseLSTM(StepOptimizer):
             new_hs.append(h)
             new_cs.append(c)
             x = h
-        # g_t = output_scale (w h + b), as (1, hidden) @ (hidden, n): its gradient with respect
-        # to h is then (hidden, n) like the one from the next step, and adding the two stays
-        # contiguous.
-        update = torch.addmm(self.output.bias.unsqueeze(1), self.output.weight, x).squeeze(0)
+        return self._head(x, signals=signals), new_hs, new_cs
+
+    def _head(self, h: Tensor, cols: slice = slice(None), *, signals: Tensor) -> Tensor:
+        """g_t = output_scale (w h + b) (+ the nominal term on the signals of the columns
+        ``cols``) from the top layer's h (hidden, n)."""
+        # As (1, hidden) @ (hidden, n): its gradient with respect to h is then (hidden, n) like
+        # the one from the next step, and adding the two stays contiguous.
+        update = torch.addmm(self.output.bias.unsqueeze(1), self.output.weight, h).squeeze(0)
         update = update * self.config.output_scale
         if self.gain is not None:
-            update = update + self.gain(x, signals)
-        return update, new_hs, new_cs
+            update = update + self.gain(h, signals[:, cols])
+        return update
 
     def spec(self) -> dict[str, Any]:
         """The config, JSON-ready (lists, not tuples), less the options beyond the paper that
@@ -372,3 +393,12 @@ class CoordinatewiseLSTM(StepOptimizer):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
+
+
+def _writable(tensors: Sequence[Tensor]) -> bool:
+    """Whether the new state can be written over ``tensors``, the (hidden, N) views of h and c:
+    each contiguous (the layout this LSTM makes; a state merged or loaded by the front-end may
+    be (N, hidden) rows: its first step makes new tensors) and none sharing memory with another
+    (a fresh state's h and c are all one zeros tensor)."""
+    distinct = len({t.untyped_storage().data_ptr() for t in tensors}) == len(tensors)
+    return distinct and all(t.is_contiguous() for t in tensors)
