@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from l2o import pretrained
+
 pytest.importorskip("skimage")  # the default content and style pictures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,11 +61,14 @@ def test_baselines_alone_with_their_floor(baselines):
 
 
 def test_a_learned_optimizer_against_the_baselines_it_reuses(baselines, tmp_path):
+    shipped = pretrained.names()
     done = run(
         tmp_path, "--lstm", "quadratic-lstm", "--baselines-from",
-        str(baselines / "art-baselines.json"),
+        str(baselines / "art-baselines.json"), "--ship",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # the quadratics' LSTM does not beat tuned Adam here: nothing is shipped
+    assert "not shipped: " in done.stdout and pretrained.names() == shipped
     before = json.loads((baselines / "art-baselines.json").read_text())["settings"]
     result = json.loads((tmp_path / "art.json").read_text())
     assert result["lstm"]["path"] == "quadratic-lstm"
