@@ -314,7 +314,8 @@ EXPERIMENTS = sorted(p.parent.name for p in BENCHMARKS.glob("*/run.py"))
 def test_benchmarks_is_a_package_of_modules_without_path_hacks(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     assert EXPERIMENTS == [
-        "conv", "distributed", "estimators", "generalist", "mnist", "quadratic", "speed"
+        "art", "conv", "coupling", "distributed", "estimators", "generalist", "mnist", "quadratic",
+        "speed",
     ]  # fmt: skip
     for path in SCRIPTS:
         assert (path.parent / "__init__.py").is_file(), path

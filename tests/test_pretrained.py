@@ -169,3 +169,37 @@ def test_example_trains_with_a_checkpoint_and_plots_both_curves(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0].startswith(str(path)) and lines[1].startswith("adam")
     assert "test accuracy" in lines[0] and out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_quadratic_gac_is_the_committed_runs_best_checkpoint_and_beats_quadratic_lstm():
+    """The shipped LSTM+GAC (#28) is the best checkpoint of the committed run of
+    configs/quadratic-gac.toml, its record's benchmark is the committed result file's, and
+    its coordinates share information (one coordinate's gradient moves the others' updates)."""
+    import json
+
+    from l2o.checkpoint import load_checkpoint
+
+    root = Path(__file__).resolve().parent.parent
+    shipped = l2o.load("quadratic-gac")
+    run, _ = load_checkpoint(
+        root / "benchmarks/coupling/results/runs/quadratic-gac/checkpoints/best"
+    )
+    assert shipped.spec() == run.spec() and shipped.spec()["kind"] == "lstm-gac"
+    for a, b in zip(shipped.state_dict().values(), run.state_dict().values()):
+        assert torch.equal(a, b)
+    benchmark = pretrained.info("quadratic-gac")["benchmark"]
+    result = json.loads((root / benchmark["results"]).read_text())
+    ratio = result["settings"]["10d"]["optimizers"]["lstm-gac"]["ratio_to_reference"]
+    assert benchmark["over_quadratic-lstm"] == ratio and result["reference"] == "quadratic-lstm"
+    assert ratio["ratio_95_interval"][1] < 1  # it beats the coordinatewise quadratic-lstm
+
+    def updates(first_gradient):
+        p = torch.zeros(10, requires_grad=True)
+        opt = LearnedOptimizer([p], optimizer="quadratic-gac")
+        p.grad = torch.linspace(-1, 1, 10)
+        p.grad[0] = first_gradient
+        opt.step()
+        return p.detach().clone()
+
+    a, b = updates(-1.0), updates(5.0)
+    assert not torch.equal(a[1:], b[1:])
