@@ -173,3 +173,22 @@ def test_classical_runs_on_held_out_tasks_give_a_comparison_result():
     assert result.summary()["final_loss_mean"] < 1e-3 * result.summary()["curve_mean"][0]
     with pytest.raises(InvalidInput, match=r"unknown optimizer 'bfgs' \(valid: lbfgs-wolfe, cg\)"):
         run_classical_on_tasks("bfgs", family, 12, "test", 1)
+
+
+class _LayerTask(TwoTensorTask):
+    """``a`` used as a layer's weight (out 4, in 2) as the MLP tasks use theirs,
+    h @ a^T: its gradient comes back transposed, not contiguous."""
+
+    def loss(self, params, batch=None):
+        a, b = params
+        h = torch.ones(self.num_problems, 5, 2, dtype=a.dtype)
+        out = torch.matmul(h, a.transpose(1, 2))
+        return (out - 1).pow(2).flatten(1).sum(1) + (b - 1).pow(2).sum(1)
+
+
+def test_strong_wolfe_lbfgs_takes_a_layer_weights_non_contiguous_gradient():
+    """torch.optim.LBFGS views each .grad flat: a gradient handed over with its transposed
+    strides (the MLP tasks' weights) used to stop it with a RuntimeError."""
+    task = _LayerTask(dtype=torch.float64)
+    run = lbfgs_wolfe(task, 20)
+    assert torch.isfinite(run.losses).all() and (run.losses[-1] < 1e-6).all()

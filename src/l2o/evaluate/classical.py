@@ -111,7 +111,7 @@ def lbfgs_wolfe(
                 counter["evaluations"] += 1
             loss, grads = cache[key]
             for t, g in zip(theta, grads):
-                t.grad = g.clone()
+                t.grad = g.clone(memory_format=torch.contiguous_format)  # torch views it
             return loss
 
         f0 = float(loss_at(0))  # the first evaluation, which the first iteration uses
