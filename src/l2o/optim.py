@@ -168,7 +168,7 @@ class LearnedOptimizer(Optimizer):
             for float32 parameters). ``"bfloat16"`` halves the coordinatewise LSTM's state (160
             instead of 320 bytes per parameter); its maths stays in float32 and each new h and
             c is rounded when stored (what that does to the losses:
-            benchmarks/speed/results/hidden-dtype.md).
+            benchmarks/speed/results/speed-hidden-dtype.md).
     """
 
     def __init__(
@@ -264,6 +264,7 @@ class LearnedOptimizer(Optimizer):
     def _step_group(
         self, group: dict[str, Any], loss: Tensor | None, cohorts: dict[tuple[int, ...], _Cohort]
     ) -> None:
+        self._init_together(group)
         batches: dict[tuple[Any, ...], list[Tensor]] = defaultdict(list)
         for p in group["params"]:
             if not p.requires_grad or p.grad is None:
@@ -275,11 +276,8 @@ class LearnedOptimizer(Optimizer):
             dtype = maths_dtype(p.dtype)
             if not self.state.get(p):
                 optimizer = self._on_device(group["optimizer"], p.device)
-                self.state[p] = optimizer.init_state([p.detach().to(dtype, copy=True)])
-                if group["hidden_dtype"] is not None:
-                    hidden = HIDDEN_DTYPES[group["hidden_dtype"]]
-                    for key in optimizer.hidden_keys:
-                        self.state[p][key] = [t.to(hidden) for t in self.state[p][key]]
+                state = optimizer.init_state([p.detach().to(dtype, copy=True)])
+                self.state[p] = _with_hidden_dtype(state, optimizer, group["hidden_dtype"])
             batches[(p.device, dtype, _signature(self.state[p], p.numel()))].append(p)
 
         for (device, dtype, _), params in batches.items():
@@ -308,6 +306,30 @@ class LearnedOptimizer(Optimizer):
             for p, view in zip(params, views):
                 self.state[p] = view
             cohorts[key] = _Cohort(params, state, views, [_leaves(v) for v in views])
+
+    def _init_together(self, group: dict[str, Any]) -> None:
+        """The first state of a group's parameters that step together, made by one
+        ``init_state`` call and handed out as views, for optimizers with a recurrent state per
+        coordinate (the LSTM's h and c: 320 bytes per parameter): made per parameter and then
+        merged, it would be held twice at the first step. Others are made per parameter."""
+        if not getattr(group["optimizer"], "hidden_keys", ()):
+            return
+        fresh: dict[tuple[Any, ...], list[Tensor]] = defaultdict(list)
+        for p in group["params"]:
+            if p.requires_grad and p.grad is not None and not p.grad.is_sparse:
+                if self.state.get(p):
+                    return  # some have a state: the usual merge
+                fresh[(p.device, maths_dtype(p.dtype))].append(p)
+        for (device, dtype), params in fresh.items():
+            optimizer = self._on_device(group["optimizer"], device)
+            state = optimizer.init_state([p.detach().to(dtype, copy=True) for p in params])
+            state = _with_hidden_dtype(state, optimizer, group["hidden_dtype"])
+            numels = [p.numel() for p in params]
+            views = _split(state, numels, sum(numels))
+            for p, view in zip(params, views):
+                self.state[p] = view
+            key = tuple(id(p) for p in params)
+            self._cohorts[key] = _Cohort(params, state, views, [_leaves(v) for v in views])
 
     def _step_loss(
         self, closure: Callable[[], Tensor] | None, loss: Tensor | float | None
@@ -437,6 +459,17 @@ def _check_weight_decay(weight_decay: Any) -> None:
         raise InvalidInput(f"Invalid weight_decay: {weight_decay} (must be a number >= 0)")
 
 
+def _with_hidden_dtype(state: OptState, optimizer: StepOptimizer, name: str | None) -> OptState:
+    """``state`` with the optimizer's recurrent state (its ``hidden_keys``) in ``name``'s
+    dtype; as it is for None."""
+    if name is None:
+        return state
+    dtype = HIDDEN_DTYPES[name]
+    return {
+        k: [t.to(dtype) for t in v] if k in optimizer.hidden_keys else v for k, v in state.items()
+    }
+
+
 def _hidden_dtype_name(value: Any) -> str | None:
     """``hidden_dtype`` as its name ("bfloat16", "float32") or None."""
     if value is None:
@@ -532,6 +565,9 @@ def _merge(states: list[Any], numels: list[int]) -> Any:
     if len(states) == 1:
         return first
     if _is_rows(first, numels[0]):
+        if all(s.dim() == 2 and not s.is_contiguous() and s.t().is_contiguous() for s in states):
+            # unit-major rows (the LSTM's (N, hidden) h and c): kept so, not transposed
+            return torch.cat([s.t() for s in states], dim=1).t()
         return torch.cat(states)
     if isinstance(first, dict):
         return {k: _merge([s[k] for s in states], _per_tensor(k, numels)) for k in first}

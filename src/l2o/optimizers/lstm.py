@@ -250,11 +250,13 @@ class CoordinatewiseLSTM(StepOptimizer):
         ref = self.output.weight
         # Shape (N, hidden), stored unit-major (the transpose of a contiguous (hidden, N) tensor):
         # see ``step``.
-        zeros = zero_hidden(self.config.hidden_size, n, ref)
+        # One zeros tensor each (calloc'd: no memory until written), so that a step may write
+        # the new state over them (``in_place``).
+        layers = range(self.config.num_layers)
         state: OptState = {
             "step": 0,
-            "h": [zeros] * self.config.num_layers,
-            "c": [zeros] * self.config.num_layers,
+            "h": [zero_hidden(self.config.hidden_size, n, ref) for _ in layers],
+            "c": [zero_hidden(self.config.hidden_size, n, ref) for _ in layers],
         }
         for feature in (self.momentum, self.rms):
             if feature is not None:
@@ -335,7 +337,7 @@ class CoordinatewiseLSTM(StepOptimizer):
                 biases,
                 partial(self._head, signals=signals.t()),
                 self.chunk_size,
-                in_place=in_place and _writable(hs + cs),
+                in_place=in_place and _distinct(hs + cs),
             )
         new_state = {"step": state["step"] + 1, "h": [h.t() for h in hs], "c": [c.t() for c in cs]}
         new_state.update(features)
@@ -395,10 +397,7 @@ class CoordinatewiseLSTM(StepOptimizer):
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
 
 
-def _writable(tensors: Sequence[Tensor]) -> bool:
-    """Whether the new state can be written over ``tensors``, the (hidden, N) views of h and c:
-    each contiguous (the layout this LSTM makes; a state merged or loaded by the front-end may
-    be (N, hidden) rows: its first step makes new tensors) and none sharing memory with another
-    (a fresh state's h and c are all one zeros tensor)."""
-    distinct = len({t.untyped_storage().data_ptr() for t in tensors}) == len(tensors)
-    return distinct and all(t.is_contiguous() for t in tensors)
+def _distinct(tensors: Sequence[Tensor]) -> bool:
+    """Whether no two of ``tensors`` share memory: the new state can be written over them (a
+    state made before ``init_state`` gave each its own zeros may share one)."""
+    return len({t.untyped_storage().data_ptr() for t in tensors}) == len(tensors)

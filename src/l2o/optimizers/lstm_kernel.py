@@ -159,8 +159,8 @@ def lstm_no_grad(
     in + hidden) and bias (4 hidden,); ``head(h_top, cols)`` maps the top layer's new h of the
     columns ``cols`` (hidden, n), float32, to their update (n,). Returns the update (N,) and the
     new h and c of every layer, (hidden, N) each; with ``in_place`` (a caller that owns the
-    state and drops the old one) written over the old h and c, which then must not share
-    memory with each other.
+    state and drops the old one) written over the old h and c, in whatever layout and dtype
+    they have, which then must not share memory with each other.
 
     What makes it faster than ``in_column_chunks`` over ``LSTMLayer``:
     - each chunk's temporaries live in buffers made once per step: the chunk stays in cache and
@@ -208,18 +208,16 @@ def lstm_no_grad(
             gates[: 3 * hidden].sigmoid_()
             gates[3 * hidden :].tanh_()
             i, f, o, g = gates.chunk(4)
-            # c' = s(f) c + s(i) tanh(g),  h' = s(o) tanh(c'); float32 state written where it
-            # lives, a bfloat16 one computed in float32 and rounded
-            c_new = new_cs[k][:, cols] if new_cs[k].dtype == dtype else c_buffer[:, :m]
-            h_new = new_hs[k][:, cols] if new_hs[k].dtype == dtype else h_buffers[k][:, :m]
+            # c' = s(f) c + s(i) tanh(g),  h' = s(o) tanh(c')
+            # computed in float32 buffers, then stored (rounded to a bfloat16 state): each op
+            # sees the same layout whatever the state's, and gives the same numbers
+            c_new, h_new = c_buffer[:, :m], h_buffers[k][:, :m]
             torch.mul(f, cs[k][:, cols], out=tanh_c)
             torch.addcmul(tanh_c, i, g, out=c_new)
             torch.tanh(c_new, out=tanh_c)
             torch.mul(o, tanh_c, out=h_new)
-            if new_cs[k].dtype != dtype:
-                new_cs[k][:, cols] = c_new
-            if new_hs[k].dtype != dtype:
-                new_hs[k][:, cols] = h_new
+            new_cs[k][:, cols] = c_new
+            new_hs[k][:, cols] = h_new
             inp = h_new
         update[cols] = head(inp, cols)
     return update, new_hs, new_cs
