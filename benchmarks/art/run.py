@@ -528,8 +528,9 @@ def _training(lstm: dict[str, Any]) -> str:
     if "meta_training_seconds" not in m:
         return ""
     return (
-        f" (meta-trained {m['meta_training_seconds'] / 60:.1f} min; best validation "
-        f"{m.get('best_validation_final_loss', float('nan')):.4g} at epoch {m.get('best_epoch')})"
+        f" (the checkpoint of epoch {m.get('best_epoch')}, after "
+        f"{m['meta_training_seconds'] / 60:.1f} min of meta-training; its validation f(θ_T) "
+        f"{m.get('best_validation_final_loss', float('nan')):.4g}, the run's best)"
     )
 
 
