@@ -128,6 +128,10 @@ def main(out: Path) -> None:
         results[f"sharded_{name}_state_fraction"] = found["state_fraction"]
     if world.is_main:
         (out / "worker.json").write_text(json.dumps(results, indent=1))
+    # Both ranks leave together: a rank that tore its process group down while the other was
+    # still writing was seen to abort at exit ("terminate called without an active exception")
+    # on a loaded machine.
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -81,8 +82,14 @@ def import_reference(tree: Path):
     pattern = re.compile(r"\b(from|import) l2o\b")
     for path in package.rglob("*.py"):
         path.write_text(pattern.sub(r"\1 l2o_1fba373", path.read_text()))
-    sys.path.insert(0, str(tree))
-    return importlib.import_module("l2o_1fba373")
+    # imported from its folder as a package (its submodules found through its __path__)
+    spec = importlib.util.spec_from_file_location(
+        package.name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[package.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def trainer(package, config_path: Path, run_dir: Path):
