@@ -64,7 +64,8 @@ def test_a_learned_optimizer_against_the_baselines_it_reuses(baselines, tmp_path
     shipped = pretrained.names()
     done = run(
         tmp_path, "--lstm", "quadratic-lstm", "--baselines-from",
-        str(baselines / "art-baselines.json"), "--ship",
+        str(baselines / "art-baselines.json"), "--ship", "--floor-steps", "6",
+        "--floor-settings", "new-style",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     # the quadratics' LSTM does not beat tuned Adam here: nothing is shipped
@@ -81,6 +82,12 @@ def test_a_learned_optimizer_against_the_baselines_it_reuses(baselines, tmp_path
     floor = result["settings"]["64x64"]
     assert all(f <= x for f, x in zip(floor["fstar"], floor["optimizers"]["lstm"]["curve_min"]))
     assert "excess_over_adam" in floor["optimizers"]["lstm"]
+    # the floor runs of the file are kept; where it had none, they run at its tuned rates
+    assert floor["floor"] == before["64x64"]["floor"]
+    new = result["settings"]["new-style"]["floor"]
+    assert new["steps"] == 6
+    for name, runs in new["optimizers"].items():
+        assert runs["lr"] == before["new-style"]["optimizers"][name]["lr"]
     assert "LSTM / tuned Adam at step 4" in (tmp_path / "art.md").read_text()
 
 

@@ -28,7 +28,8 @@ Reproduce, from the repository root (1 torch thread; the other core was busy):
 
     # the tuned baselines and their floor, no LSTM needed
     python -m benchmarks.art.run --floor-steps 1000 --floor-settings 64x64,new-style
-    # the LSTM against them, on the same test images (their tuned runs are re-used)
+    # the LSTM against them, on the same test images (their tuned runs are re-used; with
+    # --floor-steps, floor runs at their tuned rates where the file has none)
     python -m benchmarks.art.run --lstm benchmarks/art/results/run \\
         --baselines-from benchmarks/art/results/art-baselines.json
 """
@@ -301,6 +302,8 @@ def run_setting(
             result["optimizers"][name] = old["optimizers"][name]
         result["floor"] = old.get("floor")
         result["baselines_seconds"] = old.get("baselines_seconds")
+        if result["floor"] is None and with_floor and args.floor_steps:  # at their tuned lrs
+            result["floor"] = floor(family, result, options, n_test, args.floor_steps, setting.name)
     else:
         start = time.perf_counter()
         for name in options.baselines:
