@@ -39,12 +39,7 @@ from l2o.tasks.feature_nets import (
 SMALL_WIDTHS = (2, 2, 3, 3, 3)  # channels per VGG block: the layout of VGG-19, narrower
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions: more threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def save_picture(path, pixels: np.ndarray, **options) -> str:

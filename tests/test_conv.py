@@ -43,12 +43,7 @@ def data_dirs(tmp_path_factory):
     return {"fashion-mnist": str(idx), "cifar10": str(root / "cifar")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions: more threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Net(nn.Module):

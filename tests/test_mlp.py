@@ -143,15 +143,6 @@ def test_figure_presets_and_evaluate_setting_report_test_metrics():
     assert result["task"]["num_problems"] == 2 and result["lstm_over_adam"] > 0
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensors on a shared machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @needs_fashion
 def test_meta_training_on_real_fashion_mnist_improves_the_lstm(tmp_path, one_thread):
     """A few seconds of meta-training on the real files: the LSTM gets better at training MLPs."""

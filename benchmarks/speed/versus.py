@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, machine, results_dir, write_result
+from benchmarks.speed.run import _proc_status
 
 REFERENCE = "1fba373"
 MODULES = ("config", "runs", "meta.train")  # what building a trainer takes
@@ -191,14 +192,6 @@ def worker_step(package_name: str, n: int) -> dict:
     for _ in range(3):
         opt.step()
     return {"peak_bytes_per_param": (_proc_status("VmHWM:") - base) / n}
-
-
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024  # kB
-    raise KeyError(key)
 
 
 def worker_profile(config: str, n: int) -> dict:

@@ -39,9 +39,9 @@ def flush_denormals() -> Iterator[None]:
     """Within the block, CPU float maths flushes denormal numbers (|x| < 1.2e-38 in float32) to
     zero on this thread, as TensorFlow does by default, then goes back to what it was.
 
-    A meta-trained LSTM saturates its gates: sigmoid(-90) = 8e-40 is denormal, and matmuls
-    that read such numbers run several times slower on x86 CPUs (the paper's quadratic preset:
-    benchmarks/speed/results/meta-training.md). Nothing a learned optimizer computes depends on
+    A saturated LSTM gate gives numbers like sigmoid(-90) = 8e-40, a denormal, and operations
+    that read denormals run many times slower on x86 CPUs (the MNIST preset's epochs:
+    benchmarks/speed/results/speed-versus.md). Nothing a learned optimizer computes depends on
     numbers that small. Threads that torch starts for intra-op work keep their own setting.
     """
     was = bool(torch.tensor([1e-39]).mul(1.0).item() == 0.0)
