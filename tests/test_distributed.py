@@ -223,8 +223,20 @@ def test_commands_that_run_in_one_process_are_refused_under_torchrun(monkeypatch
 
 
 # -- under torchrun, 2 processes ----------------------------------------------------------------
+# A gloo process was seen to abort, rarely, with this C++ message and no Python error (torch
+# 2.13, CPU; 3 of about 10 runs of the suite on 2026-12-05, loaded or idle): torch's, not ours,
+# so the worker gets one more try when that alone is what went wrong.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def test_shared_meta_gradients_validation_and_sharded_steps_equal_one_process(tmp_path):
     done = torchrun("tests/distributed_worker.py", str(tmp_path), timeout=240)
+    if (
+        done.returncode != 0
+        and GLOO_ABORT in done.stderr
+        and "Error:" not in done.stderr.split(GLOO_ABORT)[0]
+    ):
+        done = torchrun("tests/distributed_worker.py", str(tmp_path), timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads((tmp_path / "worker.json").read_text())
     for name in ("tbptt", "tbptt-3-tasks", "es", "pes"):
