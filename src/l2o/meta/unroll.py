@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from l2o.devices import flush_denormals
 from l2o.errors import InvalidInput
 from l2o.optimizers.base import OptState, StepOptimizer, call_step, detach_state
 from l2o.optimizers.problems import for_task
@@ -222,16 +223,19 @@ def rollout(optimizer: StepOptimizer, task: Task, steps: int) -> Rollout:
 
     The optimizer runs exactly as in meta-training (the same ``inner_step``) but without a
     meta-graph, so nothing is kept for backpropagation; it works inside torch.no_grad() too.
-    Diverging runs are recorded as they are (inf / NaN).
+    Diverging runs are recorded as they are (inf / NaN). CPU maths flushes denormals to zero
+    meanwhile, as in meta-training (``l2o.devices.flush_denormals``: saturated gates make them,
+    and they slow a learned step many times).
     """
     start = time.perf_counter()
-    state = differentiable(init_unroll(task, optimizer))
-    f = task_loss(task, state)
-    losses = [f.loss.detach()]
-    for _ in range(steps):
-        step = inner_step(task, optimizer, state, f, meta_graph=False)
-        state, f = step.state, step.f
-        losses.append(f.loss.detach())
+    with flush_denormals():
+        state = differentiable(init_unroll(task, optimizer))
+        f = task_loss(task, state)
+        losses = [f.loss.detach()]
+        for _ in range(steps):
+            step = inner_step(task, optimizer, state, f, meta_graph=False)
+            state, f = step.state, step.f
+            losses.append(f.loss.detach())
     curve = torch.stack(losses).float().cpu()  # .cpu() also waits for an accelerator
     params = [p.detach() for p in state.params]
     return Rollout(curve, time.perf_counter() - start, params, state.buffers)
