@@ -34,7 +34,13 @@ CONFIGS = {
     "generalist": GENERALIST,
     "defaults": MLPOptimizerConfig(hidden_size=8),  # 2 layers, 5 momenta, 11 step features
     "plain": MLPOptimizerConfig(hidden_size=6, num_layers=3, momentum=(0.9,), nominal_lr=0.0),
-}
+    # the hypergradient adaptation of each tensor's rate, with and without the scheduler
+    "adaptive": MLPOptimizerConfig(
+        hidden_size=16, num_layers=1, momentum=(0.5, 0.9, 0.99), scheduler_size=8,
+        lr_adaptation=0.3, adaptation_bound=1.5,
+    ),
+    "adaptive-alone": MLPOptimizerConfig(hidden_size=8, lr_adaptation=0.5),
+}  # fmt: skip
 # A conv weight, a linear weight, vectors, a scalar, a (1, n) matrix (full second moment), an
 # empty tensor; with chunks of 64 coordinates the first three are cut into chunks of their own
 # (whole rows of a factored matrix), the rest packed several to a chunk.

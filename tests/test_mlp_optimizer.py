@@ -205,3 +205,96 @@ def test_meta_training_lowers_the_validation_loss(tmp_path):
     assert state.epoch == 20
     assert math.isfinite(state.best_validation)
     assert state.best_validation < 0.9 * before
+
+
+def _adam_hd(params, grads_per_step, lr, beta, bound):
+    """The hypergradient rule by hand, per tensor: a += beta cos(g_t, d_{t-1}) (clipped),
+    update = -lr exp(a) m_hat / (sqrt(v_hat) + 1e-8), d the previous step's Adam direction."""
+    b1, b2 = 0.9, 0.999
+    m = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    v = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    a = [0.0] * len(params)
+    direction = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    out = []
+    for t, grads in enumerate(grads_per_step, start=1):
+        step = []
+        for j, g in enumerate(grads):
+            g = g.double()
+            d = direction[j]
+            cos = float(g.flatten() @ d.flatten() / (g.norm() * d.norm() + 1e-30)) if t > 1 else 0
+            a[j] = min(max(a[j] + beta * cos, -bound), bound)
+            m[j] = b1 * m[j] + (1 - b1) * g
+            v[j] = b2 * v[j] + (1 - b2) * g * g
+            direction[j] = (m[j] / (1 - b1**t)) / ((v[j] / (1 - b2**t)).sqrt() + 1e-8)
+            step.append(-lr * math.exp(a[j]) * direction[j])
+        out.append((step, list(a)))
+    return out
+
+
+@pytest.mark.parametrize("autograd", [True, False])
+def test_lr_adaptation_untrained_is_the_hypergradient_rule_by_hand(autograd):
+    """A fresh optimizer with ``lr_adaptation`` (no scheduler) makes Adam-HD's updates: each
+    tensor's rate rises while g_t and the previous direction agree and falls when they oppose,
+    within the bound; the reference step (autograd) and the step without it alike."""
+    torch.manual_seed(3)
+    opt = PerParameterMLP(MLPOptimizerConfig(hidden_size=8, nominal_lr=0.01, lr_adaptation=0.4,
+                                             adaptation_bound=1.0))  # fmt: skip
+    params = [torch.randn(5, 4), torch.randn(7)]
+    target = [torch.randn(5, 4), torch.randn(7)]
+    grads_per_step = []
+    # Tensor 0: a gradient that keeps its direction (its rate climbs to the bound); tensor 1:
+    # one that flips sign every step (its rate falls).
+    for t in range(8):
+        grads_per_step.append([params[0] - target[0] + 0.01 * t, (-1) ** t * (params[1] + 1)])
+    want = _adam_hd(params, grads_per_step, lr=0.01, beta=0.4, bound=1.0)
+    state = opt.init_state(params)
+    with torch.set_grad_enabled(autograd):
+        for grads, (expected, adapt) in zip(grads_per_step, want):
+            updates, state = opt.step(grads, state, params=params)
+            for u, e in zip(updates, expected):
+                torch.testing.assert_close(u.double(), e, rtol=2e-5, atol=1e-9)
+            torch.testing.assert_close(state["tensors"]["adapt"].double(),
+                                       torch.tensor(adapt, dtype=torch.float64), atol=1e-5, rtol=0)  # fmt: skip
+    assert want[-1][1][0] == 1.0 and want[-1][1][1] < -0.5  # the rule did both things
+
+
+def test_lr_adaptation_gain_is_a_meta_parameter_with_a_gradient_and_the_spec_keeps_it():
+    config = MLPOptimizerConfig(hidden_size=8, lr_adaptation=0.3, scheduler_size=4)
+    opt = _wake(PerParameterMLP(config), 0.1)
+    assert opt.adaptation_log_gain is not None
+    assert math.isclose(float(opt.adaptation_log_gain.detach()), math.log(0.3), rel_tol=1e-6)
+    assert opt.scheduler is not None and opt.scheduler.extra_inputs == 2
+    task = QuadraticFamily(num_problems=2).sample(0)
+    result = TruncatedBPTT().meta_gradient(opt, task, init_unroll(task, opt), [1.0] * 5)
+    names = [name for name, _ in opt.named_parameters()]
+    assert result.finite
+    assert result.grads[names.index("adaptation_log_gain")].abs() > 0
+    spec = json.loads(json.dumps(opt.spec()))
+    assert spec["lr_adaptation"] == 0.3 and spec["adaptation_bound"] == 7.0
+    assert from_spec(spec).config == config
+    plain = PerParameterMLP(MLPOptimizerConfig(hidden_size=8)).spec()
+    assert "lr_adaptation" not in plain and "adaptation_bound" not in plain  # as saved before
+    for options, name in [({"lr_adaptation": -0.1}, "lr_adaptation"),
+                          ({"adaptation_bound": 0}, "adaptation_bound")]:  # fmt: skip
+        with pytest.raises(InvalidInput, match=f"^Invalid {name}: ") as error:
+            MLPOptimizerConfig(**options)
+        assert "\n" not in str(error.value)
+
+
+def test_lr_adaptation_in_the_front_end_keeps_one_rate_per_tensor_through_a_state_dict():
+    torch.manual_seed(0)
+    model = _model()
+    config = MLPOptimizerConfig(hidden_size=8, nominal_lr=0.01, lr_adaptation=0.3)
+    opt = LearnedOptimizer(model.parameters(), optimizer=PerParameterMLP(config))
+    x = torch.randn(64, 4)
+    y = x.sum(1, keepdim=True)
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    rates = [opt.state[p]["tensors"]["adapt"] for p in model.parameters()]
+    assert all(r.shape == (1,) for r in rates) and any(float(r) != 0 for r in rates)
+    again = LearnedOptimizer(model.parameters(), optimizer=opt.param_groups[0]["optimizer"])
+    again.load_state_dict(opt.state_dict())
+    for p in model.parameters():
+        assert torch.equal(again.state[p]["tensors"]["adapt"], opt.state[p]["tensors"]["adapt"])

@@ -145,6 +145,15 @@ class MLPOptimizerConfig:
     # Bound on the scheduler's log multiplier: s = scheduler_bound tanh(.), so each tensor's
     # update is scaled by a factor in [exp(-scheduler_bound), exp(scheduler_bound)].
     scheduler_bound: float = 2.0
+    # Gain beta of the hypergradient adaptation of each tensor's step size (Baydin et al.,
+    # 2018, "Online learning rate adaptation with hypergradient descent", in its normalised
+    # form on the log rate): per tensor, a_t = clip(a_{t-1} + beta cos(g_t, d_{t-1}),
+    # +-adaptation_bound), d_{t-1} the nominal Adam direction of the previous step, and the
+    # tensor's whole update is scaled by exp(a_t) (times the scheduler's exp(s_t)). beta is a
+    # meta-parameter (kept > 0) that starts at this value; 0 = no adaptation.
+    lr_adaptation: float = 0.0
+    # Bound on a: each tensor's rate stays within [exp(-bound), exp(bound)] x its nominal one.
+    adaptation_bound: float = 7.0
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers"):
@@ -176,6 +185,10 @@ class MLPOptimizerConfig:
                 f"0 = no per-tensor scheduler)"
             )
         set_real(self, "scheduler_bound", lambda x: 0 < x <= 20, "a number in (0, 20], e.g. 2.0")
+        set_real(
+            self, "lr_adaptation", lambda x: 0 <= x <= 10, "a gain in [0, 10], e.g. 0.3; 0 = off"
+        )
+        set_real(self, "adaptation_bound", lambda x: 0 < x <= 20, "a number in (0, 20], e.g. 7.0")
 
     @property
     def input_size(self) -> int:
@@ -587,10 +600,17 @@ class PerParameterMLP(StepOptimizer):
         self.rms = RunningRMS(c.rms_decay)
         self.factored = FactoredRMS(c.adafactor_decay)
         self.scheduler: TensorScheduler | None = None
+        # log beta of the hypergradient adaptation (config.lr_adaptation; no RNG drawn)
+        self.adaptation_log_gain: nn.Parameter | None = None
+        if c.lr_adaptation:
+            self.adaptation_log_gain = nn.Parameter(torch.tensor(math.log(c.lr_adaptation)))
         self.reset_parameters()
         if c.scheduler_size:  # drawn after the MLP: a seed gives it the same weights either way
             self.scheduler = TensorScheduler(
-                c.scheduler_size, len(c.time_scales), c.scheduler_bound
+                c.scheduler_size,
+                len(c.time_scales),
+                c.scheduler_bound,
+                extra_inputs=2 if c.lr_adaptation else 0,  # cos(g_t, d_{t-1}) and a_t / bound
             )
 
     def reset_parameters(self) -> None:
@@ -605,6 +625,8 @@ class PerParameterMLP(StepOptimizer):
             self.output.bias.zero_()
             if self.nominal is not None:
                 self.nominal.start()
+            if self.adaptation_log_gain is not None:
+                self.adaptation_log_gain.fill_(math.log(self.config.lr_adaptation))
         if self.scheduler is not None:
             self.scheduler.reset_parameters()
 
@@ -613,9 +635,52 @@ class PerParameterMLP(StepOptimizer):
         state: OptState = {"step": 0}
         for feature in (self.momentum, self.rms, self.factored):
             state[feature.name] = feature.init(like)
+        per_tensor: OptState = {}
         if self.scheduler is not None:
-            state[PER_TENSOR] = self.scheduler.init_state(len(params))
+            per_tensor.update(self.scheduler.init_state(len(params)))
+        if self.adaptation_log_gain is not None:
+            per_tensor["adapt"] = like.new_zeros(len(params))  # a_0 = 0: the nominal rate
+        if per_tensor:
+            state[PER_TENSOR] = per_tensor
         return state
+
+    def _adapt(
+        self, cosines: Tensor | None, state: OptState
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The hypergradient adaptation (config.lr_adaptation): a_t (T,) from a_{t-1} and the
+        tensors' cos(g_t, d_{t-1}), and the scheduler's extra columns [cos, a_t / bound]; two
+        Nones when it is off."""
+        if self.adaptation_log_gain is None or cosines is None:
+            return None, None
+        bound = self.config.adaptation_bound
+        gain = torch.exp(self.adaptation_log_gain)
+        adapt = (state[PER_TENSOR]["adapt"] + gain * cosines).clamp(-bound, bound)
+        return adapt, torch.stack([cosines, adapt / bound], dim=-1)
+
+    def _cosines(
+        self, grads: Sequence[Tensor], momentum: Tensor, v: Tensor, step: int
+    ) -> Tensor | None:
+        """Per tensor j, cos(g_t, d_{t-1}) over its coordinates: d_{t-1} = m_{t-1}^(0.9) /
+        (sqrt(v_{t-1}) + 1e-8 sqrt(1 - b2^(t-1))), the previous step's Adam direction up to a
+        positive factor (its bias corrections, which a cosine does not see), from the state
+        before the step (``momentum``, ``v``: flat, (N,)); ``grads``: flat, one per tensor.
+        All zeros at the first step (no previous direction); None when the adaptation is off.
+        Our choice where Baydin et al. use the previous update itself: the nominal direction
+        needs no state of its own, and the MLP's part of the update starts at zero."""
+        if self.adaptation_log_gain is None:
+            return None
+        if step == 0:
+            return momentum.new_zeros(len(grads))
+        eps = 1e-8 * math.sqrt(1 - self.config.rms_decay**step)
+        out, start = [], 0
+        for g in grads:
+            n = g.numel()
+            d = momentum[start : start + n] / (v[start : start + n].sqrt() + eps)
+            start += n
+            out.append(
+                g.dot(d) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(d) + 1e-30)
+            )
+        return torch.stack(out)
 
     def step(
         self,
@@ -640,6 +705,11 @@ class PerParameterMLP(StepOptimizer):
         t = state["step"] + 1
         shapes = [x.shape for x in grads]
         numels = [x.numel() for x in grads]
+        c = self.config
+        cosines = self._cosines(
+            g.split(numels), state["momentum"][c.momentum.index(ADAM_BETA1)], state["rms"][0],
+            state["step"],
+        )  # fmt: skip
         momenta, momentum_state = self.momentum.update(g, state["momentum"], t)  # (N, M)
         rms, rms_state = self.rms.update(g, state["rms"], t)  # (N, 1)
         fac, factored_state = self.factored.update(g, shapes, state["factored"], t)  # (N,)
@@ -656,7 +726,6 @@ class PerParameterMLP(StepOptimizer):
             x = torch.relu(layer(x))  # (N, hidden)
         direction, magnitude = self.output(x).unbind(-1)
         # u = d exp(a exp_mult) step_mult
-        c = self.config
         update = direction * torch.exp(magnitude * c.exp_mult) * c.step_mult
         if self.nominal is not None:
             # - exp(w tanh(h) + c) m_hat^(0.9) / rms: Adam's update at the start (w = 0)
@@ -668,21 +737,28 @@ class PerParameterMLP(StepOptimizer):
             "rms": rms_state,
             "factored": factored_state,
         }
-        if self.scheduler is None:
+        adapt, extra = self._adapt(cosines, state)
+        if self.scheduler is None and adapt is None:
             return unflatten(update, grads), new_state
-        # The per-tensor scheduler reads the mean squares of g, m_hat^(0.9), theta and
-        # m_hat^(0.9) / rms (the normaliser's: columns of ``features``) and of the update.
-        m = c.momentum.index(ADAM_BETA1)
-        columns = [0, 2 + m, 1, 3 + len(c.momentum) + m]
         pieces = update.split(numels)
-        stats = torch.stack(
-            [
-                torch.cat([ms[columns], (u.dot(u) / max(u.numel(), 1)).unsqueeze(0)])
-                for ms, u in zip(mean_squares, pieces)
-            ]
-        )  # (T, 5), the columns of tensor_scheduler.STATISTICS
-        log_lr, new_state[PER_TENSOR] = self.scheduler(stats, time, state[PER_TENSOR])
-        multipliers = torch.exp(log_lr).unbind()  # one per tensor
+        log_multiplier, per_tensor = adapt, {}
+        if self.scheduler is not None:
+            # The per-tensor scheduler reads the mean squares of g, m_hat^(0.9), theta and
+            # m_hat^(0.9) / rms (the normaliser's: columns of ``features``) and of the update.
+            m = c.momentum.index(ADAM_BETA1)
+            columns = [0, 2 + m, 1, 3 + len(c.momentum) + m]
+            stats = torch.stack(
+                [
+                    torch.cat([ms[columns], (u.dot(u) / max(u.numel(), 1)).unsqueeze(0)])
+                    for ms, u in zip(mean_squares, pieces)
+                ]
+            )  # (T, 5), the columns of tensor_scheduler.STATISTICS
+            log_lr, per_tensor = self.scheduler(stats, time, state[PER_TENSOR], extra)
+            log_multiplier = log_lr if adapt is None else adapt + log_lr
+        if adapt is not None:
+            per_tensor["adapt"] = adapt
+        new_state[PER_TENSOR] = per_tensor
+        multipliers = torch.exp(log_multiplier).unbind()  # one per tensor
         updates = [
             (u * k).reshape(grad.shape).to(grad.dtype)
             for u, k, grad in zip(pieces, multipliers, grads)
@@ -718,6 +794,8 @@ class PerParameterMLP(StepOptimizer):
             new,
             t,
         )
+        # Before the state is stepped (in place, it is overwritten): cos(g_t, d_{t-1}).
+        cosines = self._cosines(run.grads, old[c.momentum.index(ADAM_BETA1)], old[m], step)
         sums = torch.zeros(len(grads), rows + m, dtype=dtype, device=device)
         run.whole_tensors(sums)
         scratch = self._scratch(plan.width, dtype, device)
@@ -821,6 +899,8 @@ class PerParameterMLP(StepOptimizer):
             "rms": [new[m]],
             "factored": [new[m + 1]],
         }
+        adapt, extra = self._adapt(cosines, state)
+        log_multiplier, per_tensor_state = adapt, {}
         if squares is not None:
             per_tensor = squares.new_zeros(len(grads)).index_add_(0, segment_tensor, squares)
             # The mean squares of g, m_hat^(0.9), theta, m_hat^(0.9) / rms and the update.
@@ -829,8 +909,13 @@ class PerParameterMLP(StepOptimizer):
                 [mean_squares[:, columns], (per_tensor / counts.squeeze(1).clamp(min=1))[:, None]],
                 dim=1,
             )
-            log_lr, new_state[PER_TENSOR] = self.scheduler(stats, time, state[PER_TENSOR])
-            for piece, k_ in zip(update.split(numels), torch.exp(log_lr).unbind()):
+            log_lr, per_tensor_state = self.scheduler(stats, time, state[PER_TENSOR], extra)
+            log_multiplier = log_lr if adapt is None else adapt + log_lr
+        if adapt is not None:
+            per_tensor_state["adapt"] = adapt
+        if log_multiplier is not None:
+            new_state[PER_TENSOR] = per_tensor_state
+            for piece, k_ in zip(update.split(numels), torch.exp(log_multiplier).unbind()):
                 piece.mul_(k_)
         updates = [
             u.view(g.shape) if g.dtype == dtype else u.view(g.shape).to(g.dtype)
@@ -873,6 +958,8 @@ class PerParameterMLP(StepOptimizer):
         for name, value in asdict(self.config).items():
             if name.startswith("scheduler_") and not self.config.scheduler_size:
                 continue
+            if name in ("lr_adaptation", "adaptation_bound") and not self.config.lr_adaptation:
+                continue  # specs saved before the adaptation existed stay as they were
             spec[name] = list(value) if isinstance(value, tuple) else value
         return spec
 

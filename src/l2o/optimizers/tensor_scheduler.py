@@ -65,11 +65,14 @@ class TensorScheduler(nn.Module):
     """An LSTM cell over the tensors' statistics (see the module docstring) with a bounded
     log step-size read-out. ``time_features`` is the number S of step features it reads."""
 
-    def __init__(self, hidden_size: int, time_features: int, bound: float) -> None:
+    def __init__(
+        self, hidden_size: int, time_features: int, bound: float, extra_inputs: int = 0
+    ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.bound = bound
-        self.input_size = len(STATISTICS) + time_features + 1
+        self.extra_inputs = extra_inputs  # columns the optimizer adds (``forward``'s ``extra``)
+        self.input_size = len(STATISTICS) + time_features + 1 + extra_inputs
         size = self.input_size + hidden_size
         self.weight = nn.Parameter(torch.empty(4 * hidden_size, size))  # [i; f; g; o]
         self.bias = nn.Parameter(torch.empty(4 * hidden_size))
@@ -97,22 +100,30 @@ class TensorScheduler(nn.Module):
             "log_lr": like.new_zeros(count),
         }
 
-    def features(self, mean_squares: Tensor, time: Tensor, log_lr: Tensor) -> Tensor:
+    def features(
+        self, mean_squares: Tensor, time: Tensor, log_lr: Tensor, extra: Tensor | None = None
+    ) -> Tensor:
         """The inputs (T, input_size) from the mean squares (T, 5) of ``STATISTICS``, the step
-        features (S,) and the previous output (T,)."""
+        features (S,), the previous output (T,) and the optimizer's ``extra`` columns
+        (T, extra_inputs), which it must give when it asked for them."""
         logs = LOG_SCALE * torch.log(mean_squares + LOG_EPS)  # (T, 5)
         grad_m_param_adam = logs[:, :4]
         ratio = logs[:, 4:] - logs[:, 2:3]  # log(RMS update / RMS param), x 0.1
         columns = [grad_m_param_adam, ratio, time.expand(logs.shape[0], -1)]
-        x = torch.cat([*columns, (log_lr / self.bound).unsqueeze(-1)], dim=-1)
+        columns.append((log_lr / self.bound).unsqueeze(-1))
+        if self.extra_inputs:
+            if extra is None or extra.shape != (logs.shape[0], self.extra_inputs):
+                raise ValueError(f"the scheduler reads {self.extra_inputs} extra columns")
+            columns.append(extra)
+        x = torch.cat(columns, dim=-1)
         # An empty tensor's mean is NaN; keep it from reaching the weights' gradients.
         return torch.nan_to_num(x)
 
     def forward(
-        self, mean_squares: Tensor, time: Tensor, state: OptState
+        self, mean_squares: Tensor, time: Tensor, state: OptState, extra: Tensor | None = None
     ) -> tuple[Tensor, OptState]:
         """One step for T tensors: the log multipliers s (T,) and the new state."""
-        x = self.features(mean_squares, time, state["log_lr"])
+        x = self.features(mean_squares, time, state["log_lr"], extra)
         gates = torch.addmm(self.bias, torch.cat([x, state["h"]], dim=-1), self.weight.t())
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * state["c"] + torch.sigmoid(i) * torch.tanh(g)
