@@ -28,7 +28,9 @@ Batched problems never share: every dot product runs over one problem's coordina
 (``l2o.optimizers.coupling``, share "all"). State per coordinate: its entries of the last
 ``history_size`` pairs s and y, the previous gradient and the previous step d step: 2 history_size
 + 2 floats (202 at torch's default history of 100). Work per step: the two-loop recursion,
-4 min(t, history_size) dot products and vector updates of N coordinates.
+4 min(t, history_size) dot products and vector updates of N coordinates, over the pairs kept as
+rows (the state's (N, history) tensors are transposed views of (history, N) ones, so a pair is
+contiguous), and one shift of the history (a copy of 2 history_size N floats).
 """
 
 from __future__ import annotations
@@ -96,50 +98,60 @@ class LBFGS(StepOptimizer):
         g = flatten(grads)
         shared = segments(grads, state["problems"], "all")
 
-        def dot(u: Tensor, v: Tensor) -> Tensor:  # per problem: (P,)
-            return shared.sum(u * v, 0)
+        def dot(u: Tensor, v: Tensor) -> Tensor:  # per problem: (P,) (or (P, K) for (K, N))
+            return shared.sum(u * v, -1)
 
         def spread(per_problem: Tensor) -> Tensor:  # (P,) -> (N,)
             return shared.spread(per_problem, 0)
 
         t = state["step"]
-        s_hist, y_hist = state["s"], state["y"]
+        # The pairs as rows, (history, N): the state keeps them as (N, history), one row per
+        # coordinate (l2o.optimizers.base), and returns the transposed view of this layout, so
+        # that from the second step on the two-loop recursion reads contiguous rows.
+        s_hist, y_hist = state["s"].t(), state["y"].t()
+        size = s_hist.shape[0]
         if t == 0:
             d = -g
             first = shared.sum(g.abs(), 0).reciprocal().clamp(max=1.0) * self.lr
             step_len: Tensor | float = spread(first)
         else:
             s, y = state["prev_step"], g - state["prev_grad"]
-            keep = spread(dot(y, s) > 1e-10).unsqueeze(1)
-            s_hist = torch.where(keep, torch.cat([s_hist[:, 1:], s.unsqueeze(1)], 1), s_hist)
-            y_hist = torch.where(keep, torch.cat([y_hist[:, 1:], y.unsqueeze(1)], 1), y_hist)
-            ys = shared.sum(s_hist * y_hist, 0)  # (P, history): y_i . s_i of every kept pair
-            kept = ys > 1e-10  # the zero columns of a history not yet full are not
+            keep = spread(dot(y, s) > 1e-10)
+            shifted_s = torch.cat([s_hist[1:], s.unsqueeze(0)])
+            shifted_y = torch.cat([y_hist[1:], y.unsqueeze(0)])
+            if bool(keep.all()):  # (a branch only for speed: the same numbers either way)
+                s_hist, y_hist = shifted_s, shifted_y
+            else:
+                s_hist = torch.where(keep, shifted_s, s_hist)
+                y_hist = torch.where(keep, shifted_y, y_hist)
+            # Only the last min(t, history) pairs can be kept by now; the older rows are zero.
+            used = min(t, size)
+            recent_s, recent_y = s_hist[size - used :], y_hist[size - used :]
+            ys = dot(recent_s, recent_y)  # (used, P): y_i . s_i of every pair
+            kept = ys > 1e-10  # a history not yet full (zero rows) and skipped pairs are not
             rho = torch.where(kept, ys.reciprocal(), torch.zeros_like(ys))
-            last = s_hist.shape[1] - 1
-            gamma = torch.where(
-                kept[:, last], ys[:, last] / dot(y_hist[:, last], y_hist[:, last]), 1.0
-            )
-            # the two-loop recursion over the pairs that can be kept by now, newest first
-            used = range(s_hist.shape[1] - min(t, s_hist.shape[1]), s_hist.shape[1])
+            gamma = torch.where(kept[-1], ys[-1] / dot(recent_y[-1], recent_y[-1]), 1.0)
+            # the two-loop recursion, newest pair first
             q, alphas = -g, {}
-            for i in reversed(used):
-                alphas[i] = dot(s_hist[:, i], q) * rho[:, i]
-                q = q - spread(alphas[i]) * y_hist[:, i]
+            for i in reversed(range(used)):
+                alphas[i] = dot(recent_s[i], q) * rho[i]
+                q = q - spread(alphas[i]) * recent_y[i]
             d = q * spread(gamma)
-            for i in used:
-                beta = dot(y_hist[:, i], d) * rho[:, i]
-                d = d + s_hist[:, i] * spread(alphas[i] - beta)
+            for i in range(used):
+                beta = dot(recent_y[i], d) * rho[i]
+                d = d + recent_s[i] * spread(alphas[i] - beta)
             step_len = self.lr
         taken = step_len * d
         converged = spread(shared.amax(g.abs()) <= self.tolerance_grad)
         moves = spread(dot(g, d) <= -self.tolerance_change) & ~converged
         update = torch.where(moves, taken, torch.zeros_like(taken))
-        keep_old = converged.unsqueeze(1)
+        if bool(converged.any()):
+            s_hist = torch.where(converged, state["s"].t(), s_hist)
+            y_hist = torch.where(converged, state["y"].t(), y_hist)
         new_state = {
             "step": t + 1,
-            "s": torch.where(keep_old, state["s"], s_hist),
-            "y": torch.where(keep_old, state["y"], y_hist),
+            "s": s_hist.t(),
+            "y": y_hist.t(),
             "prev_grad": torch.where(converged, state["prev_grad"], g),
             "prev_step": torch.where(converged, state["prev_step"], taken),
             "problems": state["problems"],
