@@ -19,8 +19,13 @@ committed suite result of the first generalist (benchmarks/generalist/results/ge
 Adam at its stored tuned rate is rerun on each entry to check that the tasks are the same.
 
     python -m benchmarks.generalist.screen [--betas 0,0.05,0.1,0.2] [--entries a,b]
+        [--learned NAME=CHECKPOINT ...] [--name generalist-screen]
 
-Writes benchmarks/generalist/results/generalist-screen.{json,md}.
+``--learned`` adds learned optimizers (a checkpoint, a run directory's best, or a pretrained
+name) to the same table: a cheap screen of meta-trained checkpoints before the full suite
+(``benchmarks.generalist.run``, which also tunes the baselines and times every step).
+
+Writes benchmarks/generalist/results/generalist-screen.{json,md} (``--name``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+import l2o
 from benchmarks.common import ROOT, machine, results_dir, write_result
 from l2o.evaluate.compare import run_on_tasks
 from l2o.evaluate.suite import SUITE, select
@@ -90,12 +96,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--betas", default="0,0.03,0.1,0.3")
     parser.add_argument("--entries", help="comma-separated suite entries (default: all)")
+    parser.add_argument("--learned", nargs="*", default=[], help="NAME=CHECKPOINT ...")
     parser.add_argument("--name", default="generalist-screen")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     torch.set_num_threads(1)
     stored = json.loads(SUITE_RESULT.read_text())["suite"]["entries"]
-    betas = [float(b) for b in args.betas.split(",")]
+    betas = [float(b) for b in args.betas.split(",")] if args.betas else []
+    learned = {}
+    for item in args.learned:
+        name, _, where = item.partition("=")
+        learned[name] = l2o.load(where)
     entries = select(args.entries.split(",") if args.entries else None, SUITE)
     result = {"betas": betas, "start_lr": START_LR, "entries": {}, "note": args.note}
     rows = []
@@ -113,13 +124,19 @@ def main() -> int:
                              entry.test_tasks)  # fmt: skip
             final = float(r.losses.double().mean(1)[-1])
             out[f"beta={beta:g}"] = {"final": final, "over_tuned_adam": final / target}
+        for name, optimizer in learned.items():
+            r = run_on_tasks(name, optimizer, family, entry.steps, "test", entry.test_tasks)
+            final = float(r.losses.double().mean(1)[-1])
+            out[name] = {"final": final, "over_tuned_adam": final / target}
         out["seconds"] = time.perf_counter() - started
         result["entries"][entry.name] = out
-        cells = " | ".join(f"{out[f'beta={b:g}']['over_tuned_adam']:.3f}" for b in betas)
+        columns = [f"beta={b:g}" for b in betas] + list(learned)
+        cells = " | ".join(f"{out[k]['over_tuned_adam']:.3f}" for k in columns)
         rows.append(f"| {entry.name} | {adam['lr']:.3g} | {rerun / target:.4f} | {cells} |")
         print(rows[-1], flush=True)
     result["machine"] = machine()
-    head = " | ".join(f"β = {b:g}" for b in betas)
+    head = " | ".join([f"β = {b:g}" for b in betas] + [f"`{n}`" for n in learned])
+    result["learned"] = args.learned
     lines = [
         "# Screen: a hand-written per-tensor learning-rate adaptation from Adam at 0.01 (#26)",
         "",
@@ -129,7 +146,7 @@ def main() -> int:
         "rate rerun here over the stored figure (1 = the same tasks).",
         "",
         f"| entry | tuned Adam lr | rerun | {head} |",
-        "|---|---|---|" + "---|" * len(betas),
+        "|---|---|---|" + "---|" * (len(betas) + len(learned)),
         *rows,
     ]
     write_result(results_dir("generalist"), args.name, result, lines)
