@@ -177,6 +177,32 @@ def test_a_meta_batch_of_tasks_in_one_process_averages_their_meta_gradients(tmp_
     assert entry["nonfinite_skipped"] == 0 and entry["meta_loss"] > 0
 
 
+def test_normalized_task_gradients_weigh_every_task_of_a_meta_batch_alike(tmp_path):
+    """meta.normalize_task_gradients: the mean of the tasks' meta-gradients, each divided by
+    its norm first (here their norms differ, so the plain mean would not be that)."""
+    options = {"horizon": 6, "truncation": 6}
+    config = config_from_dict(
+        {"task": {"num_problems": 4},
+         "meta": {**options, "tasks_per_epoch": 2, "normalize_task_gradients": True}}
+    )  # fmt: skip
+    trainer = MetaTrainer(build_learned_optimizer(config), config.task, config.meta, tmp_path)
+    seen = []
+    trainer.meta_opt.step = lambda grads: seen.append(flatten(grads)) or 0.0
+    trainer.train_epoch(3)
+    singles = []
+    for index in (6, 7):
+        one = config_from_dict({"task": {"num_problems": 4}, "meta": options})
+        alone = MetaTrainer(build_learned_optimizer(one), one.task, one.meta, tmp_path)
+        alone.meta_opt.step = lambda grads: singles.append(flatten(grads)) or 0.0
+        alone.train_epoch(index)
+    norms = [float(g.norm()) for g in singles]
+    assert abs(norms[0] - norms[1]) > 0.01 * max(norms)
+    want = (singles[0] / norms[0] + singles[1] / norms[1]) / 2
+    torch.testing.assert_close(seen[0], want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(InvalidInput, match="^Invalid normalize_task_gradients: 'yes'"):
+        config_from_dict({"meta": {"normalize_task_gradients": "yes"}})
+
+
 def test_the_sharded_step_in_one_process_is_the_learned_optimizers():
     torch.manual_seed(0)
     lstm = CoordinatewiseLSTM(LSTMConfig(hidden_size=8))

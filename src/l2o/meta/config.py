@@ -58,6 +58,7 @@ class RunConfig:
 
     epochs: int
     tasks_per_epoch: int
+    normalize_task_gradients: bool
     validate_every: int
     validation_tasks: int
     keep_checkpoints: bool
@@ -76,10 +77,11 @@ class RunConfig:
             "max_nonfinite_in_a_row",
         ):
             check_positive_int(name, getattr(self, name))
-        if not isinstance(self.keep_checkpoints, bool):
-            raise InvalidInput(
-                f"Invalid keep_checkpoints: {self.keep_checkpoints!r} (must be true or false)"
-            )
+        for name in ("keep_checkpoints", "normalize_task_gradients"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInput(
+                    f"Invalid {name}: {getattr(self, name)!r} (must be true or false)"
+                )
         check_real(
             "ema_decay", self.ema_decay, lambda x: 0 <= x < 1, "must be in [0, 1); 0 = no averaging"
         )
@@ -113,6 +115,11 @@ class MetaTrainConfig:
     # their meta-gradients. Under torchrun the processes share them out (ES / PES: tasks x
     # pairs), at least one each; the result is the single process's (docs/distributed.md).
     tasks_per_epoch: int = 1
+    # Divide each task's meta-gradient of a truncation by its norm before the mean over the
+    # meta-batch, so that every task sets the direction of phi's step equally (a mixture's
+    # tasks differ in meta-gradient scale by orders of magnitude: under the log meta-loss a
+    # quadratic's can be 100 times an MLP's and would decide the direction alone).
+    normalize_task_gradients: bool = False
     horizon: int = 100  # T: inner steps per task
     truncation: int = 20  # K: steps per truncated-BPTT segment
     # w_t of L = sum_t w_t f(theta_t): "sum" (w_t = 1, the paper), "mean" (w_t = 1/T), "last"
@@ -196,6 +203,7 @@ class MetaTrainConfig:
         return RunConfig(
             epochs=self.epochs,
             tasks_per_epoch=self.tasks_per_epoch,
+            normalize_task_gradients=self.normalize_task_gradients,
             validate_every=self.validate_every,
             validation_tasks=self.validation_tasks,
             keep_checkpoints=self.keep_checkpoints,

@@ -312,9 +312,11 @@ class MetaTrainer:
                     job.task, job.carried, job.truncations[k], job.generator, job.pairs
                 )
                 nonfinite += not result.finite
-                grads = (
-                    result.grads if grads is None else [a + b for a, b in zip(grads, result.grads)]
-                )
+                task_grads = result.grads
+                if cfg.normalize_task_gradients and result.finite:
+                    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in task_grads]))
+                    task_grads = [g / (norm + 1e-12) for g in task_grads]
+                grads = task_grads if grads is None else [a + b for a, b in zip(grads, task_grads)]
                 if job.reports:
                     tasks += 1
                     meta_loss += result.meta_loss
