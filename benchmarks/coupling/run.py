@@ -174,7 +174,7 @@ def main() -> int:
         figure = f"{args.name}-{label}.png"
         plot_loss_curves(
             entry, Path(args.out) / figure,
-            title=f"{title}: mean over {entry['runs']} held-out runs (x: gradient evaluations)",
+            title=f"{title}: mean of {entry['runs']} held-out runs\n(x: gradient evaluations)",
         )  # fmt: skip
         lines += setting_markdown(
             entry, f"{title}, {entry['runs']} held-out runs", figure, reference
@@ -185,11 +185,16 @@ def main() -> int:
     result["headline"] = {"setting": next(iter(result["settings"])), "best_coupled": best,
                           "ratio_to_reference": ratio}  # fmt: skip
     met = "met" if ratio["ratio"] <= TARGET_RATIO else "not met"
+    headline = (
+        f"best coupled `{best}` at **{ratio['ratio']:.3f}** ({ratio['ratio_95_interval'][0]:.3f}-"
+        f"{ratio['ratio_95_interval'][1]:.3f}) × {reference}'s mean final loss"
+    )
     lines[2:2] = [
         f"Target ({next(iter(result['settings']))}, step {args.steps}): a coupled optimizer ≤ "
-        f"{TARGET_RATIO} × {reference}'s mean final loss: best coupled `{best}` at "
-        f"**{ratio['ratio']:.3f}** ({ratio['ratio_95_interval'][0]:.3f}-"
-        f"{ratio['ratio_95_interval'][1]:.3f}): **{met}**.",
+        f"{TARGET_RATIO} × {reference}'s mean final loss: {headline}: **{met}**."
+        if args.task == "quadratic"
+        else f"Step {args.steps} (issue #28's target is on 10-d quadratics, see coupling.md; "
+        f"here for reference): {headline}.",
         "",
     ]
     write_result(args.out, args.name, result, lines)
