@@ -672,6 +672,8 @@ class PerParameterMLP(StepOptimizer):
         if step == 0:
             return momentum.new_zeros(len(grads))
         eps = 1e-8 * math.sqrt(1 - self.config.rms_decay**step)
+        if not torch.is_grad_enabled():  # the same maths in one buffer (no allocation per op)
+            return self._cosines_no_grad(grads, momentum, v, eps)
         out, start = [], 0
         for g in grads:
             n = g.numel()
@@ -681,6 +683,27 @@ class PerParameterMLP(StepOptimizer):
                 g.dot(d) / (torch.linalg.vector_norm(g) * torch.linalg.vector_norm(d) + 1e-30)
             )
         return torch.stack(out)
+
+    def _cosines_no_grad(
+        self, grads: Sequence[Tensor], momentum: Tensor, v: Tensor, eps: float
+    ) -> Tensor:
+        """``_cosines`` without autograd: d computed into one buffer, kept between steps."""
+        total = v.numel()
+        buffer = self.__dict__.get("_cosine_buffer")
+        if buffer is None or buffer.numel() < total or buffer.dtype != v.dtype:
+            buffer = self.__dict__["_cosine_buffer"] = v.new_empty(total)
+        buffer = buffer[:total]
+        torch.sqrt(v, out=buffer).add_(eps)
+        torch.div(momentum, buffer, out=buffer)
+        sums = v.new_empty(len(grads), 3)  # g.d, d.d, g.g per tensor
+        start = 0
+        for j, g in enumerate(grads):
+            d = buffer[start : start + g.numel()]
+            start += g.numel()
+            torch.dot(g, d, out=sums[j, 0])
+            torch.dot(d, d, out=sums[j, 1])
+            torch.dot(g, g, out=sums[j, 2])
+        return sums[:, 0] / ((sums[:, 1] * sums[:, 2]).sqrt() + 1e-30)
 
     def step(
         self,
@@ -948,6 +971,7 @@ class PerParameterMLP(StepOptimizer):
         state = super().__getstate__()
         state.pop("_scratch_space", None)  # made again on use
         state.pop("_chunk_plans", None)
+        state.pop("_cosine_buffer", None)
         return state
 
     def spec(self) -> dict[str, Any]:
