@@ -199,7 +199,7 @@ def test_normalized_task_gradients_weigh_every_task_of_a_meta_batch_alike(tmp_pa
     assert abs(norms[0] - norms[1]) > 0.01 * max(norms)
     want = (singles[0] / norms[0] + singles[1] / norms[1]) / 2
     torch.testing.assert_close(seen[0], want, rtol=1e-5, atol=1e-7)
-    with pytest.raises(InvalidInput, match="^Invalid normalize_task_gradients: 'yes'"):
+    with pytest.raises(InvalidInput, match=r"^Invalid normalize_task_gradients: 'yes'"):
         config_from_dict({"meta": {"normalize_task_gradients": "yes"}})
 
 

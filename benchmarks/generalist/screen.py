@@ -144,6 +144,15 @@ def main() -> int:
         "tensor follows log lr += β cos(g_t, d_{t-1}) from 0.01 (`benchmarks/generalist/screen.py`;",
         "β = 0 is Adam at 0.01, the first generalist's start). `rerun` is Adam at its stored tuned",
         "rate rerun here over the stored figure (1 = the same tasks).",
+        *(
+            [
+                "Learned optimizers (`--learned`): "
+                + ", ".join(f"`{n}` = {w}" for n, w in (x.split("=", 1) for x in args.learned))
+                + ".",
+            ]
+            if learned
+            else []
+        ),
         "",
         f"| entry | tuned Adam lr | rerun | {head} |",
         "|---|---|---|" + "---|" * (len(betas) + len(learned)),

@@ -556,7 +556,7 @@ def generalist_markdown(result: dict) -> str:
     architecture = (
         f"hidden_size = {spec['hidden_size']}, num_layers = {spec['num_layers']}, momentum = "
         f"{spec['momentum']}, time_scales = {spec['time_scales']}, scheduler_size = "
-        f"{spec.get('scheduler_size', 0)}"
+        f"{spec.get('scheduler_size', 0)}, lr_adaptation = {spec.get('lr_adaptation', 0.0)}"
     )
     lines = [
         "# Cost of one step of the generalist architecture vs torch.optim.Adam",
