@@ -138,7 +138,9 @@ def main() -> int:
     head = " | ".join([f"β = {b:g}" for b in betas] + [f"`{n}`" for n in learned])
     result["learned"] = args.learned
     lines = [
-        "# Screen: a hand-written per-tensor learning-rate adaptation from Adam at 0.01 (#26)",
+        "# Screen: a hand-written per-tensor learning-rate adaptation from Adam at 0.01 (#26)"
+        if betas
+        else "# Screen: learned optimizers on the held-out suite's test tasks (#26)",
         "",
         "Mean final loss over tuned Adam's (both on the suite's test tasks) of Adam whose rate per",
         "tensor follows log lr += β cos(g_t, d_{t-1}) from 0.01 (`benchmarks/generalist/screen.py`;",
