@@ -912,3 +912,32 @@ def test_hidden_dtype_refuses_other_dtypes_and_optimizers_without_a_recurrent_st
         LearnedOptimizer(_mlp().parameters(), optimizer=_lstm(), hidden_dtype=bad)
     with pytest.raises(InvalidInput, match="Invalid hidden_dtype for Adam"):
         LearnedOptimizer(_mlp().parameters(), optimizer=Adam(lr=1e-3), hidden_dtype="bfloat16")
+
+
+def test_the_learned_step_flushes_denormals_and_the_closure_does_not():
+    """Within step() the optimizer's CPU maths flushes denormals (as meta-training and
+    rollouts do); the closure and everything after step() see the setting as it was."""
+
+    def flushing() -> bool:
+        return torch.tensor([1e-39]).mul(1.0).item() == 0.0
+
+    seen = {}
+
+    class Probe(l2o.Adam):
+        def step(self, grads, state):
+            seen["step"] = flushing()
+            return super().step(grads, state)
+
+    model = nn.Linear(3, 1)
+    opt = LearnedOptimizer(model.parameters(), optimizer=Probe(lr=0.1))
+
+    def closure():
+        seen["closure"] = flushing()
+        opt.zero_grad()
+        loss = model(torch.ones(1, 3)).sum()
+        loss.backward()
+        return loss
+
+    before = flushing()
+    opt.step(closure)
+    assert seen == {"step": True, "closure": before} and flushing() == before

@@ -97,6 +97,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from l2o.checkpoint import load
+from l2o.devices import flush_denormals
 from l2o.errors import InvalidInput
 from l2o.optimizers.base import PER_TENSOR, OptState, StepOptimizer, call_step, map_state
 from l2o.optimizers.grouped import GroupedOptimizer
@@ -252,12 +253,15 @@ class LearnedOptimizer(Optimizer):
         (this is how Lightning and accelerate call ``step``). Alternatively pass the loss of
         the usual loop as ``loss=``. Either is handed, detached, to optimizers that read it;
         for those, one of them is required. Returns the closure's loss (or ``loss``), as
-        torch.optim does.
+        torch.optim does. The learned step flushes denormals to zero on the CPU, as
+        meta-training and rollouts do (``l2o.devices.flush_denormals``: a saturated gate makes
+        them, and they slow the step many times); the closure runs as it would without.
         """
         loss, handed = self._step_loss(closure, loss)
         cohorts: dict[tuple[int, ...], _Cohort] = {}
-        for group in self.param_groups:
-            self._step_group(group, handed, cohorts)
+        with flush_denormals():
+            for group in self.param_groups:
+                self._step_group(group, handed, cohorts)
         self._cohorts = cohorts
         return loss
 
