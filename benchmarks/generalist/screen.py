@@ -6,11 +6,13 @@ held-out suite, furthest on the quadratics, whose tuned Adam rate (1.78) is 178 
 nominal 0.01: its scheduler moves a tensor's rate at most 7.4 times either way. Before building
 a wider adaptation into the learned optimizer (and meta-training it for hours), this screen
 measures, with no meta-training at all, what a hand-written rule does from the same start:
+the untrained optimizer of configs/generalist.toml with ``lr_adaptation = beta``, which is Adam
+at 0.01 whose log rate per tensor j follows the normalised hypergradient rule of Baydin et al.
+(2018) (``l2o.optimizers.mlp``; tests/test_mlp_optimizer.py checks it against the rule by hand):
 
-    AdamHD (per tensor j, Baydin et al. 2018's hypergradient descent on log lr, normalised):
-        d_{t-1} = m_hat_{t-1} / (sqrt(v_hat_{t-1}) + eps)      Adam's previous direction
-        log lr_j += beta * cos(g_t, d_{t-1})  (over tensor j; clamped to [1e-5, 10])
-        theta -= lr_j * m_hat_t / (sqrt(v_hat_t) + eps)
+    d_{t-1} = m_hat_{t-1} / (sqrt(v_hat_{t-1}) + eps)      Adam's previous direction
+    log lr_j += beta * cos(g_t, d_{t-1})  (over tensor j; within exp(+-7) of 0.01)
+    theta -= lr_j * m_hat_t / (sqrt(v_hat_t) + eps)
 
 (f(theta - lr d) falls further along d while g_t and d_{t-1} point the same way: raise the rate;
 it oscillates when they point apart: lower it.) Each rule runs on the suite's own test tasks
@@ -32,64 +34,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
-from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
 import l2o
 from benchmarks.common import ROOT, machine, results_dir, write_result
+from l2o.config import load_config
 from l2o.evaluate.compare import run_on_tasks
 from l2o.evaluate.suite import SUITE, select
 from l2o.optimizers import make_baseline
-from l2o.optimizers.base import OptState, StepOptimizer
+from l2o.optimizers.base import StepOptimizer
+from l2o.runs import build_learned_optimizer
 
 SUITE_RESULT = ROOT / "benchmarks/generalist/results/generalist.json"
-START_LR = 0.01  # the first generalist's nominal Adam rate
-LOG_LR_RANGE = (math.log(1e-5), math.log(10.0))
+PRESET = ROOT / "configs/generalist.toml"
 
 
-class AdamHD(StepOptimizer):
-    """Adam whose learning rate, one per tensor, follows the normalised hypergradient rule of
-    the module docstring (beta = 0: Adam at lr)."""
-
-    per_tensor_statistics = True
-
-    def __init__(self, lr: float = START_LR, beta: float = 0.1, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.lr, self.beta, self.eps = lr, beta, eps
-        self.betas = (0.9, 0.999)
-
-    def init_state(self, params: Sequence[Tensor]) -> OptState:
-        return {
-            "step": 0,
-            "m": [torch.zeros_like(p).detach() for p in params],
-            "v": [torch.zeros_like(p).detach() for p in params],
-            "log_lr": [math.log(self.lr)] * len(params),
-        }
-
-    def step(self, grads: Sequence[Tensor], state: OptState) -> tuple[list[Tensor], OptState]:
-        b1, b2 = self.betas
-        t = state["step"] + 1
-        updates, ms, vs, logs = [], [], [], []
-        for g, m, v, log_lr in zip(grads, state["m"], state["v"], state["log_lr"], strict=True):
-            if t > 1 and self.beta:
-                d = (m / (1 - b1 ** (t - 1))) / ((v / (1 - b2 ** (t - 1))).sqrt() + self.eps)
-                cos = float((g * d).sum() / (g.norm() * d.norm() + 1e-30))
-                log_lr = min(max(log_lr + self.beta * cos, LOG_LR_RANGE[0]), LOG_LR_RANGE[1])
-            m = m.lerp(g, 1 - b1)
-            v = v * b2 + (1 - b2) * g * g
-            d = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + self.eps)
-            updates.append(-math.exp(log_lr) * d)
-            ms.append(m)
-            vs.append(v)
-            logs.append(log_lr)
-        return updates, {"step": t, "m": ms, "v": vs, "log_lr": logs}
-
-    def spec(self) -> dict:
-        return {"kind": "adam-hd", "lr": self.lr, "beta": self.beta}
+def untrained(beta: float) -> StepOptimizer:
+    """The preset's optimizer before meta-training, with the adaptation's gain ``beta``
+    (0: none, Adam at the nominal rate)."""
+    config = load_config(PRESET, [f"optimizer.lr_adaptation={beta}"])
+    return build_learned_optimizer(config)
 
 
 def main() -> int:
@@ -108,7 +74,12 @@ def main() -> int:
         name, _, where = item.partition("=")
         learned[name] = l2o.load(where)
     entries = select(args.entries.split(",") if args.entries else None, SUITE)
-    result = {"betas": betas, "start_lr": START_LR, "entries": {}, "note": args.note}
+    result = {
+        "betas": betas,
+        "preset": str(PRESET.relative_to(ROOT)),
+        "entries": {},
+        "note": args.note,
+    }
     rows = []
     for entry in entries:
         family = entry.family()
@@ -120,7 +91,7 @@ def main() -> int:
         rerun = float(check.losses.double().mean(1)[-1])
         out = {"tuned_adam_lr": adam["lr"], "tuned_adam_final": target, "adam_rerun": rerun}
         for beta in betas:
-            r = run_on_tasks(f"hd{beta}", AdamHD(beta=beta), family, entry.steps, "test",
+            r = run_on_tasks(f"hd{beta}", untrained(beta), family, entry.steps, "test",
                              entry.test_tasks)  # fmt: skip
             final = float(r.losses.double().mean(1)[-1])
             out[f"beta={beta:g}"] = {"final": final, "over_tuned_adam": final / target}
@@ -143,8 +114,9 @@ def main() -> int:
         else "# Screen: learned optimizers on the held-out suite's test tasks (#26)",
         "",
         "Mean final loss over tuned Adam's (both on the suite's test tasks) of Adam whose rate per",
-        "tensor follows log lr += β cos(g_t, d_{t-1}) from 0.01 (`benchmarks/generalist/screen.py`;",
-        "β = 0 is Adam at 0.01, the first generalist's start). `rerun` is Adam at its stored tuned",
+        "tensor follows log lr += β cos(g_t, d_{t-1}) from 0.01: configs/generalist.toml's optimizer",
+        "untrained, with `lr_adaptation` = β (`benchmarks/generalist/screen.py`; β = 0 is Adam at",
+        "0.01, the first generalist's start). `rerun` is Adam at its stored tuned",
         "rate rerun here over the stored figure (1 = the same tasks).",
         *(
             [
