@@ -644,18 +644,28 @@ class PerParameterMLP(StepOptimizer):
             state[PER_TENSOR] = per_tensor
         return state
 
-    def _adapt(
-        self, cosines: Tensor | None, state: OptState
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """The hypergradient adaptation (config.lr_adaptation): a_t (T,) from a_{t-1} and the
-        tensors' cos(g_t, d_{t-1}), and the scheduler's extra columns [cos, a_t / bound]; two
-        Nones when it is off."""
-        if self.adaptation_log_gain is None or cosines is None:
-            return None, None
-        bound = self.config.adaptation_bound
-        gain = torch.exp(self.adaptation_log_gain)
-        adapt = (state[PER_TENSOR]["adapt"] + gain * cosines).clamp(-bound, bound)
-        return adapt, torch.stack([cosines, adapt / bound], dim=-1)
+    def _log_multipliers(
+        self, cosines: Tensor | None, stats: Tensor | None, time: Tensor, state: OptState
+    ) -> tuple[Tensor | None, OptState]:
+        """Each tensor's log step-size multiplier (T,), the adaptation's a_t plus the
+        scheduler's s_t (either alone when the other is off; None when both are), and the new
+        per-tensor state. ``cosines``: cos(g_t, d_{t-1}) per tensor (``_cosines``); ``stats``:
+        the scheduler's mean squares (T, 5), given when it has one."""
+        log_multiplier, extra, adapt = None, None, None
+        if cosines is not None:
+            # a_t = clip(a_{t-1} + beta cos, +-bound); the scheduler reads cos and a_t / bound
+            bound = self.config.adaptation_bound
+            gain = torch.exp(self.adaptation_log_gain)
+            adapt = (state[PER_TENSOR]["adapt"] + gain * cosines).clamp(-bound, bound)
+            extra = torch.stack([cosines, adapt / bound], dim=-1)
+            log_multiplier = adapt
+        per_tensor: OptState = {}
+        if self.scheduler is not None:
+            log_lr, per_tensor = self.scheduler(stats, time, state[PER_TENSOR], extra)
+            log_multiplier = log_lr if log_multiplier is None else log_multiplier + log_lr
+        if adapt is not None:
+            per_tensor["adapt"] = adapt
+        return log_multiplier, per_tensor
 
     def _cosines(
         self, grads: Sequence[Tensor], momentum: Tensor, v: Tensor, step: int
@@ -760,11 +770,10 @@ class PerParameterMLP(StepOptimizer):
             "rms": rms_state,
             "factored": factored_state,
         }
-        adapt, extra = self._adapt(cosines, state)
-        if self.scheduler is None and adapt is None:
+        if self.scheduler is None and cosines is None:
             return unflatten(update, grads), new_state
         pieces = update.split(numels)
-        log_multiplier, per_tensor = adapt, {}
+        stats = None
         if self.scheduler is not None:
             # The per-tensor scheduler reads the mean squares of g, m_hat^(0.9), theta and
             # m_hat^(0.9) / rms (the normaliser's: columns of ``features``) and of the update.
@@ -776,11 +785,7 @@ class PerParameterMLP(StepOptimizer):
                     for ms, u in zip(mean_squares, pieces)
                 ]
             )  # (T, 5), the columns of tensor_scheduler.STATISTICS
-            log_lr, per_tensor = self.scheduler(stats, time, state[PER_TENSOR], extra)
-            log_multiplier = log_lr if adapt is None else adapt + log_lr
-        if adapt is not None:
-            per_tensor["adapt"] = adapt
-        new_state[PER_TENSOR] = per_tensor
+        log_multiplier, new_state[PER_TENSOR] = self._log_multipliers(cosines, stats, time, state)
         multipliers = torch.exp(log_multiplier).unbind()  # one per tensor
         updates = [
             (u * k).reshape(grad.shape).to(grad.dtype)
@@ -922,8 +927,7 @@ class PerParameterMLP(StepOptimizer):
             "rms": [new[m]],
             "factored": [new[m + 1]],
         }
-        adapt, extra = self._adapt(cosines, state)
-        log_multiplier, per_tensor_state = adapt, {}
+        stats = None
         if squares is not None:
             per_tensor = squares.new_zeros(len(grads)).index_add_(0, segment_tensor, squares)
             # The mean squares of g, m_hat^(0.9), theta, m_hat^(0.9) / rms and the update.
@@ -932,12 +936,10 @@ class PerParameterMLP(StepOptimizer):
                 [mean_squares[:, columns], (per_tensor / counts.squeeze(1).clamp(min=1))[:, None]],
                 dim=1,
             )
-            log_lr, per_tensor_state = self.scheduler(stats, time, state[PER_TENSOR], extra)
-            log_multiplier = log_lr if adapt is None else adapt + log_lr
-        if adapt is not None:
-            per_tensor_state["adapt"] = adapt
-        if log_multiplier is not None:
-            new_state[PER_TENSOR] = per_tensor_state
+        if self.scheduler is not None or cosines is not None:
+            log_multiplier, new_state[PER_TENSOR] = self._log_multipliers(
+                cosines, stats, time, state
+            )
             for piece, k_ in zip(update.split(numels), torch.exp(log_multiplier).unbind()):
                 piece.mul_(k_)
         updates = [
