@@ -15,13 +15,13 @@ benchmarks/generalist/results/generalist-start.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import ROOT, machine, results_dir, write_result
 from l2o.config import load_config
+from l2o.evaluate.draw import read_metrics
 from l2o.meta.train import validate
 from l2o.runs import build_learned_optimizer
 
@@ -30,12 +30,11 @@ RUNS = results_dir("generalist")
 
 def history(run: Path) -> list[tuple[int, float]]:
     """(epoch, validation score) of every validation in the run's metrics."""
-    out = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "validation_final_loss" in row:
-            out.append((row["epoch"] + 1, row["validation_final_loss"]))
-    return out
+    return [
+        (row["epoch"] + 1, row["validation_final_loss"])
+        for row in read_metrics(run / "metrics.jsonl")
+        if "validation_final_loss" in row
+    ]
 
 
 def main() -> int:
