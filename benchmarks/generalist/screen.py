@@ -69,10 +69,8 @@ def main() -> int:
     torch.set_num_threads(1)
     stored = json.loads(SUITE_RESULT.read_text())["suite"]["entries"]
     betas = [float(b) for b in args.betas.split(",")] if args.betas else []
-    learned = {}
-    for item in args.learned:
-        name, _, where = item.partition("=")
-        learned[name] = l2o.load(where)
+    sources = dict(item.partition("=")[::2] for item in args.learned)  # name: checkpoint
+    learned = {name: l2o.load(where) for name, where in sources.items()}
     entries = select(args.entries.split(",") if args.entries else None, SUITE)
     result = {
         "betas": betas,
@@ -107,7 +105,7 @@ def main() -> int:
         print(rows[-1], flush=True)
     result["machine"] = machine()
     head = " | ".join([f"β = {b:g}" for b in betas] + [f"`{n}`" for n in learned])
-    result["learned"] = args.learned
+    result["learned"] = sources
     lines = [
         "# Screen: a hand-written per-tensor learning-rate adaptation from Adam at 0.01 (#26)"
         if betas
@@ -121,7 +119,7 @@ def main() -> int:
         *(
             [
                 "Learned optimizers (`--learned`): "
-                + ", ".join(f"`{n}` = {w}" for n, w in (x.split("=", 1) for x in args.learned))
+                + ", ".join(f"`{n}` = {w}" for n, w in sources.items())
                 + ".",
             ]
             if learned
