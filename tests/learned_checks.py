@@ -1,13 +1,15 @@
 """Checks that every learned optimizer kind's tests run the same way (tests/test_rnnprop.py,
-test_gac.py, test_ntm_bfgs.py): the torch.optim front-end against direct ``step`` calls, and
-meta-gradients against central finite differences."""
+test_gac.py, test_ntm_bfgs.py): the torch.optim front-end against direct ``step`` calls,
+meta-gradients against central finite differences, and the first-order meta-gradient's two
+paths against each other (test_meta.py, test_conv.py)."""
 
 import copy
 
+import pytest
 import torch
 from torch.func import functional_call
 
-from l2o.meta import unroll
+from l2o.meta import TruncatedBPTT, unroll
 from l2o.meta.unroll import init_unroll
 from l2o.optim import LearnedOptimizer
 from l2o.tasks import QuadraticTask
@@ -84,3 +86,29 @@ def checkpoint_round_trip(opt, spec, cls, path):
             expected, _ = opt.step(grads, opt.init_state(params))
             got, _ = loaded.step(grads, loaded.init_state(params))
         torch.testing.assert_close(got[0], expected[0])
+
+
+def both_paths(opt, task, truncations, meta_loss):
+    """Each truncation's MetaGradient by the default first-order path (no graph through the
+    task) and through the task's graph (``unroll``), each path carrying its own state."""
+    results = []
+    for through_task in (False, True):
+        estimator = TruncatedBPTT(meta_loss=meta_loss, through_task=through_task)
+        state, path = init_unroll(task, opt), []
+        for weights in truncations:
+            path.append(estimator.meta_gradient(opt, task, state, weights))
+            state = path[-1].state
+        results.append(path)
+    return results
+
+
+def assert_same_meta_gradients(fast, reference, rtol):
+    for a, b in zip(fast, reference):
+        assert a.meta_loss == pytest.approx(b.meta_loss, rel=rtol)
+        torch.testing.assert_close(a.losses, b.losses, rtol=0, atol=0)  # the same inner loop
+        scale = max(float(g.abs().max()) for g in b.grads)
+        for got, want in zip(a.grads, b.grads):
+            torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * scale)
+        assert a.state.step == b.state.step
+        for got, want in zip(a.state.params, b.state.params):
+            assert torch.equal(got, want) and not got.requires_grad

@@ -17,9 +17,10 @@ from l2o.data import write_idx
 from l2o.data.mnist import SYSTEM_ROOT
 from l2o.evaluate import rollout
 from l2o.meta import init_unroll, task_seed, unroll
-from l2o.optimizers import SGD, GroupedOptimizer
+from l2o.optimizers import SGD, CoordinatewiseLSTM, GroupedOptimizer, LSTMConfig
 from l2o.runs import build_learned_optimizer
 from l2o.tasks import ConvFamily, QuadraticFamily, make_task_family
+from learned_checks import assert_same_meta_gradients, both_paths
 
 FASHION = SYSTEM_ROOT / "fashion-mnist"
 
@@ -251,3 +252,27 @@ def test_meta_training_the_grouped_optimizer_on_real_fashion_mnist(tmp_path):
         losses = [rollout(opt, family.sample(task_seed("test", i)), 10).losses for i in range(3)]
         scores[name] = float(torch.cat(losses, 1)[1:].mean())
     assert scores["trained"] < scores["untrained"] - 0.05, scores
+
+
+def test_first_order_meta_gradients_through_batch_norm_need_no_graph_through_the_net(data_dirs):
+    # The default first-order path (l2o.meta.truncated_bptt) on a conv net with batch norm
+    # (running statistics carried as buffers) equals backpropagation through the net's graph.
+    family = ConvFamily(
+        dataset="fashion-mnist",
+        data_dir=data_dirs["fashion-mnist"],
+        batch_size=8,
+        num_problems=2,
+        channels=[4],
+        hidden_sizes=[],
+        bn_momentum=0.3,
+    )
+    task = family.sample(1, dtype=torch.float64)
+    torch.manual_seed(0)
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=5)).double()
+    fast, reference = both_paths(opt, task, [[1.0] * 3, [1.0] * 3], "relative")
+    assert_same_meta_gradients(fast, reference, rtol=1e-9)
+    for a, b in zip(fast[-1].state.buffers, reference[-1].state.buffers):
+        assert torch.equal(a, b)
+    assert fast[-1].state.buffers and not torch.equal(
+        fast[-1].state.buffers[0], task.init_buffers()[0]
+    )

@@ -163,18 +163,29 @@ UNROLLS = [
 
 
 def unroll_pins(tasks: dict[str, Task]) -> dict[str, Tensor]:
-    """Meta-loss, meta-gradients, losses and end state of two truncations of 3 steps."""
+    """Meta-loss, meta-gradients, losses and end state of two truncations of 3 steps: through
+    the task's graph (``first``, ``second``) and, first order, by the default path that needs no
+    graph through the task (``first-vjp``; l2o.meta.truncated_bptt)."""
     out: dict[str, Tensor] = {}
-    for name, label, second_order, meta_loss in UNROLLS:
+    paths = [(name, label, order, meta_loss) for name, label, order, meta_loss in UNROLLS]
+    paths += [
+        (name, label, None, meta_loss) for name, label, order, meta_loss in UNROLLS if not order
+    ]
+    for name, label, second_order, meta_loss in paths:
         task = tasks[name]
         opt = optimizers(name, task)[label]
-        estimator = TruncatedBPTT(second_order=second_order, meta_loss=meta_loss)
+        estimator = TruncatedBPTT(
+            second_order=bool(second_order),
+            meta_loss=meta_loss,
+            through_task=second_order is not None,
+        )
         state = init_unroll(task, opt)
+        order = {True: "second", False: "first", None: "first-vjp"}[second_order]
         for k, weights in enumerate(([1.0, 1.0, 1.0], [0.5, 0.0, 2.0])):
             result = estimator.meta_gradient(opt, task, state, weights)
             state = result.state
             stored = "sum" if meta_loss == "plain" else meta_loss
-            key = f"{name}/{label}/{'second' if second_order else 'first'}/{stored}/{k}"
+            key = f"{name}/{label}/{order}/{stored}/{k}"
             out[f"{key}/meta_loss"] = torch.tensor(result.meta_loss, dtype=torch.float64)
             out.update(flat(f"{key}/grads", result.grads))
             out.update(flat(f"{key}/losses", result.losses))

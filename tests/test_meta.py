@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from coupled_tasks import TwoTensorTask
 from l2o.checkpoint import load_checkpoint
 from l2o.config import config_from_dict, load_config
 from l2o.errors import CheckpointError, InvalidInput, MetaTrainingDiverged
@@ -22,8 +23,17 @@ from l2o.meta import (
     validate,
 )
 from l2o.meta.meta_optimizer import scheduled_lr
-from l2o.optimizers import Adam, CoordinatewiseLSTM, LSTMConfig
+from l2o.optimizers import (
+    LSTMGAC,
+    Adam,
+    CoordinatewiseLSTM,
+    LSTMConfig,
+    LSTMGACConfig,
+    RNNprop,
+    RNNpropConfig,
+)
 from l2o.tasks import QuadraticFamily, QuadraticTask
+from learned_checks import assert_same_meta_gradients, both_paths
 
 
 def _tiny_task():
@@ -488,3 +498,39 @@ def test_meta_does_not_import_evaluate():
             elif isinstance(node, ast.Import):
                 imported += [(path.name, alias.name) for alias in node.names]
     assert [(f, m) for f, m in imported if m.startswith("l2o.evaluate")] == []
+
+
+@pytest.mark.parametrize("meta_loss", ["plain", "relative", "log"])
+@pytest.mark.parametrize("preprocess", ["none", "log_sign"])
+def test_first_order_meta_gradients_need_no_graph_through_the_task(meta_loss, preprocess):
+    # The paper's first-order meta-gradient as one vector-Jacobian product through the
+    # optimizer's steps equals backpropagation through the task's graph; zero weights too.
+    task, opt = _tiny_task(), _tiny_lstm(preprocess)
+    fast, reference = both_paths(opt, task, [[1.0, 0.0, 0.5], [0.0, 2.0, 1.0], [0, 0]], meta_loss)
+    assert_same_meta_gradients(fast, reference, rtol=1e-10)
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in fast[2].grads)  # all weights 0
+    assert fast[0].meta_loss != fast[1].meta_loss
+
+
+def test_first_order_meta_gradients_of_other_optimizers():
+    # RNNprop, LSTM+GAC (couples coordinates: problems kept apart) and the LSTM with momenta
+    # and RMS-scaled inputs, in float32 on two tensors of three problems.
+    torch.manual_seed(0)
+    task = TwoTensorTask(num_problems=3)
+    optimizers = [
+        RNNprop(RNNpropConfig(hidden_size=6, preprocess_size=5)),
+        LSTMGAC(LSTMGACConfig(hidden_size=6, global_cells=2)),
+        CoordinatewiseLSTM(LSTMConfig(hidden_size=6, momentum=[0.9], rms_decay=0.99)),
+    ]
+    for opt in optimizers:
+        assert not opt.reads_params
+        fast, reference = both_paths(opt, task, [[1.0] * 4, [1.0] * 4], "log")
+        assert_same_meta_gradients(fast, reference, rtol=1e-5)
+
+
+def test_optimizers_that_read_theta_take_the_graph_path():
+    task = QuadraticFamily(num_problems=4).sample(0)
+    torch.manual_seed(1)
+    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=4, param_input=True))
+    fast, reference = both_paths(opt, task, [[1.0] * 3], "plain")
+    assert all(torch.equal(a, b) for a, b in zip(fast[0].grads, reference[0].grads))

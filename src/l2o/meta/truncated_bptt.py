@@ -3,6 +3,23 @@
 The horizon of T steps is cut into truncations of K steps. In each, the meta-loss of the K steps
 is differentiated with respect to phi through the unroll; then theta and the optimizer state
 are detached, so no graph crosses the boundary and memory stays O(K).
+
+First-order meta-gradients (the paper's: grad_t is an input that does not depend on phi) need no
+graph through the task. With theta_{t+1} = theta_t + g_t, the meta-loss L = sum_t w_t l(f(theta_t))
+(l the identity for "plain", log for "log") depends on the update g_t only through the thetas
+after it, so
+
+    dL/dg_t = a_{t+1},    a_t = sum_{s >= t} w_s l'(f(theta_s)) df(theta_s)/dtheta_s,
+
+suffix sums of the gradients that the inner loop computes anyway, and
+
+    dL/dphi = sum_t a_{t+1}^T dg_t/dphi,
+
+one vector-Jacobian product through the optimizer's own steps (``first_order_meta_gradient``).
+Backpropagating through the task's graph, as ``unroll`` and autograd do, gives the same numbers
+within float rounding (tests/test_meta.py) at the cost of a second pass through every f(theta_t)
+and its graph kept in memory; it remains the path of second-order meta-training and of
+optimizers that read theta_t (their updates depend on theta_t, not only on phi).
 """
 
 from __future__ import annotations
@@ -13,8 +30,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from l2o.meta.unroll import UnrollState, unroll
-from l2o.optimizers.base import StepOptimizer
+from l2o.meta.unroll import (
+    UnrollState,
+    checked_meta_loss,
+    differentiable,
+    task_loss,
+    unroll,
+)
+from l2o.optimizers.base import StepOptimizer, call_step
+from l2o.optimizers.problems import for_task
 from l2o.tasks.base import Task
 
 
@@ -38,6 +62,9 @@ class TruncatedBPTT:
 
     second_order: bool = False
     meta_loss: str = "plain"  # "plain" (the paper), "relative" or "log": see l2o.meta.unroll
+    # True: first-order meta-gradients too backpropagate through the task's graph (``unroll``:
+    # the reference that the default, ``first_order_meta_gradient``, is tested against).
+    through_task: bool = False
 
     def meta_gradient(
         self,
@@ -51,6 +78,8 @@ class TruncatedBPTT:
         Returns gradients instead of writing ``.grad``, so that callers can average them
         across processes or tasks before the meta-optimizer steps.
         """
+        if not (self.second_order or self.through_task or optimizer.reads_params):
+            return first_order_meta_gradient(optimizer, task, state, weights, self.meta_loss)
         phi = list(optimizer.parameters())
         result = unroll(
             task,
@@ -64,7 +93,79 @@ class TruncatedBPTT:
             grads = torch.autograd.grad(result.meta_loss, phi, allow_unused=True)
         else:  # every weight was 0 in this truncation
             grads = (None,) * len(phi)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(phi, grads)]
         return MetaGradient(
-            grads, float(result.meta_loss.detach()), result.losses, result.state.detached()
+            _zeros_for_unused(phi, grads),
+            float(result.meta_loss.detach()),
+            result.losses,
+            result.state.detached(),
         )
+
+
+def first_order_meta_gradient(
+    optimizer: StepOptimizer,
+    task: Task,
+    state: UnrollState,
+    weights: Sequence[float],
+    meta_loss: str = "plain",
+) -> MetaGradient:
+    """The first-order meta-gradient of ``len(weights)`` steps from ``state`` (module doc), for
+    an optimizer that does not read theta_t: the inner loop of ``unroll`` with theta cut from
+    the graph after each step, then the updates' vector-Jacobian product with the suffix sums
+    a_t of the meta-loss terms' task gradients. The same MetaGradient as through ``unroll``."""
+    meta_loss = checked_meta_loss(meta_loss)
+    phi = list(optimizer.parameters())
+    stepper = for_task(optimizer, task)
+    state = differentiable(state)
+    f = task_loss(task, state)
+    # "relative": the whole truncation's meta-loss divided by its (constant) starting loss
+    norm = f.loss.detach().mean().clamp_min(1e-30) if meta_loss == "relative" else 1.0
+    # grad_t = df/dtheta_t, an input that does not depend on phi
+    grads = torch.autograd.grad(f.loss.sum(), state.params)
+    total = f.loss.new_zeros(())
+    losses, updates, terms = [], [], []
+    for w in weights:
+        with torch.enable_grad():
+            # [g_t, h_{t+1}] = m(grad_t, h_t; phi): autograd records phi -> g_t, h_{t+1}
+            update, opt_state = call_step(stepper, grads, state.opt_state, f.loss.detach())
+        with torch.no_grad():  # theta_{t+1} = theta_t + g_t, cut from the graph
+            params = [(p + u).requires_grad_() for p, u in zip(state.params, update)]
+        state = UnrollState(params, opt_state, state.step + 1, f.buffers)
+        f = task_loss(task, state)
+        loss = f.loss.detach()
+        log_term = meta_loss == "log" and w != 0
+        grads = torch.autograd.grad(f.loss.sum(), params, retain_graph=log_term)
+        losses.append(loss)
+        updates.append(update)
+        # the term w_t l(f(theta_{t+1})), averaged over the problems, and its gradient there
+        if w == 0:
+            terms.append(None)
+        elif log_term:
+            clamped = loss.clamp_min(1e-30)
+            total = total + w * clamped.log().mean()
+            scale = torch.where(loss >= 1e-30, w / (loss.numel() * clamped), 0.0)  # l' = 1/f
+            terms.append(torch.autograd.grad(f.loss, params, grad_outputs=scale))
+        else:
+            total = total + w * loss.mean()
+            terms.append([g * (w / loss.numel() / norm) for g in grads])
+    outputs, cotangents, suffix = [], [], None
+    for update, term in zip(reversed(updates), reversed(terms)):
+        if term is not None:  # a_{t+1} = (w_{t+1} l'(f(theta_{t+1})) df/dtheta_{t+1}) + a_{t+2}
+            suffix = term if suffix is None else [a + b for a, b in zip(term, suffix)]
+        if suffix is not None:  # dL/dg_t = a_{t+1}
+            outputs += update
+            cotangents += suffix
+    grads = (
+        torch.autograd.grad(outputs, phi, cotangents, allow_unused=True)
+        if outputs and phi
+        else (None,) * len(phi)
+    )
+    return MetaGradient(
+        _zeros_for_unused(phi, grads),
+        float(total / norm),
+        torch.stack(losses) if losses else f.loss.new_zeros(0, f.loss.numel()),
+        state.detached(),
+    )
+
+
+def _zeros_for_unused(phi: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(phi, grads)]

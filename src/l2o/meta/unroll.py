@@ -173,6 +173,21 @@ def inner_step(
     return InnerStep(list(grads), updates, after, task_loss(task, after))
 
 
+def checked_meta_loss(meta_loss: str) -> str:
+    """``meta_loss`` if valid ("sum", the old name of "plain", with a DeprecationWarning)."""
+    if meta_loss == "sum":
+        warnings.warn(
+            'meta_loss="sum" is now "plain" (each term is f(theta_t); "sum" is a value of '
+            'loss_weights); pass meta_loss="plain"',
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return "plain"
+    if meta_loss not in META_LOSSES:
+        raise InvalidInput(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
+    return meta_loss
+
+
 def unroll(
     task: Task,
     optimizer: StepOptimizer,
@@ -182,16 +197,7 @@ def unroll(
     meta_loss: str = "plain",
 ) -> UnrollResult:
     """Take ``len(weights)`` steps from ``state``; weights[k] is w_t of f(theta_{s+k+1})."""
-    if meta_loss == "sum":
-        warnings.warn(
-            'meta_loss="sum" is now "plain" (each term is f(theta_t); "sum" is a value of '
-            'loss_weights); pass meta_loss="plain"',
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        meta_loss = "plain"
-    if meta_loss not in META_LOSSES:
-        raise InvalidInput(f"Invalid meta_loss: {meta_loss!r} (valid: {', '.join(META_LOSSES)})")
+    meta_loss = checked_meta_loss(meta_loss)
     state = differentiable(state)
     total = state.params[0].new_zeros(())
     losses = []
