@@ -29,6 +29,8 @@ from l2o.optimizers import (
     CoordinatewiseLSTM,
     LSTMConfig,
     LSTMGACConfig,
+    MLPOptimizerConfig,
+    PerParameterMLP,
     RNNprop,
     RNNpropConfig,
 )
@@ -523,14 +525,23 @@ def test_first_order_meta_gradients_of_other_optimizers():
         CoordinatewiseLSTM(LSTMConfig(hidden_size=6, momentum=[0.9], rms_decay=0.99)),
     ]
     for opt in optimizers:
-        assert not opt.reads_params
         fast, reference = both_paths(opt, task, [[1.0] * 4, [1.0] * 4], "log")
+        assert all(any(g.abs().max() > 0 for g in r.grads) for r in reference)
         assert_same_meta_gradients(fast, reference, rtol=1e-5)
 
 
-def test_optimizers_that_read_theta_take_the_graph_path():
-    task = QuadraticFamily(num_problems=4).sample(0)
+def test_first_order_meta_gradients_of_optimizers_that_read_theta():
+    # Their updates depend on theta_t: the vector-Jacobian product runs through those paths too.
+    # The MLP optimizer (per-tensor statistics: problems stepped apart; its scheduler and rate
+    # adaptation) and the LSTM reading theta_t.
     torch.manual_seed(1)
-    opt = CoordinatewiseLSTM(LSTMConfig(hidden_size=4, param_input=True))
-    fast, reference = both_paths(opt, task, [[1.0] * 3], "plain")
-    assert all(torch.equal(a, b) for a, b in zip(fast[0].grads, reference[0].grads))
+    task = TwoTensorTask(num_problems=3)
+    optimizers = [
+        PerParameterMLP(MLPOptimizerConfig(scheduler_size=4, lr_adaptation=0.3)),
+        CoordinatewiseLSTM(LSTMConfig(hidden_size=4, param_input=True)),
+    ]
+    for opt in optimizers:
+        assert opt.reads_params
+        fast, reference = both_paths(opt, task, [[1.0] * 3, [0.5, 0.0, 1.0]], "plain")
+        assert all(any(g.abs().max() > 0 for g in r.grads) for r in reference)
+        assert_same_meta_gradients(fast, reference, rtol=1e-5)

@@ -5,21 +5,18 @@ is differentiated with respect to phi through the unroll; then theta and the opt
 are detached, so no graph crosses the boundary and memory stays O(K).
 
 First-order meta-gradients (the paper's: grad_t is an input that does not depend on phi) need no
-graph through the task. With theta_{t+1} = theta_t + g_t, the meta-loss L = sum_t w_t l(f(theta_t))
-(l the identity for "plain", log for "log") depends on the update g_t only through the thetas
-after it, so
+graph through the task. The meta-loss L = sum_t w_t l(f(theta_t)) (l the identity for "plain",
+log for "log") depends on phi only through the thetas, theta_{t+1} = theta_t + g_t, so
 
-    dL/dg_t = a_{t+1},    a_t = sum_{s >= t} w_s l'(f(theta_s)) df(theta_s)/dtheta_s,
+    dL/dphi = sum_t (dtheta_t/dphi)^T c_t,    c_t = w_t l'(f(theta_t)) df(theta_t)/dtheta_t,
 
-suffix sums of the gradients that the inner loop computes anyway, and
-
-    dL/dphi = sum_t a_{t+1}^T dg_t/dphi,
-
-one vector-Jacobian product through the optimizer's own steps (``first_order_meta_gradient``).
-Backpropagating through the task's graph, as ``unroll`` and autograd do, gives the same numbers
-within float rounding (tests/test_meta.py) at the cost of a second pass through every f(theta_t)
-and its graph kept in memory; it remains the path of second-order meta-training and of
-optimizers that read theta_t (their updates depend on theta_t, not only on phi).
+where each c_t is a constant, made of the gradient that the inner loop computes at theta_t
+anyway: one vector-Jacobian product through the optimizer's steps and the additions
+theta_t + g_t (``first_order_meta_gradient``), with each f evaluated on a copy of theta_t cut
+from the graph. Backpropagating through the task's graph, as ``unroll`` and autograd do, gives
+the same numbers within float rounding (tests/test_meta.py) at the cost of a second pass through
+every f(theta_t) and of keeping its graph in memory; it remains the path of second-order
+meta-training (where d grad_t / d phi counts).
 """
 
 from __future__ import annotations
@@ -78,7 +75,7 @@ class TruncatedBPTT:
         Returns gradients instead of writing ``.grad``, so that callers can average them
         across processes or tasks before the meta-optimizer steps.
         """
-        if not (self.second_order or self.through_task or optimizer.reads_params):
+        if not (self.second_order or self.through_task):
             return first_order_meta_gradient(optimizer, task, state, weights, self.meta_loss)
         phi = list(optimizer.parameters())
         result = unroll(
@@ -108,10 +105,10 @@ def first_order_meta_gradient(
     weights: Sequence[float],
     meta_loss: str = "plain",
 ) -> MetaGradient:
-    """The first-order meta-gradient of ``len(weights)`` steps from ``state`` (module doc), for
-    an optimizer that does not read theta_t: the inner loop of ``unroll`` with theta cut from
-    the graph after each step, then the updates' vector-Jacobian product with the suffix sums
-    a_t of the meta-loss terms' task gradients. The same MetaGradient as through ``unroll``."""
+    """The first-order meta-gradient of ``len(weights)`` steps from ``state`` (module doc): the
+    inner loop of ``unroll``, with f and grad_t evaluated on copies of theta_t cut from the graph,
+    then one vector-Jacobian product of the thetas with the constants c_t. The same
+    MetaGradient as through ``unroll``."""
     meta_loss = checked_meta_loss(meta_loss)
     phi = list(optimizer.parameters())
     stepper = for_task(optimizer, task)
@@ -121,42 +118,45 @@ def first_order_meta_gradient(
     norm = f.loss.detach().mean().clamp_min(1e-30) if meta_loss == "relative" else 1.0
     # grad_t = df/dtheta_t, an input that does not depend on phi
     grads = torch.autograd.grad(f.loss.sum(), state.params)
+    theta = state.params  # theta_t, with its graph to phi through the updates
     total = f.loss.new_zeros(())
-    losses, updates, terms = [], [], []
+    losses, outputs, cotangents = [], [], []
     for w in weights:
         with torch.enable_grad():
-            # [g_t, h_{t+1}] = m(grad_t, h_t; phi): autograd records phi -> g_t, h_{t+1}
-            update, opt_state = call_step(stepper, grads, state.opt_state, f.loss.detach())
-        with torch.no_grad():  # theta_{t+1} = theta_t + g_t, cut from the graph
-            params = [(p + u).requires_grad_() for p, u in zip(state.params, update)]
-        state = UnrollState(params, opt_state, state.step + 1, f.buffers)
+            # [g_t, h_{t+1}] = m(grad_t, h_t; phi),  theta_{t+1} = theta_t + g_t
+            update, opt_state = call_step(stepper, grads, state.opt_state, f.loss.detach(), theta)
+            theta = [p + u for p, u in zip(theta, update)]
+        # f(theta_{t+1}) and its gradient, on a copy of theta_{t+1} cut from the graph
+        state = UnrollState(
+            [p.detach().requires_grad_() for p in theta], opt_state, state.step + 1, f.buffers
+        )
         f = task_loss(task, state)
         loss = f.loss.detach()
         log_term = meta_loss == "log" and w != 0
-        grads = torch.autograd.grad(f.loss.sum(), params, retain_graph=log_term)
+        grads = torch.autograd.grad(f.loss.sum(), state.params, retain_graph=log_term)
         losses.append(loss)
-        updates.append(update)
-        # the term w_t l(f(theta_{t+1})), averaged over the problems, and its gradient there
         if w == 0:
-            terms.append(None)
-        elif log_term:
+            continue
+        # the term w_t l(f(theta_{t+1})), averaged over the problems, and c_{t+1}
+        if log_term:
             clamped = loss.clamp_min(1e-30)
             total = total + w * clamped.log().mean()
             scale = torch.where(loss >= 1e-30, w / (loss.numel() * clamped), 0.0)  # l' = 1/f
-            terms.append(torch.autograd.grad(f.loss, params, grad_outputs=scale))
+            c = torch.autograd.grad(f.loss, state.params, grad_outputs=scale)
         else:
             total = total + w * loss.mean()
-            terms.append([g * (w / loss.numel() / norm) for g in grads])
-    outputs, cotangents, suffix = [], [], None
-    for update, term in zip(reversed(updates), reversed(terms)):
-        if term is not None:  # a_{t+1} = (w_{t+1} l'(f(theta_{t+1})) df/dtheta_{t+1}) + a_{t+2}
-            suffix = term if suffix is None else [a + b for a, b in zip(term, suffix)]
-        if suffix is not None:  # dL/dg_t = a_{t+1}
-            outputs += update
-            cotangents += suffix
+            c = [g * (w / loss.numel() / norm) for g in grads]
+        outputs += theta
+        cotangents += c
+    needed = [o.requires_grad for o in outputs]  # False where no step has touched phi yet
     grads = (
-        torch.autograd.grad(outputs, phi, cotangents, allow_unused=True)
-        if outputs and phi
+        torch.autograd.grad(
+            [o for o, k in zip(outputs, needed) if k],
+            phi,
+            [c for c, k in zip(cotangents, needed) if k],
+            allow_unused=True,
+        )
+        if any(needed) and phi
         else (None,) * len(phi)
     )
     return MetaGradient(
