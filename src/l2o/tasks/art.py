@@ -59,7 +59,7 @@ from l2o.errors import InvalidInput
 from l2o.tasks.base import Task, TaskFamily, generator
 from l2o.tasks.feature_nets import FeatureNet, feature_net
 
-NETWORKS = ("random", "vgg19")
+NETWORKS = ("random", "random-vgg19", "vgg19")
 INITS = ("noise", "content")
 SPLITS = ("train", "validation", "test")
 MAX_SIZE = 4096
@@ -213,15 +213,18 @@ class ArtFamily(TaskFamily):
     style: str = "skimage/ihc"
     # pixels of the style image's shorter side after resizing; 0 = the image's shorter side
     style_size: int = 0
-    # the feature network: "random" (seeded random multi-scale net, offline) or "vgg19"
+    # the feature network: "random" (seeded random multi-scale net, offline), "random-vgg19"
+    # (VGG-19's layout with seeded random filters, random_widths channels, offline) or "vgg19"
     network: str = "random"
     # the VGG-19 weights file (torch state dict or safetensors); "" = the first vgg19*.pth or
     # vgg19*.safetensors in $L2O_DATA (or ~/.cache/l2o/data), then in torch hub's checkpoints
     weights: str = ""
-    network_seed: int = 0  # the random net's filters are drawn from this seed
+    network_seed: int = 0  # the random nets' filters are drawn from this seed
     random_channels: int = 32  # filters per scale of the random net
     random_kernel: int = 5  # side of the random net's filters (odd)
     random_scales: int = 4  # scales of the random net: layers scale0 .. scale{n-1}
+    # channels of random-vgg19's five blocks (VGG-19's: 64, 128, 256, 512, 512)
+    random_widths: tuple[int, ...] = (16, 32, 64, 64, 64)
     # the content layer; "" = the network's default (vgg19: relu4_2; random: scale1)
     content_layer: str = ""
     # the style layers; [] = the network's default (vgg19: relu1_1 ... relu5_1; random: all)
@@ -263,6 +266,17 @@ class ArtFamily(TaskFamily):
             raise InvalidInput(f"Invalid network_seed: {self.network_seed!r} (an integer >= 0)")
         for name in ("random_channels", "random_kernel", "random_scales", "num_problems"):
             check_positive_int(name, getattr(self, name))
+        widths = self.random_widths
+        if not (
+            isinstance(widths, (list, tuple))
+            and len(widths) == 5
+            and all(is_int(w) and w > 0 for w in widths)
+        ):
+            raise InvalidInput(
+                f"Invalid random_widths: {widths!r} (5 channel counts > 0, one per VGG-19 "
+                f"block, e.g. [16, 32, 64, 64, 64])"
+            )
+        object.__setattr__(self, "random_widths", tuple(widths))
         if self.random_kernel % 2 == 0:
             raise InvalidInput(f"Invalid random_kernel: {self.random_kernel} (must be odd)")
         if self.weights and self.network != "vgg19":
@@ -279,14 +293,15 @@ class ArtFamily(TaskFamily):
                 f"network's default)"
             )
         object.__setattr__(self, "style_layers", tuple(layers))
-        if self.network == "random":  # VGG-19's layers are checked when its weights are read
-            self._check_layers(self._random_net())
+        if self.network != "vgg19":  # VGG-19's layers are checked when its weights are read
+            self._check_layers(self.net())
 
     def to_config(self) -> dict[str, Any]:
         return {
             **super().to_config(),
             "size": list(self.size),
             "style_layers": list(self.style_layers),
+            "random_widths": list(self.random_widths),
         }
 
     # -- the pieces --------------------------------------------------------------------------------
@@ -300,8 +315,12 @@ class ArtFamily(TaskFamily):
         """The feature network, checked against the layer options."""
         if self.network == "random":
             return self._random_net(device, dtype)
-        net = feature_net("vgg19", self.weights, device=device, dtype=dtype)
-        self._check_layers(net)
+        net = feature_net(
+            self.network, self.weights, seed=self.network_seed, device=device, dtype=dtype,
+            widths=self.random_widths,
+        )  # fmt: skip
+        if self.network == "vgg19":
+            self._check_layers(net)
         return net
 
     def _check_layers(self, net: FeatureNet) -> None:

@@ -295,6 +295,23 @@ def vgg19_from_state_dict(state: dict[str, Tensor], source: str) -> FeatureNet:
     )
 
 
+def random_vgg19(seed: int = 0, widths: tuple[int, ...] = (16, 32, 64, 64, 64)) -> FeatureNet:
+    """VGG-19's layout (its 16 convolutions, ReLUs, poolings and layer names) with seeded random
+    filters: He initialisation N(0, 2 / fan_in), zero biases, ``widths`` channels in its five
+    blocks (VGG-19: 64, 128, 256, 512, 512). A deep random net, offline: its losses are far
+    harder to minimise than the multi-scale net's (docs/experiments/art.md)."""
+    g = torch.Generator().manual_seed(seed)
+    state, channels = {}, 3
+    for (block, convs, _), width in zip(_BLOCKS, widths, strict=True):
+        for i in range(1, convs + 1):
+            index = VGG19_LAYERS[f"conv{block}_{i}"]
+            std = (2 / (9 * channels)) ** 0.5
+            state[f"{index}.weight"] = torch.randn(width, channels, 3, 3, generator=g) * std
+            state[f"{index}.bias"] = torch.zeros(width)
+            channels = width
+    return vgg19_from_state_dict(state, f"random filters, seed {seed}")
+
+
 _CACHE: dict[tuple, FeatureNet] = {}
 
 
@@ -322,11 +339,18 @@ def feature_net(
     scales: int = 4,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    widths: tuple[int, ...] = (16, 32, 64, 64, 64),
 ) -> FeatureNet:
-    """The network named ``network`` ("vgg19" or "random") on ``device``, made once per process."""
+    """The network named ``network`` ("vgg19", "random-vgg19" or "random") on ``device``, made
+    once per process."""
     if network == "vgg19":
         base = load_vgg19(find_vgg19(weights))
         key: tuple = (id(base),)
+    elif network == "random-vgg19":
+        key = ("random-vgg19", seed, tuple(widths))
+        if key not in _CACHE:
+            _CACHE[key] = random_vgg19(seed, tuple(widths))
+        base = _CACHE[key]
     else:
         key = ("random", seed, channels, kernel, scales)
         if key not in _CACHE:
