@@ -34,6 +34,7 @@ from l2o.tasks.feature_nets import (
     find_vgg19,
     load_vgg19,
     random_net,
+    random_vgg19,
 )
 
 SMALL_WIDTHS = (2, 2, 3, 3, 3)  # channels per VGG block: the layout of VGG-19, narrower
@@ -123,6 +124,26 @@ def test_the_random_net_is_seeded_and_multi_scale():
     assert [tuple(found[f"scale{s}"].shape) for s in range(4)] == [
         (2, 32, 64 // 2**s, 48 // 2**s) for s in range(4)
     ]
+
+
+def test_the_random_vgg19_is_seeded_he_initialised_and_runs_in_the_task():
+    a, b, other = random_vgg19(0), random_vgg19(0), random_vgg19(1, (2, 2, 3, 3, 3))
+    convs = [op for op in a.ops if op[0] == "conv"]
+    assert a.layers == list(VGG19_LAYERS) and len(convs) == 16
+    assert [op[2].shape[0] for op in convs] == [16] * 2 + [32] * 2 + [64] * 12
+    assert all(
+        torch.equal(x[2], y[2]) for x, y in zip(convs, (op for op in b.ops if op[0] == "conv"))
+    )
+    assert [op[2].shape[0] for op in other.ops if op[0] == "conv"][:5] == [2, 2, 2, 2, 3]
+    for op in convs:  # N(0, 2 / fan_in), zero biases
+        fan_in = op[2][0].numel()
+        assert abs(float(op[2].std()) - (2 / fan_in) ** 0.5) < 0.15 * (2 / fan_in) ** 0.5
+        assert not op[3].any()
+    assert "random filters, seed 0" in a.description
+    family = make_task_family("art", network="random-vgg19", size=32, random_widths=[2, 2, 3, 3, 3])
+    task = family.sample(0)
+    assert task.loss(task.init_params()).shape == (1,)
+    assert family.to_config()["random_widths"] == [2, 2, 3, 3, 3]
 
 
 # -- VGG-19 ------------------------------------------------------------------------------------
@@ -344,6 +365,9 @@ def test_a_content_folder_with_split_subfolders(tmp_path):
         ({"init": "zeros"}, "Invalid init"),
         ({"crop_min": 0}, "Invalid crop_min"),
         ({"random_kernel": 4}, "must be odd"),
+        ({"network": "random-vgg19", "random_widths": [4, 4]}, "Invalid random_widths"),
+        ({"network": "random-vgg19", "size": 8}, "layer relu5_1 of the vgg19 net sees the image"),
+        ({"network": "random-vgg19", "weights": "v.pth"}, 'is for network = "vgg19"'),
         ({"style": ""}, "Invalid style"),
         ({"content_split": "all"}, "Invalid content_split"),
     ],
