@@ -383,6 +383,17 @@ def mean_interval(x: torch.Tensor, seed: int = 0) -> list[float]:
     return [float(means.quantile(0.025)), float(means.quantile(0.975))]
 
 
+def _over(a: float | None, b: float | None) -> float | None:
+    """a / b; None where either is missing or not finite (a run that diverged)."""
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return None
+    return a / b
+
+
+def _f3(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def analyse(result: dict[str, Any]) -> None:
     """Intervals, ratios to tuned Adam and, with floor runs, the excess over f* per image."""
     opts = result["optimizers"]
@@ -408,8 +419,8 @@ def analyse(result: dict[str, Any]) -> None:
         if "adam" in final:
             v["over_adam"] = ratio_precision(final[k], final["adam"], block, DRAWS)
             adam = opts["adam"]
-            v["summed_over_adam"] = v["summed_loss_mean"] / adam["summed_loss_mean"]
-            v["early_over_adam"] = v["curve_mean"][early] / adam["curve_mean"][early]
+            v["summed_over_adam"] = _over(v["summed_loss_mean"], adam["summed_loss_mean"])
+            v["early_over_adam"] = _over(v["curve_mean"][early], adam["curve_mean"][early])
         if fstar is not None:
             excess = final[k] - fstar
             v["excess_mean"] = float(excess.mean())
@@ -553,7 +564,7 @@ def setting_lines(name: str, r: dict[str, Any], with_lstm: bool) -> list[str]:
                 if fl
                 else ""
             )
-            + f"; summed loss: LSTM / Adam {opts['lstm']['summed_over_adam']:.3f}",
+            + f"; summed loss: LSTM / Adam {_f3(opts['lstm']['summed_over_adam'])}",
             "",
         ]
     early = r.get("early_step", EARLY)
@@ -578,7 +589,7 @@ def setting_lines(name: str, r: dict[str, Any], with_lstm: bool) -> list[str]:
             f"{_interval(v['final_loss_interval'])} | "
             + (f"{o['ratio']:.3f}{_interval(o['ratio_95_interval'])}" if o else "-")
             + " | "
-            + (f"{v['early_over_adam']:.3f} | {v['summed_over_adam']:.3f}" if o else "- | -")
+            + (f"{_f3(v['early_over_adam'])} | {_f3(v['summed_over_adam'])}" if o else "- | -")
             + " |"
         )
         if fl:
