@@ -4,7 +4,7 @@ and of the LSTM with every input beyond the paper turned on, compared with ``tor
 A refactoring of the optimizers must leave every number here unchanged: the loss curves and
 final parameters of ``l2o.evaluate.rollout`` (the chunked step taken without autograd), the
 seeded initial weights (so the random stream a seed gives stays the same), the meta-gradients of
-``l2o.meta.TruncatedBPTT`` (the autograd path, first and second order), the optimizer state after
+``l2o.meta.TruncatedBPTT`` (through the task's graph, first and second order), the optimizer state after
 a truncation (its keys and values) and the torch.optim front-end's steps.
 
 The expected values are the committed files ``tests/data/pinned/CASE.safetensors``, written by
@@ -94,9 +94,10 @@ def _rollouts(
 def _meta_gradients(
     optimizer: CoordinatewiseLSTM, task, second_order: bool, prefix: str
 ) -> dict[str, Tensor]:
-    """Two truncations of 5 steps of TruncatedBPTT: each one's meta-gradient (by parameter
-    name), meta-loss and losses; the optimizer state after the second."""
-    estimator = TruncatedBPTT(second_order=second_order)
+    """Two truncations of 5 steps of TruncatedBPTT through the task's graph (first order's
+    default path, without it, is pinned in tests/test_inner_step.py): each one's meta-gradient
+    (by parameter name), meta-loss and losses; the optimizer state after the second."""
+    estimator = TruncatedBPTT(second_order=second_order, through_task=True)
     state = init_unroll(task, optimizer)
     pinned = {}
     for k in range(2):
