@@ -38,9 +38,9 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import ROOT, machine, results_dir, write_result
+from benchmarks.generalist.screen import tuned_adam_rerun
 from l2o.evaluate.compare import run_on_tasks
 from l2o.evaluate.suite import SUITE, select
-from l2o.optimizers import make_baseline
 from l2o.optimizers.base import OptState, StepOptimizer
 
 SUITE_RESULT = ROOT / "benchmarks/generalist/results/generalist.json"
@@ -122,13 +122,9 @@ def main() -> int:
     rows = []
     for entry in entries:
         family = entry.family()
-        adam = stored[entry.name]["optimizers"]["adam"]
-        target = stored[entry.name]["adam_final_loss"]
         started = time.perf_counter()
-        check = run_on_tasks("adam", make_baseline("adam", adam["lr"]), family, entry.steps,
-                             "test", entry.test_tasks)  # fmt: skip
-        out = {"tuned_adam_lr": adam["lr"], "tuned_adam_final": target}
-        out["adam_rerun"] = float(check.losses.double().mean(1)[-1])
+        out = tuned_adam_rerun(entry, stored)
+        target = out["tuned_adam_final"]
         for name in names:
             rule = RateRule(CANDIDATES[name], entry.steps)
             r = run_on_tasks(name, rule, family, entry.steps, "test", entry.test_tasks)
@@ -138,7 +134,8 @@ def main() -> int:
         result["entries"][entry.name] = out
         cells = " | ".join(f"{out[n]['over_tuned_adam']:.3f}" for n in names)
         rows.append(
-            f"| {entry.name} | {adam['lr']:.3g} | {out['adam_rerun'] / target:.4f} | {cells} |"
+            f"| {entry.name} | {out['tuned_adam_lr']:.3g} | {out['adam_rerun'] / target:.4f} "
+            f"| {cells} |"
         )
         print(rows[-1], flush=True)
     result["machine"] = machine()
