@@ -101,3 +101,26 @@ def test_errors_are_one_line(baselines, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(other))
     done = run(tmp_path, "--baselines-from", str(tmp_path / "other.json"))
     assert done.returncode == 2 and "steps" in done.stderr
+
+
+def test_a_diverged_baseline_read_back_is_reported_not_a_crash(baselines, tmp_path):
+    # A run that diverged is NaN in memory and None in the result file (JSON has no NaN); a
+    # learned optimizer's benchmark reusing that file reports the baseline as diverged.
+    result = json.loads((baselines / "art-baselines.json").read_text())
+    for setting in result["settings"].values():
+        sgd = setting["optimizers"]["sgd"]
+        sgd["final_losses"][0] = None
+        sgd["curve_min"][0] = None
+        sgd["curve_mean"][1:] = [None] * (len(sgd["curve_mean"]) - 1)  # f(theta_0) is finite
+        sgd["summed_loss_mean"] = None
+    (tmp_path / "diverged.json").write_text(json.dumps(result))
+    done = run(
+        tmp_path, "--lstm", "quadratic-lstm", "--baselines-from", str(tmp_path / "diverged.json")
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "art.json").read_text())
+    for setting in report["settings"].values():
+        sgd = setting["optimizers"]["sgd"]
+        assert sgd["early_over_adam"] is None and sgd["summed_over_adam"] is None
+        assert setting["optimizers"]["lstm"]["over_adam"]["ratio"] > 0
+    assert "| sgd |" in (tmp_path / "art.md").read_text()

@@ -397,19 +397,27 @@ def _f3(x: float | None) -> str:
 def analyse(result: dict[str, Any]) -> None:
     """Intervals, ratios to tuned Adam and, with floor runs, the excess over f* per image."""
     opts = result["optimizers"]
-    final = {k: torch.tensor(v["final_losses"], dtype=torch.float64) for k, v in opts.items()}
+    final = {  # None: a diverged run, as a result file read back (--baselines-from) holds it
+        k: torch.tensor(
+            [math.nan if x is None else x for x in v["final_losses"]], dtype=torch.float64
+        )
+        for k, v in opts.items()
+    }
     block = result["runs"] // max(result["num_test_tasks"], 1)
     floor_runs = (result.get("floor") or {}).get("optimizers", {})
     fstar = None
     if floor_runs:
-        every = [v["curve_min"] for v in opts.values()] + [
-            v["curve_min"] for v in floor_runs.values()
+        every = [
+            [math.inf if x is None else x for x in v["curve_min"]]
+            for v in [*opts.values(), *floor_runs.values()]
         ]
         fstar = torch.tensor(every, dtype=torch.float64).min(0).values
         result["fstar"] = [float(v) for v in fstar]
         result["fstar_mean"] = float(fstar.mean())
         for v in floor_runs.values():
-            long = torch.tensor(v["final_losses"], dtype=torch.float64)
+            long = torch.tensor(
+                [math.nan if x is None else x for x in v["final_losses"]], dtype=torch.float64
+            )
             v["final_loss_mean"] = float(long.mean())
             v["excess_mean"] = float((long - fstar).mean())
     early = min(EARLY, result["steps"])
