@@ -112,7 +112,10 @@ def test_a_diverged_baseline_read_back_is_reported_not_a_crash(baselines, tmp_pa
         sgd["final_losses"][0] = None
         sgd["curve_min"][0] = None
         sgd["curve_mean"][1:] = [None] * (len(sgd["curve_mean"]) - 1)  # f(theta_0) is finite
-        sgd["summed_loss_mean"] = None
+        sgd["summed_loss_mean"] = sgd["final_loss_mean"] = None
+        if setting["floor"]:
+            long = setting["floor"]["optimizers"]["sgd"]
+            long["final_losses"][0] = long["curve_min"][0] = long["final_loss_mean"] = None
     (tmp_path / "diverged.json").write_text(json.dumps(result))
     done = run(
         tmp_path, "--lstm", "quadratic-lstm", "--baselines-from", str(tmp_path / "diverged.json")

@@ -423,6 +423,7 @@ def analyse(result: dict[str, Any]) -> None:
     early = min(EARLY, result["steps"])
     result["early_step"] = early
     for k, v in opts.items():
+        v["final_loss_mean"] = float(final[k].mean())  # NaN where a run diverged (None if read)
         v["final_loss_interval"] = mean_interval(final[k])
         if "adam" in final:
             v["over_adam"] = ratio_precision(final[k], final["adam"], block, DRAWS)
