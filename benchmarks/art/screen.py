@@ -29,7 +29,7 @@ from l2o.tasks.art import ArtFamily
 SETTINGS = {
     "default": {},
     "style x100": {"style_weight": 100.0},
-    "noise 1.0, style x100": {"init_noise": 1.0, "style_weight": 100.0},
+    "noise 1.0 + style x100": {"init_noise": 1.0, "style_weight": 100.0},
     "texture only": {"content_weight": 0.0, "tv_weight": 0.0},
     "random-vgg19": {"network": "random-vgg19"},
 }
