@@ -148,16 +148,10 @@ def first_order_meta_gradient(
             c = [g * (w / loss.numel() / norm) for g in grads]
         outputs += theta
         cotangents += c
-    needed = [o.requires_grad for o in outputs]  # False where no step has touched phi yet
     grads = (
-        torch.autograd.grad(
-            [o for o, k in zip(outputs, needed) if k],
-            phi,
-            [c for c, k in zip(cotangents, needed) if k],
-            allow_unused=True,
-        )
-        if any(needed) and phi
-        else (None,) * len(phi)
+        torch.autograd.grad(outputs, phi, cotangents, allow_unused=True)
+        if outputs and phi
+        else (None,) * len(phi)  # every weight was 0, or a hand-designed optimizer
     )
     return MetaGradient(
         _zeros_for_unused(phi, grads),
