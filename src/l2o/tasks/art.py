@@ -294,7 +294,7 @@ class ArtFamily(TaskFamily):
             )
         object.__setattr__(self, "style_layers", tuple(layers))
         if self.network != "vgg19":  # VGG-19's layers are checked when its weights are read
-            self._check_layers(self.net())
+            self.net()
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -305,22 +305,14 @@ class ArtFamily(TaskFamily):
         }
 
     # -- the pieces --------------------------------------------------------------------------------
-    def _random_net(self, device: str | torch.device = "cpu", dtype=torch.float32) -> FeatureNet:
-        return feature_net(
-            "random", seed=self.network_seed, channels=self.random_channels,
-            kernel=self.random_kernel, scales=self.random_scales, device=device, dtype=dtype,
-        )  # fmt: skip
-
     def net(self, device: str | torch.device = "cpu", dtype=torch.float32) -> FeatureNet:
-        """The feature network, checked against the layer options."""
-        if self.network == "random":
-            return self._random_net(device, dtype)
+        """The feature network (made once per process), checked against the layer options."""
         net = feature_net(
-            self.network, self.weights, seed=self.network_seed, device=device, dtype=dtype,
+            self.network, self.weights, seed=self.network_seed, channels=self.random_channels,
+            kernel=self.random_kernel, scales=self.random_scales, device=device, dtype=dtype,
             widths=self.random_widths,
         )  # fmt: skip
-        if self.network == "vgg19":
-            self._check_layers(net)
+        self._check_layers(net)
         return net
 
     def _check_layers(self, net: FeatureNet) -> None:
