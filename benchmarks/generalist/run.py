@@ -1,12 +1,11 @@
 """The generalist (issue #26): the held-out suite of a checkpoint meta-trained on the task
 mixture (configs/generalist.toml), scored against the issue's targets.
 
-Meta-training is long and resumable, so it is its own command; its run directory, checkpoints
-included, is committed under benchmarks/generalist/results/run so that it can be resumed on
-another machine:
+Meta-training is long and resumable, so it is its own command; the preset's run directory,
+checkpoints included, is committed under benchmarks/generalist/results/run-pes so that it can
+be resumed on another machine (results/run, the first generalist's, is an older preset's):
 
-    l2o train configs/generalist.toml --run-dir benchmarks/generalist/results/run
-    l2o train configs/generalist.toml --run-dir benchmarks/generalist/results/run --resume
+    l2o train configs/generalist.toml --run-dir benchmarks/generalist/results/run-pes --resume
 
 This script runs ``l2o suite`` on the run's best checkpoint (or --checkpoint) into
 results/NAME-suite/ (results.json, report.md, suite.png) and writes
@@ -39,7 +38,7 @@ from l2o.evaluate import write_json
 from l2o.evaluate.suite import plot_suite, suite_table
 from l2o.pipelines import suite
 
-RUN = results_dir("generalist") / "run"
+RUN = results_dir("generalist") / "run-pes"
 # Issue #26's targets on the held-out suite.
 MAX_RATIO = 1.0  # every entry: final loss <= tuned Adam's
 MAX_RATIO_STRICT = 0.9  # these entries: <= 0.9 of tuned Adam's
@@ -131,7 +130,11 @@ def _relative(path: str | Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=str(RUN), help="default: the committed run")
+    parser.add_argument(
+        "--checkpoint",
+        default=str(RUN),
+        help="default: the committed run of the preset, results/run-pes",
+    )
     parser.add_argument("--name", default="generalist", help="result file stem")
     parser.add_argument("--only", nargs="+", help="suite entries to run (default: all)")
     parser.add_argument("--ship", action="store_true", help="copy into l2o/pretrained")
