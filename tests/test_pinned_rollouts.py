@@ -4,8 +4,8 @@ and of the LSTM with every input beyond the paper turned on, compared with ``tor
 A refactoring of the optimizers must leave every number here unchanged: the loss curves and
 final parameters of ``l2o.evaluate.rollout`` (the chunked step taken without autograd), the
 seeded initial weights (so the random stream a seed gives stays the same), the meta-gradients of
-``l2o.meta.TruncatedBPTT`` (through the task's graph, first and second order), the optimizer state after
-a truncation (its keys and values) and the torch.optim front-end's steps.
+``l2o.meta.TruncatedBPTT`` (through the task's graph, first and second order), the optimizer
+state after a truncation (its keys and values) and the torch.optim front-end's steps.
 
 The expected values are the committed files ``tests/data/pinned/CASE.safetensors``, written by
 

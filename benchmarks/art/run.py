@@ -394,30 +394,26 @@ def _f3(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _losses(values: list[float | None], diverged: float = math.nan) -> torch.Tensor:
+    """Per-image losses as float64; None (a diverged run, as a result file read back with
+    --baselines-from holds it: JSON has no NaN) becomes ``diverged``."""
+    return torch.tensor([diverged if x is None else x for x in values], dtype=torch.float64)
+
+
 def analyse(result: dict[str, Any]) -> None:
     """Intervals, ratios to tuned Adam and, with floor runs, the excess over f* per image."""
     opts = result["optimizers"]
-    final = {  # None: a diverged run, as a result file read back (--baselines-from) holds it
-        k: torch.tensor(
-            [math.nan if x is None else x for x in v["final_losses"]], dtype=torch.float64
-        )
-        for k, v in opts.items()
-    }
+    final = {k: _losses(v["final_losses"]) for k, v in opts.items()}
     block = result["runs"] // max(result["num_test_tasks"], 1)
     floor_runs = (result.get("floor") or {}).get("optimizers", {})
     fstar = None
     if floor_runs:
-        every = [
-            [math.inf if x is None else x for x in v["curve_min"]]
-            for v in [*opts.values(), *floor_runs.values()]
-        ]
-        fstar = torch.tensor(every, dtype=torch.float64).min(0).values
+        every = [_losses(v["curve_min"], math.inf) for v in [*opts.values(), *floor_runs.values()]]
+        fstar = torch.stack(every).min(0).values
         result["fstar"] = [float(v) for v in fstar]
         result["fstar_mean"] = float(fstar.mean())
         for v in floor_runs.values():
-            long = torch.tensor(
-                [math.nan if x is None else x for x in v["final_losses"]], dtype=torch.float64
-            )
+            long = _losses(v["final_losses"])
             v["final_loss_mean"] = float(long.mean())
             v["excess_mean"] = float((long - fstar).mean())
     early = min(EARLY, result["steps"])

@@ -123,7 +123,7 @@ def main() -> int:
     for entry in entries:
         family = entry.family()
         started = time.perf_counter()
-        out = tuned_adam_rerun(entry, stored)
+        out = tuned_adam_rerun(entry, family, stored)
         target = out["tuned_adam_final"]
         for name in names:
             rule = RateRule(CANDIDATES[name], entry.steps)

@@ -51,11 +51,12 @@ SUITE_RESULT = ROOT / "benchmarks/generalist/results/generalist.json"
 PRESET = ROOT / "configs/generalist.toml"
 
 
-def tuned_adam_rerun(entry, stored: dict) -> dict:
-    """The stored tuned Adam of a suite entry, rerun on its test tasks: its rate, the stored
-    mean final loss (``tuned_adam_final``, what the screens divide by) and the rerun's."""
+def tuned_adam_rerun(entry, family, stored: dict) -> dict:
+    """The stored tuned Adam of a suite entry, rerun on its test tasks (of ``family``, the
+    entry's, which the caller has built): its rate, the stored mean final loss
+    (``tuned_adam_final``, what the screens divide by) and the rerun's."""
     adam = stored[entry.name]["optimizers"]["adam"]
-    check = run_on_tasks("adam", make_baseline("adam", adam["lr"]), entry.family(), entry.steps,
+    check = run_on_tasks("adam", make_baseline("adam", adam["lr"]), family, entry.steps,
                          "test", entry.test_tasks)  # fmt: skip
     return {
         "tuned_adam_lr": adam["lr"],
@@ -95,7 +96,7 @@ def main() -> int:
     for entry in entries:
         family = entry.family()
         started = time.perf_counter()
-        out = tuned_adam_rerun(entry, stored)
+        out = tuned_adam_rerun(entry, family, stored)
         target, rerun = out["tuned_adam_final"], out["adam_rerun"]
         for beta in betas:
             r = run_on_tasks(f"hd{beta}", untrained(beta), family, entry.steps, "test",
