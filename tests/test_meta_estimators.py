@@ -70,3 +70,66 @@ def test_es_and_pes_meta_train_and_resume_exactly(tmp_path, estimator):
 
     start = build_learned_optimizer(load_config(None, SMALL)).state_dict()
     assert any(not torch.equal(start[k], a[k]) for k in start)
+
+
+@pytest.mark.parametrize("estimator", ["tbptt", "es", "pes"])
+def test_train_only_meta_trains_the_chosen_parameters_alone(tmp_path, estimator):
+    # meta.train_only: the output layer moves, the LSTM's cells keep their seeded init.
+    from safetensors.torch import load_file
+
+    from l2o.runs import build_learned_optimizer
+
+    overrides = [*SMALL, f'meta.estimator="{estimator}"', "meta.epochs=2",
+                 'meta.train_only=["output.*"]']  # fmt: skip
+    config = load_config(None, overrides)
+    assert config.meta.train_only == ("output.*",)
+    train(config, tmp_path / "run", quiet=True, tensorboard=False)
+    start = build_learned_optimizer(load_config(None, SMALL)).state_dict()
+    end = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
+    for name in ("cells.0.weight", "cells.0.bias"):
+        assert torch.equal(start[name], end[name]), name
+    assert not torch.equal(start["output.weight"], end["output.weight"])
+
+
+@pytest.mark.parametrize("kind", [ES, PES])
+def test_es_and_pes_perturb_and_estimate_only_the_trained_parameters(kind):
+    from l2o.meta.unroll import init_unroll
+    from l2o.runs import build_learned_optimizer
+
+    config = load_config(None, SMALL)
+    optimizer = build_learned_optimizer(config)
+    task = config.task.sample(0)
+    estimator = kind(sigma=0.05, pairs=4)
+    optimizer.cells[0].weight.requires_grad_(False)  # as freeze_all_but leaves it
+    generator = torch.Generator().manual_seed(1)
+    if kind is ES:
+        grads = estimator.meta_gradient(
+            optimizer, task, init_unroll(task, optimizer), [1.0] * 3, generator
+        ).grads
+    else:
+        state = estimator.init(optimizer, task)
+        for _ in range(2):
+            result, state = estimator.meta_gradient(optimizer, task, state, [1.0] * 3, generator)
+        grads = result.grads
+        assert not state.xi[:, :96].any() and state.xi[:, 96:].all()  # the cells' weight: 96
+    frozen = dict(zip([n for n, _ in optimizer.named_parameters()], grads))
+    assert not frozen["cells.0.weight"].any()
+    assert frozen["cells.0.bias"].abs().sum() > 0 and frozen["output.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ('["nothing.*"]', "Invalid meta.train_only pattern 'nothing.*': it matches none of the "
+                          "optimizer's parameters (cells.0.weight, cells.0.bias, output.weight, "
+                          "output.bias)"),
+        ('"output.*"', "Invalid train_only: 'output.*' (a list of glob patterns"),
+        ('["output.*", ""]', "Invalid train_only: ('output.*', '') (a list of glob patterns"),
+    ],
+)  # fmt: skip
+def test_a_bad_train_only_is_one_line_and_writes_nothing(tmp_path, value, message):
+    with pytest.raises(InvalidInput) as caught:
+        config = load_config(None, [*SMALL, f"meta.train_only={value}"])
+        train(config, tmp_path / "run", quiet=True, tensorboard=False)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert not (tmp_path / "run").exists()

@@ -248,7 +248,7 @@ def train(
         force = False
 
     def check_inputs() -> StepOptimizer:
-        from l2o.meta.train import check_split
+        from l2o.meta.train import check_split, trainable_names
 
         check_device(config.meta.device)
         world.check_device(config.meta.device)
@@ -256,8 +256,10 @@ def train(
         locate_data = getattr(config.task, "locate_data", None)
         if locate_data is not None:
             locate_data()  # reads and verifies the dataset files
-        # before any file is written: groups may not fit
-        return build_learned_optimizer(config)
+        # before any file is written: groups may not fit, patterns may match nothing
+        optimizer = build_learned_optimizer(config)
+        trainable_names(optimizer, config.meta.train_only)
+        return optimizer
 
     optimizer = world.agree(check_inputs)
     done = world.from_main(lambda: _check_resumable(config, run_dir) if resume else 0)

@@ -154,6 +154,12 @@ class MetaTrainConfig:
     # init: a pretrained name, a checkpoint path or a run directory (its best checkpoint). Its
     # architecture must be the config's; the meta-optimizer starts fresh. "" = random init.
     init_from: str = ""
+    # Meta-train only the optimizer parameters whose names match one of these glob patterns
+    # (names as ``optimizer.named_parameters()`` gives them, e.g. ["output.*",
+    # "adaptation_log_gain"]); the others keep their values (from init_from, or the init).
+    # ES / PES perturb only those, so their estimates are as noisy as that many parameters
+    # make them, not as all of phi. [] = train every parameter.
+    train_only: tuple[str, ...] = ()
     validate_every: int = 100  # epochs between validations (and checkpoints)
     # Also keep what every validation scored as checkpoints/epoch-NNNNNN (not only best / last),
     # e.g. to compare checkpoints on test runs after the fact.
@@ -171,6 +177,15 @@ class MetaTrainConfig:
                 raise InvalidInput(
                     f'meta.{name} = "{value}" is now "{new}" ({why}): write {name} = "{new}"'
                 )
+        patterns = self.train_only
+        if isinstance(patterns, list):  # as TOML gives it
+            patterns = tuple(patterns)
+            object.__setattr__(self, "train_only", patterns)
+        if not isinstance(patterns, tuple) or not all(isinstance(p, str) and p for p in patterns):
+            raise InvalidInput(
+                f"Invalid train_only: {patterns!r} (a list of glob patterns of the optimizer's "
+                f'parameter names, e.g. ["output.*"]; [] = train all)'
+            )
         # Building each part checks its options (one line naming a bad value).
         _ = self.run, self.objective, self.meta_optimizer_config
 

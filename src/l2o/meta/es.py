@@ -110,7 +110,7 @@ class ES:
         ``share``: the indices i of the pairs to run (default all; see the module doc)."""
         with torch.no_grad():
             phi = flatten(list(optimizer.parameters()))
-            eps = _share(_perturbations(phi, self.pairs, self.sigma, generator), share)
+            eps = _share(_perturbations(optimizer, phi, self.pairs, self.sigma, generator), share)
             center = _truncation(task, optimizer, state, weights, self.meta_loss)
             perturbed = _FrozenCopy(optimizer)
 
@@ -178,7 +178,7 @@ class PES:
                     f"PESState for {state.xi.shape[0]} pairs and {state.xi.shape[1]} optimizer "
                     f"parameters, given {n} pairs and {phi.numel()}: call PES.init"
                 )
-            eps = _share(_perturbations(phi, self.pairs, self.sigma, generator), share)
+            eps = _share(_perturbations(optimizer, phi, self.pairs, self.sigma, generator), share)
             xi = state.xi + eps
             center = _truncation(task, optimizer, state.center, weights, self.meta_loss)
             perturbed = _FrozenCopy(optimizer)
@@ -211,11 +211,21 @@ class _FrozenCopy:
 
 
 def _perturbations(
-    phi: Tensor, pairs: int, sigma: float, generator: torch.Generator | None
+    optimizer: StepOptimizer,
+    phi: Tensor,
+    pairs: int,
+    sigma: float,
+    generator: torch.Generator | None,
 ) -> Tensor:
-    """eps_i ~ N(0, sigma^2 I), shape (pairs, P), drawn on the CPU then moved to phi's device."""
-    z = torch.randn(pairs, phi.numel(), generator=generator, dtype=phi.dtype)
-    return sigma * z.to(phi.device)
+    """eps_i ~ N(0, sigma^2 I), shape (pairs, P), drawn on the CPU then moved to phi's device;
+    0 on the coordinates of parameters that are not meta-trained (``requires_grad`` False:
+    ``meta.train_only``), so that only the others are perturbed and estimated (drawn all the
+    same, so that a seed gives the trained coordinates the same numbers either way)."""
+    z = sigma * torch.randn(pairs, phi.numel(), generator=generator, dtype=phi.dtype)
+    params = list(optimizer.parameters())
+    if not all(p.requires_grad for p in params):
+        z *= torch.cat([torch.full((p.numel(),), float(p.requires_grad)) for p in params])
+    return z.to(phi.device)
 
 
 def _share(eps: Tensor, share: Sequence[int] | None) -> Tensor:

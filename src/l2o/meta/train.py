@@ -33,10 +33,11 @@ in order. Rank 0 alone writes checkpoints, metrics and TensorBoard.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,7 @@ class MetaTrainer:
         self.monitor, self.histograms = monitor, histograms
         self.objective = config.objective
         self.estimator = self.objective.make_estimator()
+        freeze_all_but(self.optimizer, config.train_only)
         self.meta_opt = MetaOptimizer(
             self.optimizer.parameters(), config.meta_optimizer_config, config.epochs
         )
@@ -590,6 +592,31 @@ class _Job:
 def _pairs(pairs: list[int] | None) -> dict[str, Any]:
     """``share=`` for the ES / PES estimators when a process runs some of the pairs."""
     return {} if pairs is None else {"share": pairs}
+
+
+def trainable_names(optimizer: StepOptimizer, patterns: Sequence[str]) -> list[str]:
+    """The names of ``optimizer``'s parameters that ``meta.train_only`` = ``patterns`` (glob
+    patterns) selects: all of them when there are none. Refuses (one line) a pattern that
+    matches no parameter, naming the parameters there are."""
+    names = [name for name, _ in optimizer.named_parameters()]
+    if not patterns:
+        return names
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise InvalidInput(
+                f"Invalid meta.train_only pattern {pattern!r}: it matches none of the "
+                f"optimizer's parameters ({', '.join(names)})"
+            )
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def freeze_all_but(optimizer: StepOptimizer, patterns: Sequence[str]) -> None:
+    """Meta-train only the parameters ``patterns`` select (``trainable_names``): the others get
+    ``requires_grad = False``, which every estimator reads (truncated BPTT differentiates only
+    the trainable ones; ES and PES perturb only them)."""
+    chosen = set(trainable_names(optimizer, patterns))
+    for name, p in optimizer.named_parameters():
+        p.requires_grad_(name in chosen)
 
 
 def check_split(config: MetaTrainConfig, processes: int) -> None:

@@ -87,9 +87,9 @@ class TruncatedBPTT:
             meta_loss=self.meta_loss,
         )
         if result.meta_loss.requires_grad:
-            grads = torch.autograd.grad(result.meta_loss, phi, allow_unused=True)
+            grads = _grad(result.meta_loss, phi)
         else:  # every weight was 0 in this truncation
-            grads = (None,) * len(phi)
+            grads = [None] * len(phi)
         return MetaGradient(
             _zeros_for_unused(phi, grads),
             float(result.meta_loss.detach()),
@@ -149,9 +149,9 @@ def first_order_meta_gradient(
         outputs += theta
         cotangents += c
     grads = (
-        torch.autograd.grad(outputs, phi, cotangents, allow_unused=True)
+        _grad(outputs, phi, cotangents)
         if outputs and phi
-        else (None,) * len(phi)  # every weight was 0, or a hand-designed optimizer
+        else [None] * len(phi)  # every weight was 0, or a hand-designed optimizer
     )
     return MetaGradient(
         _zeros_for_unused(phi, grads),
@@ -159,6 +159,21 @@ def first_order_meta_gradient(
         torch.stack(losses) if losses else f.loss.new_zeros(0, f.loss.numel()),
         state.detached(),
     )
+
+
+def _grad(
+    outputs: Tensor | Sequence[Tensor],
+    phi: Sequence[Tensor],
+    cotangents: Sequence[Tensor] | None = None,
+) -> list[Tensor | None]:
+    """d outputs / d phi (a vector-Jacobian product with ``cotangents``), None for every
+    parameter the outputs do not use or that is not meta-trained (``requires_grad`` False:
+    ``meta.train_only``)."""
+    trained = [p for p in phi if p.requires_grad]
+    if not trained:
+        return [None] * len(phi)
+    found = iter(torch.autograd.grad(outputs, trained, cotangents, allow_unused=True))
+    return [next(found) if p.requires_grad else None for p in phi]
 
 
 def _zeros_for_unused(phi: Sequence[Tensor], grads: Sequence[Tensor | None]) -> list[Tensor]:
