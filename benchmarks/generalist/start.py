@@ -2,7 +2,8 @@
 
 A run's metrics.jsonl scores each validation of meta-training; this script scores the same
 validation tasks with the optimizer each run started from (its config, freshly built: the
-untrained optimizer), so that every run can be read against where it began:
+untrained optimizer, or ``meta.init_from``'s weights for a fine-tuning run), so that every run
+can be read against where it began:
 
     python -m benchmarks.generalist.start [RUN_DIR ...]
 
@@ -23,7 +24,7 @@ from benchmarks.common import ROOT, machine, results_dir, write_result
 from l2o.config import load_config
 from l2o.evaluate.draw import read_metrics
 from l2o.meta.train import validate
-from l2o.runs import build_learned_optimizer
+from l2o.runs import build_learned_optimizer, initialise_from
 
 RUNS = results_dir("generalist")
 
@@ -47,7 +48,11 @@ def main() -> int:
     result, rows = {"runs": {}, "note": args.note, "machine": machine()}, []
     for run in runs:
         config = load_config(run / "config.toml")
-        start = validate(build_learned_optimizer(config), config.task, config.meta)["final_loss"]
+        optimizer = build_learned_optimizer(config)
+        if config.meta.init_from:  # a fine-tuning run starts from those weights
+            source = Path(config.meta.init_from)
+            initialise_from(optimizer, str(source if source.is_absolute() else ROOT / source))
+        start = validate(optimizer, config.task, config.meta)["final_loss"]
         seen = history(run)
         best = min(seen, key=lambda e: e[1]) if seen else None
         name = (
@@ -63,10 +68,11 @@ def main() -> int:
         "# The generalist's meta-training runs against their start (#26)",
         "",
         "Validation score (geometric mean over the run's validation tasks of f(θ_T)/f(θ_0); lower "
-        "is better) of the untrained optimizer each run's config builds, beside the run's own "
-        "validations (`benchmarks/generalist/start.py`).",
+        "is better) of the optimizer each run started from (its config's, untrained, or the "
+        "weights of its `meta.init_from`), beside the run's own validations "
+        "(`benchmarks/generalist/start.py`).",
         "",
-        "| run | untrained | best validation | best / untrained | last validation |",
+        "| run | start | best validation | best / start | last validation |",
         "|---|---|---|---|---|",
         *rows,
     ]
