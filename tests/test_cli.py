@@ -86,6 +86,22 @@ def test_existing_run_directory_is_refused_without_force(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "extra", [[], ["--set", 'meta.train_only=["nothing.*"]'], ["--set", "meta.epochs=0"]]
+)
+def test_a_refused_run_announces_nothing(tmp_path, capsys, extra):
+    # The "meta-training on ... -> RUN" line comes once the inputs are checked and the run
+    # directory made, not before a refusal (an existing directory, a pattern matching nothing).
+    run = tmp_path / "run"
+    if not extra:
+        run.mkdir()
+        (run / "notes.txt").write_text("not a run")
+    assert main(["train", "--run-dir", str(run), *FAST, *extra]) == 2
+    assert capsys.readouterr().out == ""
+    assert main(["train", "--run-dir", str(tmp_path / "good"), *FAST]) == 0
+    assert capsys.readouterr().out.startswith("meta-training on quadratic for 4 epochs -> ")
+
+
+@pytest.mark.parametrize(
     "overrides,expected",
     [
         (

@@ -51,13 +51,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = world.agree(load)
     quiet = args.quiet or not world.is_main
-    if not quiet:
-        processes = f" in {world.size} processes" if world.distributed else ""
-        print(
-            f"meta-training on {config.task.name} for {config.meta.epochs} epochs{processes} -> "
-            f"{args.run_dir}",
-            flush=True,
-        )
     state = train(
         config,
         args.run_dir,

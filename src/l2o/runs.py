@@ -278,6 +278,13 @@ def train(
         atomic_write_text(run_dir / "config.toml", to_toml(config.to_dict()))
 
     world.from_main(prepare)
+    if world.is_main and not quiet:  # announced once the inputs are checked and the run made
+        processes = f" in {world.size} processes" if world.distributed else ""
+        print(
+            f"meta-training on {config.task.name} for {config.meta.epochs} epochs{processes} -> "
+            f"{run_dir}",
+            flush=True,
+        )
     from l2o.evaluate.behaviour import state_histograms
 
     trainer = MetaTrainer(
