@@ -40,6 +40,10 @@ CONFIGS = {
         lr_adaptation=0.3, adaptation_bound=1.5,
     ),
     "adaptive-alone": MLPOptimizerConfig(hidden_size=8, lr_adaptation=0.5),
+    "hardtanh": MLPOptimizerConfig(
+        hidden_size=16, num_layers=1, momentum=(0.5, 0.9, 0.99), scheduler_size=8,
+        lr_adaptation=0.3, nominal_squash="hardtanh",
+    ),
 }  # fmt: skip
 # A conv weight, a linear weight, vectors, a scalar, a (1, n) matrix (full second moment), an
 # empty tensor; with chunks of 64 coordinates the first three are cut into chunks of their own

@@ -281,6 +281,34 @@ def test_lr_adaptation_gain_is_a_meta_parameter_with_a_gradient_and_the_spec_kee
         assert "\n" not in str(error.value)
 
 
+def test_nominal_squash_hardtanh_reads_min_h_1_and_the_spec_keeps_it():
+    # The nominal term's log rate reads min(h, 1) of the (ReLU) hidden units instead of
+    # tanh(h): the same start (Adam), a different update once its weights move.
+    torch.manual_seed(0)
+    params = [torch.randn(6, 5), torch.randn(5)]
+    grads = [torch.randn_like(p) for p in params]
+    updates = {}
+    for squash in ("tanh", "hardtanh"):
+        config = MLPOptimizerConfig(hidden_size=8, num_layers=1, nominal_squash=squash)
+        torch.manual_seed(1)
+        opt = PerParameterMLP(config)
+        fresh = opt.step(grads, opt.init_state(params), params=params)[0]
+        with torch.no_grad():
+            opt.nominal.weight.fill_(3.0)  # every hidden unit raises the log rate
+        with torch.enable_grad():
+            updates[squash] = opt.step(grads, opt.init_state(params), params=params)[0]
+        updates[squash + "-fresh"] = fresh
+        spec = json.loads(json.dumps(opt.spec()))
+        assert from_spec(spec).config == config
+        assert ("nominal_squash" in spec) == (squash == "hardtanh")  # earlier specs: tanh
+    torch.testing.assert_close(updates["tanh-fresh"], updates["hardtanh-fresh"])
+    assert not torch.allclose(updates["tanh"][0], updates["hardtanh"][0])
+    with pytest.raises(
+        InvalidInput, match=r"^Invalid nominal_squash: 'relu' \(valid: tanh, hardtanh\)$"
+    ):
+        MLPOptimizerConfig(nominal_squash="relu")
+
+
 def test_lr_adaptation_in_the_front_end_keeps_one_rate_per_tensor_through_a_state_dict():
     torch.manual_seed(0)
     model = _model()

@@ -24,8 +24,9 @@ on the 1,001,000 parameters of ``nn.Linear(1000, 1000)``, each learned optimizer
 with a ``torch.optim.Adam(foreach=True)`` of its own (one step of each per round, so that both
 meet the same load): through the front-end (its step without autograd, the fast path of
 ``l2o.optimizers.mlp``), its reference step (the differentiable one meta-training runs, here
-with no graph recorded: what the front-end ran before the fast path) and the default
-``kind = "mlp"`` architecture through the front-end; the same time, state and peak-memory
+with no graph recorded: what the front-end ran before the fast path), the same with the
+nominal term reading tanh(h) (``nominal_squash = "tanh"``, the preset's until session 24) and
+the default ``kind = "mlp"`` architecture through the front-end; the same time, state and peak-memory
 columns; and writes benchmarks/speed/results/speed-generalist.{json,md}:
 
     python -m benchmarks.speed.run --generalist [--config configs/generalist.toml] [--repeats 25]
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -112,6 +114,7 @@ GENERALIST_KINDS = {  # kind -> label
     ADAM: "torch.optim.Adam(foreach=True)",
     "generalist": "generalist, front-end (step without autograd)",
     "generalist-reference": "generalist, reference step (no graph; the front-end's before)",
+    "generalist-tanh": 'generalist with nominal_squash = "tanh" (until session 24), front-end',
     "mlp-defaults": 'default kind = "mlp" (2 x 32, 5 momenta, 11 step features), front-end',
 }
 
@@ -146,6 +149,9 @@ def generalist_builders(config_path: str, device: str) -> dict[str, Callable]:
         ADAM: lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
         "generalist": lambda ps: LearnedOptimizer(ps, optimizer=mlp_optimizer(config, device)),
         "generalist-reference": lambda ps: ReferenceStep(mlp_optimizer(config, device), ps),
+        "generalist-tanh": lambda ps: LearnedOptimizer(
+            ps, optimizer=mlp_optimizer(replace(config, nominal_squash="tanh"), device)
+        ),
         "mlp-defaults": lambda ps: LearnedOptimizer(
             ps, optimizer=mlp_optimizer(MLPOptimizerConfig(), device)
         ),

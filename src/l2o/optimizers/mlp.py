@@ -24,6 +24,9 @@ where the second term is ``heads.NominalTerm`` on the last hidden layer h: it st
 It reads tanh(h), bounded as the LSTM's h is: ReLU units are not, and a coordinate whose
 features are far out (a problem that starts to diverge) would otherwise get a learning rate
 exp(w h) times the rest, which makes the inner loop explode within a few meta-updates.
+``nominal_squash = "hardtanh"`` reads min(h, 1) instead (hardtanh of h >= 0), bounded alike and
+about a quarter of tanh's cost, which over every hidden unit of every coordinate is a tenth of
+the step without autograd (benchmarks/speed/results/speed-generalist.md).
 The MLP's last layer starts at zero (d = a = 0), so the first updates are exactly Adam's, and
 meta-training moves both terms from there.
 
@@ -110,6 +113,8 @@ from l2o.optimizers.heads import NominalTerm
 from l2o.optimizers.tensor_scheduler import TensorScheduler
 
 ADAM_BETA1 = 0.9  # the nominal term is Adam's update, on the momentum of this decay
+COSINE_PIECE = 1 << 17  # coordinates per piece of the cosines without autograd (in cache)
+SQUASHES = ("tanh", "hardtanh")  # what the nominal term reads of h (config.nominal_squash)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ class MLPOptimizerConfig:
     lr_adaptation: float = 0.0
     # Bound on a: each tensor's rate stays within [exp(-bound), exp(bound)] x its nominal one.
     adaptation_bound: float = 7.0
+    # What the nominal term's log rate w s(h) + c reads of the last hidden layer h (ReLU units,
+    # h >= 0), bounded either way: "tanh", s(h) = tanh(h), or "hardtanh", s(h) = min(h, 1),
+    # which costs a quarter of tanh's time (over every hidden unit of every coordinate).
+    nominal_squash: str = "tanh"
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers"):
@@ -189,6 +198,10 @@ class MLPOptimizerConfig:
             self, "lr_adaptation", lambda x: 0 <= x <= 10, "a gain in [0, 10], e.g. 0.3; 0 = off"
         )
         set_real(self, "adaptation_bound", lambda x: 0 < x <= 20, "a number in (0, 20], e.g. 7.0")
+        if self.nominal_squash not in SQUASHES:
+            raise InvalidInput(
+                f"Invalid nominal_squash: {self.nominal_squash!r} (valid: {', '.join(SQUASHES)})"
+            )
 
     @property
     def input_size(self) -> int:
@@ -697,22 +710,29 @@ class PerParameterMLP(StepOptimizer):
     def _cosines_no_grad(
         self, grads: Sequence[Tensor], momentum: Tensor, v: Tensor, eps: float
     ) -> Tensor:
-        """``_cosines`` without autograd: d computed into one buffer, kept between steps."""
-        total = v.numel()
+        """``_cosines`` without autograd: d computed piece by piece into one buffer, kept
+        between steps, each piece's sums taken while it is in cache (pieces of at most
+        ``COSINE_PIECE`` coordinates within a tensor)."""
+        width = min(v.numel(), COSINE_PIECE)
         buffer = self.__dict__.get("_cosine_buffer")
-        if buffer is None or buffer.numel() < total or buffer.dtype != v.dtype:
-            buffer = self.__dict__["_cosine_buffer"] = v.new_empty(total)
-        buffer = buffer[:total]
-        torch.sqrt(v, out=buffer).add_(eps)
-        torch.div(momentum, buffer, out=buffer)
-        sums = v.new_empty(len(grads), 3)  # g.d, d.d, g.g per tensor
-        start = 0
-        for j, g in enumerate(grads):
-            d = buffer[start : start + g.numel()]
-            start += g.numel()
-            torch.dot(g, d, out=sums[j, 0])
-            torch.dot(d, d, out=sums[j, 1])
-            torch.dot(g, g, out=sums[j, 2])
+        if buffer is None or buffer.numel() < width or buffer.dtype != v.dtype:
+            buffer = self.__dict__["_cosine_buffer"] = v.new_empty(width)
+        pieces = [
+            (j, a, min(a + COSINE_PIECE, g.numel()))
+            for j, g in enumerate(grads)
+            for a in range(0, g.numel(), COSINE_PIECE)
+        ]
+        sums = v.new_zeros(len(pieces), 3)  # g.d, d.d, g.g per piece
+        offsets = list(itertools.accumulate((g.numel() for g in grads), initial=0))
+        for k, (j, a, b) in enumerate(pieces):
+            g, span = grads[j][a:b], slice(offsets[j] + a, offsets[j] + b)
+            d = torch.sqrt(v[span], out=buffer[: b - a]).add_(eps)
+            torch.div(momentum[span], d, out=d)
+            torch.dot(g, d, out=sums[k, 0])
+            torch.dot(d, d, out=sums[k, 1])
+            torch.dot(g, g, out=sums[k, 2])
+        owner = torch.tensor([j for j, _, _ in pieces], device=v.device, dtype=torch.long)
+        sums = v.new_zeros(len(grads), 3).index_add_(0, owner, sums)
         return sums[:, 0] / ((sums[:, 1] * sums[:, 2]).sqrt() + 1e-30)
 
     def step(
@@ -761,9 +781,10 @@ class PerParameterMLP(StepOptimizer):
         # u = d exp(a exp_mult) step_mult
         update = direction * torch.exp(magnitude * c.exp_mult) * c.step_mult
         if self.nominal is not None:
-            # - exp(w tanh(h) + c) m_hat^(0.9) / rms: Adam's update at the start (w = 0)
+            # - exp(w s(h) + c) m_hat^(0.9) / rms: Adam's update at the start (w = 0)
             adam = momenta[:, c.momentum.index(ADAM_BETA1)] / rms.squeeze(-1)
-            update = update + self.nominal(torch.tanh(x).t(), adam.unsqueeze(0))
+            squashed = torch.tanh(x) if c.nominal_squash == "tanh" else x.clamp(max=1.0)
+            update = update + self.nominal(squashed.t(), adam.unsqueeze(0))
         new_state = {
             "step": t,
             "momentum": momentum_state,
@@ -870,7 +891,7 @@ class PerParameterMLP(StepOptimizer):
         weights, weights_m = weights.unbind(), weights_m.unbind()  # one per tensor
         layers = [torch.cat([a.weight, a.bias.unsqueeze(1)], dim=1) for a in self.hidden[1:]]
         # The read-outs of [h; 1]: d step_mult and a exp_mult; the nominal term's log rate
-        # w tanh(h) + c of [tanh h; 1].
+        # w s(h) + c of [s(h); 1].
         multipliers = self.output.weight.new_tensor([c.step_mult, c.exp_mult]).unsqueeze(1)
         out = torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1) * multipliers
         nominal = None
@@ -903,8 +924,11 @@ class PerParameterMLP(StepOptimizer):
             u = update[chunk.start : chunk.stop]
             if nominal is None:
                 torch.mul(v.direction, v.magnitude.exp_(), out=u)
-            else:  # d exp(a) - exp(w tanh(h) + c) m_hat / rms
-                h.units.tanh_()
+            else:  # d exp(a) - exp(w s(h) + c) m_hat / rms
+                if c.nominal_squash == "tanh":
+                    h.units.tanh_()
+                else:
+                    h.units.clamp_max_(1.0)
                 torch.mm(nominal, h.with_ones, out=v.rate)
                 v.exps.exp_()
                 torch.mul(v.direction, v.magnitude, out=u)
@@ -986,6 +1010,8 @@ class PerParameterMLP(StepOptimizer):
                 continue
             if name in ("lr_adaptation", "adaptation_bound") and not self.config.lr_adaptation:
                 continue  # specs saved before the adaptation existed stay as they were
+            if name == "nominal_squash" and value == "tanh":
+                continue  # likewise: the default is what every earlier spec had
             spec[name] = list(value) if isinstance(value, tuple) else value
         return spec
 
