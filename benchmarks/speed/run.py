@@ -22,12 +22,12 @@ and writes benchmarks/speed/results/speed.{json,md}. Reproduce, from the reposit
 ``[optimizer]`` of ``--config``, configs/generalist.toml: the MLP optimizer, ``kind = "mlp"``),
 on the 1,001,000 parameters of ``nn.Linear(1000, 1000)``, each learned optimizer timed in turn
 with a ``torch.optim.Adam(foreach=True)`` of its own (one step of each per round, so that both
-meet the same load): through the front-end (its step without autograd, the fast path of
+meet the same load; ``GENERALIST_ROUNDS``): through the front-end (its step without autograd, the fast path of
 ``l2o.optimizers.mlp``), its reference step (the differentiable one meta-training runs, here
 with no graph recorded: what the front-end ran before the fast path), the same with the
 nominal term reading tanh(h) (``nominal_squash = "tanh"``, the preset's until session 24) and
-the default ``kind = "mlp"`` architecture through the front-end; the same time, state and peak-memory
-columns; and writes benchmarks/speed/results/speed-generalist.{json,md}:
+the default ``kind = "mlp"`` architecture through the front-end; the same time, state and
+peak-memory columns; and writes benchmarks/speed/results/speed-generalist.{json,md}:
 
     python -m benchmarks.speed.run --generalist [--config configs/generalist.toml] [--repeats 25]
 """
@@ -117,6 +117,8 @@ GENERALIST_KINDS = {  # kind -> label
     "generalist-tanh": 'generalist with nominal_squash = "tanh" (until session 24), front-end',
     "mlp-defaults": 'default kind = "mlp" (2 x 32, 5 momenta, 11 step features), front-end',
 }
+# The kinds timed in the same rounds, each group with one Adam of its own.
+GENERALIST_ROUNDS = [["generalist", "generalist-tanh"], ["generalist-reference"], ["mlp-defaults"]]
 
 
 def linear_params(device: str) -> list[torch.Tensor]:
@@ -484,40 +486,48 @@ def describe_load(load: dict) -> str:
     )
 
 
+def _generalist_row(kind: str, n: int, optimizers: dict, seconds: dict, cpu: dict) -> dict:
+    """One row of ``--generalist``: ``kind``'s times against the Adam timed in its rounds."""
+    adam, learned = (statistics.median(seconds[k]) for k in (ADAM, kind))
+    adam_cpu, learned_cpu = (statistics.median(cpu[k]) for k in (ADAM, kind))
+    return {
+        "optimizer": kind,
+        "label": GENERALIST_KINDS[kind],
+        "params": n,
+        "step_seconds_median": learned,
+        "step_seconds": seconds[kind],
+        "torch_adam_seconds_median": adam,
+        "torch_adam_seconds": seconds[ADAM],
+        "ratio_to_torch_adam": learned / adam,
+        "step_cpu_seconds_median": learned_cpu,
+        "step_cpu_seconds": cpu[kind],
+        "torch_adam_cpu_seconds_median": adam_cpu,
+        "torch_adam_cpu_seconds": cpu[ADAM],
+        "cpu_ratio_to_torch_adam": learned_cpu / adam_cpu,
+        "state_bytes_per_param": state_bytes(optimizers[kind]) / n,
+        "torch_adam_state_bytes_per_param": state_bytes(optimizers[ADAM]) / n,
+    }
+
+
 def generalist(args: argparse.Namespace) -> int:
     """``--generalist``: each learned optimizer against a torch Adam of its own, in turn."""
     load_before = machine_load()
     build = generalist_builders(args.config, args.device)
     n = sum(p.numel() for p in linear_params("cpu"))
     rows = []
-    for kind in [k for k in GENERALIST_KINDS if k != ADAM]:
+    # The two nominal_squash variants in the same rounds (their difference is a tenth, the
+    # machine's drift between runs as much), each other kind with an Adam of its own.
+    for kinds in GENERALIST_ROUNDS:
         # The reference step takes ~10x the others' time: fewer rounds.
-        repeats = max(3, args.repeats // 4) if kind == "generalist-reference" else args.repeats
-        pair = {ADAM: build[ADAM](linear_params(args.device)), kind: None}
-        pair[kind] = build[kind](linear_params(args.device))
-        seconds, cpu = time_steps_and_cpu(pair, args.device, repeats)
-        adam, learned = (statistics.median(seconds[k]) for k in (ADAM, kind))
-        adam_cpu, learned_cpu = (statistics.median(cpu[k]) for k in (ADAM, kind))
-        rows.append(
-            {
-                "optimizer": kind,
-                "label": GENERALIST_KINDS[kind],
-                "params": n,
-                "step_seconds_median": learned,
-                "step_seconds": seconds[kind],
-                "torch_adam_seconds_median": adam,
-                "torch_adam_seconds": seconds[ADAM],
-                "ratio_to_torch_adam": learned / adam,
-                "step_cpu_seconds_median": learned_cpu,
-                "step_cpu_seconds": cpu[kind],
-                "torch_adam_cpu_seconds_median": adam_cpu,
-                "torch_adam_cpu_seconds": cpu[ADAM],
-                "cpu_ratio_to_torch_adam": learned_cpu / adam_cpu,
-                "state_bytes_per_param": state_bytes(pair[kind]) / n,
-                "torch_adam_state_bytes_per_param": state_bytes(pair[ADAM]) / n,
-            }
-        )
+        repeats = args.repeats // 4 if "generalist-reference" in kinds else args.repeats
+        pair = {ADAM: build[ADAM](linear_params(args.device))}
+        for kind in kinds:
+            pair[kind] = build[kind](linear_params(args.device))
+        seconds, cpu = time_steps_and_cpu(pair, args.device, max(3, repeats))
+        for kind in kinds:
+            rows.append(_generalist_row(kind, n, pair, seconds, cpu))
         del pair
+    rows.sort(key=lambda row: list(GENERALIST_KINDS).index(row["optimizer"]))
     for row in rows:
         kind = row["optimizer"]
         row["peak_step_bytes_per_param"] = (
@@ -572,8 +582,9 @@ def generalist_markdown(result: dict) -> str:
         " torch thread(s). Each learned optimizer is timed in turn with a",
         "`torch.optim.Adam(foreach=True)` of its own (one step of each per round, "
         f"{result['repeats']} rounds",
-        "after 3 warm-up steps; a quarter of them for the slow reference step), so that the two",
-        "meet the same load; a ratio is the learned step's median over that Adam's median, of",
+        "after 3 warm-up steps; a quarter of them for the slow reference step; the two",
+        "generalist front-ends, tanh and hardtanh, in the same rounds with one Adam), so that",
+        "they meet the same load; a ratio is the learned step's median over that Adam's median, of",
         "the wall-clock and of the CPU time of the thread (`time.thread_time`; on a shared",
         "machine the wall-clock also counts the time spent waiting for a core, which falls on",
         "long steps more than on short ones). Adam's time also depends on what ran before it: a",
