@@ -70,9 +70,10 @@ The step without autograd
 runs whenever autograd records (``torch.is_grad_enabled()``), unchanged. Without autograd (the
 torch.optim front-end, evaluation rollouts) ``step`` takes a fast path, ``_fast_step``, that
 computes the same numbers, the new state bit for bit (the same operations on it) and the
-updates to float rounding (tests/test_mlp_fast_step.py), in about a ninth of the time and a
+updates to float rounding (tests/test_mlp_fast_step.py), in about a tenth of the time and a
 fifth of the peak memory at a million parameters (benchmarks/speed/results/speed-generalist.md:
-9x torch.optim.Adam's step time instead of 70-80x, 60 instead of about 300 bytes per parameter):
+9.5x torch.optim.Adam's step time instead of about 80x, 60 instead of about 300 bytes per
+parameter):
 
 - The normaliser is folded into the first layer: for tensor j, x_norm W1^T = x (diag(s_j) W1^T)
   with s_j = 1 / sqrt(1e-5 + mean_j x^2) per feature, so the normalised N x F copy is never
