@@ -1,11 +1,12 @@
 """The generalist (issue #26): the held-out suite of a checkpoint meta-trained on the task
 mixture (configs/generalist.toml), scored against the issue's targets.
 
-Meta-training is long and resumable, so it is its own command; the preset's run directory,
-checkpoints included, is committed under benchmarks/generalist/results/run-pes so that it can
-be resumed on another machine (results/run, the first generalist's, is an older preset's):
+Meta-training is its own command (resumable); the preset's run directory, checkpoints
+included, is committed under benchmarks/generalist/results/run-pes-readouts-hardtanh so that it
+can be resumed on another machine (the other run-* directories are earlier recipes'):
 
-    l2o train configs/generalist.toml --run-dir benchmarks/generalist/results/run-pes --resume
+    torchrun --standalone --nproc_per_node=2 -m l2o train configs/generalist.toml \
+        --run-dir benchmarks/generalist/results/run-pes-readouts-hardtanh   # about 40 min
 
 This script runs ``l2o suite`` on the run's best checkpoint (or --checkpoint) into
 results/NAME-suite/ (results.json, report.md, suite.png) and writes
@@ -35,10 +36,10 @@ import torch
 from benchmarks.common import ROOT, machine, results_dir, write_result
 from l2o.checkpoint import load_checkpoint, resolve, save_checkpoint
 from l2o.evaluate import write_json
-from l2o.evaluate.suite import plot_suite, suite_table
+from l2o.evaluate.suite import SUITE, plot_suite, suite_table
 from l2o.pipelines import suite
 
-RUN = results_dir("generalist") / "run-pes"
+RUN = results_dir("generalist") / "run-pes-readouts-hardtanh"
 # Issue #26's targets on the held-out suite.
 MAX_RATIO = 1.0  # every entry: final loss <= tuned Adam's
 MAX_RATIO_STRICT = 0.9  # these entries: <= 0.9 of tuned Adam's
@@ -133,7 +134,7 @@ def main() -> int:
     parser.add_argument(
         "--checkpoint",
         default=str(RUN),
-        help="default: the committed run of the preset, results/run-pes",
+        help="default: the committed run of the preset, results/run-pes-readouts-hardtanh",
     )
     parser.add_argument("--name", default="generalist", help="result file stem")
     parser.add_argument("--only", nargs="+", help="suite entries to run (default: all)")
@@ -199,7 +200,7 @@ def main() -> int:
 
 def merge_suites(directories: list[str], out: Path) -> dict[str, Any]:
     """One suite report from the results.json of several ``l2o suite`` runs of one checkpoint
-    (entries in the order given), written with its figure into ``out``."""
+    (entries in the suite's order), written with its figure into ``out``."""
     reports = [json.loads((Path(d) / "results.json").read_text()) for d in directories]
     first = reports[0]
     for other in reports[1:]:
@@ -207,9 +208,10 @@ def merge_suites(directories: list[str], out: Path) -> dict[str, Any]:
         spec = other["learned_optimizer"]["spec"] != first["learned_optimizer"]["spec"]
         if spec or any(other[k] != first[k] for k in same):
             raise SystemExit(f"cannot merge suites of other optimizers or settings {same}")
-    merged = {**first, "entries": {}}
-    for report in reports:
-        merged["entries"].update(report["entries"])
+    entries = {name: r for report in reports for name, r in report["entries"].items()}
+    order = [entry.name for entry in SUITE]
+    ranked = sorted(entries, key=lambda n: order.index(n) if n in order else len(order))
+    merged = {**first, "entries": {name: entries[name] for name in ranked}}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", merged)
     plot_suite(merged["entries"], out / "suite.png")
@@ -224,8 +226,10 @@ def ship(optimizer, record, result) -> None:
         for entry, r in result["suite"]["entries"].items()
     }
     shipped = {
-        "description": "per-parameter MLP with a per-tensor scheduler, meta-trained on a "
-        "mixture of MLPs, conv nets and quadratics (issue #26)",
+        "description": "per-parameter MLP over normalised features with a per-tensor "
+        "scheduler and a hypergradient rate, Adam at 0.01 to start; its read-outs meta-trained "
+        "by PES on a mixture of MLPs, conv nets and quadratics: no learning rate to tune "
+        "(issue #26)",
         "trained_on": record["task"],
         "training": record["training"],
         "metrics": record["metrics"],
@@ -237,7 +241,9 @@ def ship(optimizer, record, result) -> None:
             "machine": result["machine"]["cpu"],
             "results": "benchmarks/generalist/results/generalist.json",
         },
-        "command": "python -m benchmarks.generalist.run --ship",
+        "command": "l2o train configs/generalist.toml --run-dir "
+        "benchmarks/generalist/results/run-pes-readouts-hardtanh; "
+        "python -m benchmarks.generalist.run --ship",
     }
     save_checkpoint(dest, optimizer, shipped)
     print(f"shipped {dest}.safetensors")
