@@ -6,7 +6,7 @@ included, is committed under benchmarks/generalist/results/run-pes-readouts-hard
 can be resumed on another machine (the other run-* directories are earlier recipes'):
 
     torchrun --standalone --nproc_per_node=2 -m l2o train configs/generalist.toml \
-        --run-dir benchmarks/generalist/results/run-pes-readouts-hardtanh   # about 40 min
+        --run-dir benchmarks/generalist/results/run-pes-readouts-hardtanh   # 32 min
 
 This script runs ``l2o suite`` on the run's best checkpoint (or --checkpoint) into
 results/NAME-suite/ (results.json, report.md, suite.png) and writes
