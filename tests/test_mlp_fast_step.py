@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from l2o.optim import LearnedOptimizer
-from l2o.optimizers import MLPOptimizerConfig, PerParameterMLP
+from l2o.optimizers import MLPOptimizerConfig, PerParameterMLP, mlp
 from l2o.optimizers.base import PER_TENSOR, detach_state
 from l2o.optimizers.mlp import ChunkPlan
 
@@ -153,6 +153,24 @@ def test_chunk_size_and_packing_do_not_change_the_numbers_beyond_rounding():
     for updates, state in rest:
         _assert_updates_close(updates, first)
         _assert_state_equal(state, first_state)
+
+
+def test_adaptation_cosines_in_pieces_are_the_reference_ones(monkeypatch):
+    # Pieces of 50 coordinates: the conv weight (216) and the vector (200) in several pieces,
+    # whose sums add up to each tensor's cosine (here the default pieces hold each tensor whole).
+    opt = _woken(CONFIGS["adaptive"])
+    params = [torch.randn(s) for s in SHAPES]
+    state = opt.init_state(params)
+    _, state = _reference(opt, _gradients(0), state, params)
+    grads = [g.reshape(-1) for g in _gradients(1)]  # flat, one per tensor
+    args = (grads, state["momentum"][1], state["rms"][0], 1)  # m^(0.9), v, step
+    with torch.enable_grad():
+        want = opt._cosines(*args)
+    monkeypatch.setattr(mlp, "COSINE_PIECE", 50)
+    with torch.no_grad():
+        got = opt._cosines(*args)
+    assert want.abs().max() > 0.01
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_chunk_plan_covers_every_coordinate_once_in_whole_rows():

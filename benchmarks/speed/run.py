@@ -22,8 +22,8 @@ and writes benchmarks/speed/results/speed.{json,md}. Reproduce, from the reposit
 ``[optimizer]`` of ``--config``, configs/generalist.toml: the MLP optimizer, ``kind = "mlp"``),
 on the 1,001,000 parameters of ``nn.Linear(1000, 1000)``, each learned optimizer timed in turn
 with a ``torch.optim.Adam(foreach=True)`` of its own (one step of each per round, so that both
-meet the same load; ``GENERALIST_ROUNDS``): through the front-end (its step without autograd, the fast path of
-``l2o.optimizers.mlp``), its reference step (the differentiable one meta-training runs, here
+meet the same load; ``GENERALIST_ROUNDS``): through the front-end (its step without autograd,
+the fast path of ``l2o.optimizers.mlp``), its reference step (the differentiable one meta-training runs, here
 with no graph recorded: what the front-end ran before the fast path), the same with the
 nominal term reading tanh(h) (``nominal_squash = "tanh"``, the preset's until session 24) and
 the default ``kind = "mlp"`` architecture through the front-end; the same time, state and
